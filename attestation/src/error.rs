@@ -1,0 +1,138 @@
+//! The one error type of the crate.
+//!
+//! Every way a document can fail has its own variant and a stable short code (`ATT-…`) that callers,
+//! logs and users can search for. Codes never change meaning; new failures get new codes.
+
+use std::fmt;
+
+/// Where in the certificate chain a problem was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertPosition {
+    /// `cabundle[i]`; index 0 is the root.
+    Bundle(usize),
+    /// The leaf `certificate` that signs the document.
+    Leaf,
+    /// A trust anchor given by the caller.
+    Anchor,
+}
+
+impl fmt::Display for CertPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundle(i) => write!(f, "cabundle[{i}]"),
+            Self::Leaf => f.write_str("leaf certificate"),
+            Self::Anchor => f.write_str("trust anchor"),
+        }
+    }
+}
+
+/// Why a document (or a dev PKI operation) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input is not a COSE_Sign1 document of the Nitro shape (ES384, attached payload,
+    /// 96-byte signature, no trailing bytes, at most tag 18).
+    #[error("malformed COSE_Sign1 envelope: {0}")]
+    Cose(String),
+    /// The payload is not a syntactically valid attestation document.
+    #[error("attestation document fails syntactic checks: {0}")]
+    Syntax(String),
+    /// `cabundle[0]` is not one of the pinned roots.
+    #[error("certificate bundle is not anchored in a pinned root: {0}")]
+    Root(String),
+    /// A certificate could not be parsed or uses an algorithm other than P-384/SHA-384.
+    #[error("malformed certificate ({position}): {reason}")]
+    Cert {
+        /// Which certificate.
+        position: CertPosition,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The chain's structure is wrong: names do not link, or CA constraints are violated.
+    #[error("certificate chain broken at {position}: {reason}")]
+    Chain {
+        /// Which certificate.
+        position: CertPosition,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate's signature does not verify with its issuer's key.
+    #[error("certificate signature invalid at {0}")]
+    ChainSig(CertPosition),
+    /// A certificate is not valid at the verification instant.
+    #[error("{position} is not valid at {at} (valid {not_before} .. {not_after}, unix seconds)")]
+    CertTime {
+        /// Which certificate.
+        position: CertPosition,
+        /// The verification instant, unix seconds.
+        at: i64,
+        /// Start of validity, unix seconds.
+        not_before: i64,
+        /// End of validity, unix seconds.
+        not_after: i64,
+    },
+    /// The COSE signature does not verify with the leaf certificate's key.
+    #[error("document signature does not verify with the leaf certificate's key")]
+    Sig,
+    /// A PCR differs from the expected value, or is absent.
+    #[error("PCR{index} mismatch: {reason}")]
+    Pcr {
+        /// PCR index.
+        index: u8,
+        /// Expected vs found.
+        reason: String,
+    },
+    /// The document comes from a debug-mode enclave (PCR0 all zero) and debug is not allowed.
+    #[error(
+        "document is from a debug-mode enclave (PCR0 is all zero); debug documents are not allowed"
+    )]
+    Debug,
+    /// The nonce differs from the expected challenge, or is absent.
+    #[error("nonce mismatch: {0}")]
+    Nonce(String),
+    /// The document is older (or further in the future) than the allowed age.
+    #[error(
+        "document timestamp is {age_ms} ms away from the verification instant; at most {max_ms} ms allowed"
+    )]
+    Stale {
+        /// |instant - timestamp| in milliseconds.
+        age_ms: u64,
+        /// The allowed maximum.
+        max_ms: u64,
+    },
+    /// The policy requires a public key and the document has none.
+    #[error("document carries no public_key, and the policy requires one")]
+    NoPublicKey,
+    /// A trust anchor given by the caller is unusable.
+    #[error("unusable trust anchor: {0}")]
+    Anchor(String),
+    /// The emulated NSM's dev PKI could not be created, loaded, saved or used.
+    #[error("dev PKI: {0}")]
+    DevPki(String),
+}
+
+impl Error {
+    /// The stable short code of this failure, for example `ATT-SIG`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Cose(_) => "ATT-COSE",
+            Self::Syntax(_) => "ATT-SYNTAX",
+            Self::Root(_) => "ATT-ROOT",
+            Self::Cert { .. } => "ATT-CERT",
+            Self::Chain { .. } => "ATT-CHAIN",
+            Self::ChainSig(_) => "ATT-CHAIN-SIG",
+            Self::CertTime { .. } => "ATT-CERT-TIME",
+            Self::Sig => "ATT-SIG",
+            Self::Pcr { .. } => "ATT-PCR",
+            Self::Debug => "ATT-DEBUG",
+            Self::Nonce(_) => "ATT-NONCE",
+            Self::Stale { .. } => "ATT-STALE",
+            Self::NoPublicKey => "ATT-NO-KEY",
+            Self::Anchor(_) => "ATT-ANCHOR",
+            Self::DevPki(_) => "ATT-DEV-PKI",
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1 @@
+//! Helpers for cross-crate tests.
