@@ -60,7 +60,7 @@ pub enum Error {
     #[error("certificate signature invalid at {0}")]
     ChainSig(CertPosition),
     /// A certificate is not valid at the verification instant.
-    #[error("{position} is not valid at {at} (valid {not_before} .. {not_after}, unix seconds)")]
+    #[error("{position} is not valid at {} (valid {} .. {})", secs(*at), secs(*not_before), secs(*not_after))]
     CertTime {
         /// Which certificate.
         position: CertPosition,
@@ -132,6 +132,10 @@ impl Error {
             Self::DevPki(_) => "ATT-DEV-PKI",
         }
     }
+}
+
+fn secs(s: i64) -> String {
+    crate::time::Timestamp::from_secs(u64::try_from(s).unwrap_or(0)).to_rfc3339()
 }
 
 /// Result alias of this crate.

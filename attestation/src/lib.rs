@@ -16,6 +16,7 @@
 //! ([`VerifyAt::Now`]). Every failure has a stable code ([`Error::code`]); no input panics.
 
 mod cache;
+mod certinfo;
 mod chain;
 mod cose;
 mod document;
@@ -31,6 +32,7 @@ mod verifier;
 pub mod dev_signer;
 
 pub use cache::ChainCache;
+pub use certinfo::CertificateInfo;
 pub use document::{AttestationDocument, MAX_FIELD_LEN};
 pub use error::{CertPosition, Error, Result};
 pub use pcr::{PCR_COUNT, PCR_LEN, ParsePcrError, PcrIndex, PcrValue, Pcrs};

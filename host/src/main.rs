@@ -1,1 +1,80 @@
-fn main() {}
+//! `cloister`: the command a user types on the (untrusted) host.
+//!
+//! This binary holds no secrets. Today it inspects and verifies attestation documents and manages
+//! the emulated NSM's dev PKI; the proxy, the launcher and seal/submit join it with their issues.
+//!
+//! Exit codes: 0 success, 1 a document was rejected (or a command failed), 2 usage error or
+//! unreadable input.
+
+mod attest;
+mod dev_pki;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// cloister: an attested crypto worker in the style of AWS Nitro Enclaves.
+#[derive(Debug, Parser)]
+#[command(name = "cloister", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and verify AWS Nitro attestation documents.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
+    /// The emulated NSM's development PKI (never trusted by production verifiers).
+    #[command(subcommand, name = "dev-pki")]
+    DevPki(dev_pki::DevPkiCommand),
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A document or request was refused: exit 1, `error[CODE]: message`.
+    Rejected { code: &'static str, message: String },
+    /// The input could not be read or decoded: exit 2.
+    Input(anyhow::Error),
+}
+
+impl From<cloister_attestation::Error> for Failure {
+    fn from(e: cloister_attestation::Error) -> Self {
+        Self::Rejected {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Attest(cmd) => attest::run(cmd),
+        Command::DevPki(cmd) => dev_pki::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Rejected { code, message }) => {
+            eprintln!("error[{code}]: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(e)) => {
+            eprintln!("error[CLI-INPUT]: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

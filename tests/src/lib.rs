@@ -1,1 +1,71 @@
-//! Helpers for cross-crate tests.
+//! Helpers for cross-crate tests: locate the workspace's binaries and test vectors.
+//!
+//! Tests here drive `cloister` (and later `cloister-kms`, `cloister-enclave`) as a user does,
+//! as separate processes, so they exercise argument parsing, exit codes and real I/O. Helpers
+//! panic on a broken environment: they only ever run inside tests.
+#![allow(clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A file under `testdata/`.
+pub fn testdata(rel: &str) -> PathBuf {
+    workspace().join("testdata").join(rel)
+}
+
+/// Path of a workspace binary, built once per test process with the same profile as the tests.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--quiet", "--bins"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo build failed: {status}"))
+        }
+    });
+    if let Err(e) = built {
+        panic!("building workspace binaries: {e}");
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    profile_dir.join(name)
+}
+
+/// Runs `cloister` with `args`.
+pub fn cloister(args: &[&str]) -> Output {
+    run(&binary("cloister"), args)
+}
+
+/// Runs a program, capturing output.
+pub fn run(program: &PathBuf, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+/// Exit code, stdout and stderr of a finished command.
+pub fn outcome(out: &Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

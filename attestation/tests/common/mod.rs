@@ -1,5 +1,5 @@
 //! Shared helpers: the real Nitro vectors in `testdata/nitro` and their metadata.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
