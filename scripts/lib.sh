@@ -1,0 +1,37 @@
+# Shared set-up helpers, sourced by scripts/run, scripts/test and scripts/fuzz.
+# Everything the project needs is installed from here: nothing is installed by hand.
+
+die() { echo "error: $*" >&2; exit 1; }
+
+require_rust() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup, 1.85 or newer)"
+  local v
+  v=$(rustc --version | awk '{print $2}')
+  case "$v" in
+    1.[0-7][0-9].*|1.8[0-4].*) die "rustc $v is too old; 1.85 or newer is needed (edition 2024)" ;;
+  esac
+}
+
+# ensure_cargo_tool BINARY CRATE VERSION: cargo install it once (into ~/.cargo/bin) if missing.
+ensure_cargo_tool() {
+  local bin="$1" crate="$2" version="$3"
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    echo "== installing $crate $version (cargo install, once)"
+    cargo install --locked --quiet "$crate" --version "$version"
+  fi
+}
+
+# ensure_apt PACKAGE...: install Debian packages that are missing.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== apt-get install ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
