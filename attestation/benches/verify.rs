@@ -106,7 +106,7 @@ fn time_per_op(budget: Duration, mut f: impl FnMut()) -> Duration {
         }
         n *= 2;
     }
-    let per = (0..3)
+    (0..3)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..n {
@@ -115,8 +115,7 @@ fn time_per_op(budget: Duration, mut f: impl FnMut()) -> Duration {
             t.elapsed() / n
         })
         .min()
-        .unwrap();
-    per
+        .unwrap()
 }
 
 fn main() {
@@ -141,7 +140,10 @@ fn main() {
     let pki = DevPki::generate(now).unwrap();
     let mut pcrs = Pcrs::new();
     for i in 0..16 {
-        pcrs.insert(PcrIndex::new(i).unwrap(), PcrValue::measure(&[i as u8]));
+        pcrs.insert(
+            PcrIndex::new(i).unwrap(),
+            PcrValue::measure(&i.to_be_bytes()),
+        );
     }
     let req = DocumentRequest {
         module_id: "i-0-enc0".into(),
