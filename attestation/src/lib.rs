@@ -24,6 +24,7 @@ mod ecdsa;
 mod error;
 mod pcr;
 mod policy;
+pub mod recipient;
 mod roots;
 mod time;
 mod verifier;
