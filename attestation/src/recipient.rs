@@ -283,6 +283,7 @@ impl RecipientPrivateKey {
 
 /// Minimal DER writer: just what the envelope needs.
 mod der {
+    #[allow(clippy::cast_possible_truncation)] // len < 0x80, and a usize has at most 8 length bytes
     pub(super) fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
         let len = value.len();
