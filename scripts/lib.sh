@@ -4,11 +4,11 @@
 die() { echo "error: $*" >&2; exit 1; }
 
 require_rust() {
-  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup, 1.85 or newer)"
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup, 1.89 or newer)"
   local v
   v=$(rustc --version | awk '{print $2}')
   case "$v" in
-    1.[0-7][0-9].*|1.8[0-4].*) die "rustc $v is too old; 1.85 or newer is needed (edition 2024)" ;;
+    1.[0-7][0-9].*|1.8[0-8].*) die "rustc $v is too old; 1.89 or newer is needed" ;;
   esac
 }
 

@@ -138,12 +138,12 @@ impl<'a> ParsedCert<'a> {
         if !bc.value.ca {
             return Err(broken("certificate in cabundle is not a CA".into()));
         }
-        if let Some(limit) = bc.value.path_len_constraint {
-            if below > limit as usize {
-                return Err(broken(format!(
-                    "path length {below} exceeds the constraint {limit}"
-                )));
-            }
+        if let Some(limit) = bc.value.path_len_constraint
+            && below > limit as usize
+        {
+            return Err(broken(format!(
+                "path length {below} exceeds the constraint {limit}"
+            )));
         }
         let ku = self
             .cert

@@ -48,7 +48,7 @@ pub(crate) fn decode_any(raw: &[u8]) -> Result<Vec<u8>> {
     if text.is_empty() {
         bail!("input is only whitespace");
     }
-    if text.iter().all(u8::is_ascii_hexdigit) && text.len() % 2 == 0 {
+    if text.iter().all(u8::is_ascii_hexdigit) && text.len().is_multiple_of(2) {
         return hex::decode(&text).context("not valid hex");
     }
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {

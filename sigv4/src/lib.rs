@@ -96,15 +96,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(v) = s
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(v) = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
@@ -390,10 +390,10 @@ pub fn verify(
         }
     }
     let payload_hash = sha256_hex(parts.body);
-    if let Some(claimed) = header("x-amz-content-sha256") {
-        if claimed != payload_hash {
-            return Err(SigV4Error::Mismatch);
-        }
+    if let Some(claimed) = header("x-amz-content-sha256")
+        && claimed != payload_hash
+    {
+        return Err(SigV4Error::Mismatch);
     }
     let creq = canonical_request(parts, &auth.signed_headers, &payload_hash);
     let sts = string_to_sign(amz, &scope(&auth.date, region, service), &creq);

@@ -1,0 +1,345 @@
+//! The KMS application: configuration, shared state, and the checks every operation shares
+//! (key resolution, key policy, key state, rate limit).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use cloister_attestation::{TrustAnchor, Verifier};
+use rusqlite::{Connection, params};
+
+use crate::error::{KmsError, Result};
+use crate::policy::{Decision, KeyPolicy, RequestContext};
+use crate::ratelimit::TokenBucket;
+use crate::rootkey::RootKey;
+use crate::state::{KeyRecord, KeyState, Principal, State, secret_label};
+use crate::store::{self, Writer};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// AWS region this KMS answers for (SigV4 scope, ARNs).
+    pub region: String,
+    /// Account id in ARNs; its root principal is the admin.
+    pub account: String,
+    /// Oldest attestation document accepted.
+    pub max_attestation_age: Duration,
+    /// Requests per second per account for cryptographic operations (None: unlimited).
+    pub rate: Option<f64>,
+    /// Roots trusted for attestation documents besides the AWS Nitro root.
+    pub trust_roots: Vec<TrustAnchor>,
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Settings.
+    pub cfg: Config,
+    /// The root key sealing key material at rest.
+    pub root: RootKey,
+    /// In-memory view of the store.
+    state: RwLock<State>,
+    /// The store's writer.
+    pub writer: Writer,
+    /// Serializes read-modify-write of keys and aliases.
+    pub mutate: tokio::sync::Mutex<()>,
+    /// Attestation verifier: the AWS root plus `--trust-root`s, with a chain cache.
+    pub verifier: Verifier,
+    limiter: Option<Mutex<TokenBucket>>,
+    reader: Mutex<Connection>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ARN of the account's root principal.
+pub fn root_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:root")
+}
+
+fn random_string(alphabet: &[u8], len: usize) -> Result<String> {
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KmsError::Internal("no randomness".into()))?;
+    Ok(bytes
+        .iter()
+        .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+        .collect())
+}
+
+/// Creates a principal row with fresh credentials; returns them.
+pub fn create_principal(conn: &Connection, root: &RootKey, arn: &str) -> Result<Principal> {
+    let access_key_id = format!(
+        "AKIA{}",
+        random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)?
+    );
+    let mut raw = [0u8; 30];
+    SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| KmsError::Internal("no randomness".into()))?;
+    let secret = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw));
+    let sealed = root.seal(&secret_label(&access_key_id), secret.as_bytes())?;
+    conn.execute(
+        "INSERT INTO principals (access_key_id, sealed_secret, arn, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![access_key_id, sealed, arn, now_ms()],
+    )
+    .map_err(KmsError::store)?;
+    Ok(Principal {
+        access_key_id,
+        secret,
+        arn: arn.to_owned(),
+    })
+}
+
+/// Opens (creating if needed) the store in `dir`: root key, schema, and the admin principal.
+pub fn init_store(dir: &Path, account: &str) -> anyhow::Result<(RootKey, Connection)> {
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let root = RootKey::load_or_create(dir)?;
+    let mut conn = store::open(dir, false)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let admin = root_arn(account);
+    let exists: i64 = tx.query_row(
+        "SELECT count(*) FROM principals WHERE arn = ?1",
+        [&admin],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        create_principal(&tx, &root, &admin)?;
+    }
+    tx.commit()?;
+    Ok((root, conn))
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    i64::try_from(cloister_attestation::Timestamp::now().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What a cryptographic operation needs from a key, checked.
+#[derive(Debug, Clone)]
+pub struct UsableKey {
+    /// The key record.
+    pub key: KeyRecord,
+    /// Its ARN.
+    pub arn: String,
+}
+
+impl App {
+    /// Builds the application over an initialised store.
+    pub fn new(cfg: Config, root: RootKey, conn: Connection, data_dir: PathBuf) -> Result<Self> {
+        let state = State::load(&conn, &root)?;
+        let writer = Writer::start(conn)?;
+        let reader = store::open(&data_dir, true)?;
+        let mut anchors = vec![TrustAnchor::aws_nitro_root_g1()];
+        anchors.extend(cfg.trust_roots.iter().cloned());
+        let limiter = cfg.rate.map(|r| Mutex::new(TokenBucket::new(r)));
+        Ok(Self {
+            verifier: Verifier::new(anchors).with_chain_cache(1024),
+            cfg,
+            root,
+            state: RwLock::new(state),
+            writer,
+            mutate: tokio::sync::Mutex::new(()),
+            limiter,
+            reader: Mutex::new(reader),
+            data_dir,
+        })
+    }
+
+    /// Read access to the in-memory state.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a change to the in-memory state (after it was persisted).
+    pub fn apply(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// `arn:aws:kms:<region>:<account>:key/<id>`.
+    pub fn key_arn(&self, key_id: &str) -> String {
+        format!(
+            "arn:aws:kms:{}:{}:key/{key_id}",
+            self.cfg.region, self.cfg.account
+        )
+    }
+
+    /// `arn:aws:kms:<region>:<account>:<alias/name>`.
+    pub fn alias_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kms:{}:{}:{name}",
+            self.cfg.region, self.cfg.account
+        )
+    }
+
+    /// Finds a principal by access key id: memory first, then the store (for principals added by
+    /// `cloister-kms principal add` while the server runs).
+    pub fn principal(&self, access_key_id: &str) -> Result<Option<Principal>> {
+        if let Some(p) = self.state().principals.get(access_key_id) {
+            return Ok(Some(p.clone()));
+        }
+        let found = {
+            let conn = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            crate::state::load_principals(&conn, &self.root)?
+        };
+        let hit = found
+            .iter()
+            .find(|p| p.access_key_id == access_key_id)
+            .cloned();
+        self.apply(|s| {
+            for p in found {
+                s.principals.insert(p.access_key_id.clone(), p);
+            }
+        });
+        Ok(hit)
+    }
+
+    /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
+    pub fn resolve(&self, key_ref: &str) -> Result<String> {
+        let not_found = |what: &str| KmsError::NotFound(format!("{what} does not exist"));
+        let prefix = format!("arn:aws:kms:{}:{}:", self.cfg.region, self.cfg.account);
+        let local = if let Some(rest) = key_ref.strip_prefix(&prefix) {
+            rest
+        } else if key_ref.starts_with("arn:") {
+            let parts: Vec<&str> = key_ref.splitn(6, ':').collect();
+            if parts.len() != 6 || parts[1] != "aws" || parts[2] != "kms" {
+                return Err(KmsError::InvalidArn(format!(
+                    "{key_ref} is not a valid KMS ARN"
+                )));
+            }
+            return Err(not_found(&format!("Key '{key_ref}'")));
+        } else {
+            key_ref
+        };
+        let state = self.state();
+        if local.starts_with("alias/") {
+            return state
+                .aliases
+                .get(local)
+                .map(|a| a.key_id.clone())
+                .ok_or_else(|| {
+                    KmsError::NotFound(format!("Alias '{}' is not found.", self.alias_arn(local)))
+                });
+        }
+        let id = local.strip_prefix("key/").unwrap_or(local);
+        if state.keys.contains_key(id) {
+            Ok(id.to_owned())
+        } else {
+            Err(not_found(&format!("Key '{}'", self.key_arn(id))))
+        }
+    }
+
+    /// The key record for an id (after [`App::resolve`]).
+    pub fn key(&self, key_id: &str) -> Result<KeyRecord> {
+        self.state().keys.get(key_id).cloned().ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(key_id)))
+        })
+    }
+
+    /// Checks the key policy for `action` with condition keys `conditions`.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: &str,
+        key: &KeyRecord,
+        mut conditions: HashMap<String, Vec<String>>,
+    ) -> Result<()> {
+        conditions.insert("kms:calleraccount".into(), vec![self.cfg.account.clone()]);
+        conditions.insert("aws:principalarn".into(), vec![principal.arn.clone()]);
+        let arn = self.key_arn(&key.key_id);
+        let req = RequestContext {
+            principal_arn: &principal.arn,
+            action,
+            resource: &arn,
+            conditions,
+        };
+        match key.policy.evaluate(&req) {
+            Decision::Allow => Ok(()),
+            Decision::ExplicitDeny => Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {arn} with an explicit deny in a resource-based policy",
+                principal.arn
+            ))),
+            Decision::ImplicitDeny => Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {arn} because no resource-based policy allows the {action} action",
+                principal.arn
+            ))),
+        }
+    }
+
+    /// Refuses cryptographic use of a key that is not Enabled.
+    pub fn check_usable(&self, key: &KeyRecord) -> Result<()> {
+        let arn = self.key_arn(&key.key_id);
+        match key.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
+            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
+                "{arn} is pending deletion."
+            ))),
+        }
+    }
+
+    /// The current key material of a key.
+    pub fn material(&self, key_id: &str, version: u32) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        self.state()
+            .material
+            .get(&(key_id.to_owned(), version))
+            .cloned()
+            .ok_or_else(|| KmsError::InvalidCiphertext(String::new()))
+    }
+
+    /// Takes a token for a cryptographic operation, or ThrottlingException.
+    pub fn throttle(&self) -> Result<()> {
+        if let Some(l) = &self.limiter
+            && !l.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            return Err(KmsError::Throttling("Rate exceeded".into()));
+        }
+        Ok(())
+    }
+
+    /// Parses a key policy and, unless bypassed, checks that it still lets the caller manage it.
+    pub fn checked_policy(
+        &self,
+        text: &str,
+        principal: &Principal,
+        bypass: bool,
+        key_id: &str,
+    ) -> Result<KeyPolicy> {
+        let policy = KeyPolicy::parse(text)?;
+        if !bypass {
+            let arn = self.key_arn(key_id);
+            let mut conditions = HashMap::new();
+            conditions.insert("kms:calleraccount".into(), vec![self.cfg.account.clone()]);
+            conditions.insert("aws:principalarn".into(), vec![principal.arn.clone()]);
+            let req = RequestContext {
+                principal_arn: &principal.arn,
+                action: "kms:PutKeyPolicy",
+                resource: &arn,
+                conditions,
+            };
+            if policy.evaluate(&req) != Decision::Allow {
+                return Err(KmsError::MalformedPolicy(
+                    "The new key policy will not allow you to update the key policy in the future."
+                        .into(),
+                ));
+            }
+        }
+        Ok(policy)
+    }
+}

@@ -1,0 +1,99 @@
+//! Attested release: the `Recipient` parameter of Decrypt, GenerateDataKey and GenerateRandom.
+//!
+//! The attestation document is verified with cloister-attestation against the AWS Nitro root and
+//! the operator's `--trust-root`s only, at the current time; debug documents and documents older
+//! than `--max-attestation-age` are refused, and the document must carry an RSA public key of
+//! 2048-4096 bits. Only then do the `kms:RecipientAttestation:*` condition keys exist for the key
+//! policy, and the sensitive output is returned only as `CiphertextForRecipient` (CMS
+//! EnvelopedData to that key), never as `Plaintext`.
+
+use std::collections::HashMap;
+
+use cloister_attestation::recipient::{self, RecipientKey};
+use cloister_attestation::{PcrIndex, Policy, VerifiedDocument, VerifyAt};
+
+use crate::app::App;
+use crate::audit::AuditEntry;
+use crate::error::{KmsError, Result};
+use crate::input::Input;
+
+/// A verified recipient.
+#[derive(Debug)]
+pub struct Recipient {
+    doc: VerifiedDocument,
+    key: RecipientKey,
+}
+
+/// Largest attestation document accepted in a request, as AWS's model allows.
+const MAX_DOCUMENT: usize = 262_144;
+
+/// Reads and verifies `Recipient` if the input has one; records the attempt in the audit entry.
+pub fn from_input(app: &App, input: &Input, audit: &mut AuditEntry) -> Result<Option<Recipient>> {
+    let Some(r) = input.object("Recipient")? else {
+        return Ok(None);
+    };
+    r.enum_str("KeyEncryptionAlgorithm", &["RSAES_OAEP_SHA_256"])?;
+    if r.str("KeyEncryptionAlgorithm")?.is_none() {
+        return Err(KmsError::validation(
+            "Value null at 'recipient.keyEncryptionAlgorithm' failed to satisfy constraint: Member must not be null",
+        ));
+    }
+    let doc = r.req_blob("AttestationDocument", 1, MAX_DOCUMENT)?;
+    // Record what the document claims even if it is refused, for the audit trail.
+    if let Ok(d) = cloister_attestation::decode(&doc) {
+        audit.module_id = Some(d.document.module_id.clone());
+        audit.pcr0 = d.document.pcrs.get(PcrIndex::IMAGE).map(|v| v.to_hex());
+    }
+    let policy = Policy::new()
+        .require_public_key(true)
+        .max_age(app.cfg.max_attestation_age);
+    let verified = app.verifier.verify(&doc, VerifyAt::Now, &policy).map_err(|e| match e.code() {
+        "ATT-COSE" | "ATT-SYNTAX" | "ATT-NO-KEY" => {
+            KmsError::validation(format!("Value at 'recipient.attestationDocument' is not a valid attestation document: error[{}]: {e}", e.code()))
+        }
+        code => KmsError::AccessDenied(format!("The attestation document was refused: error[{code}]: {e}")),
+    })?;
+    let spki = verified.public_key.as_deref().unwrap_or_default();
+    let key = RecipientKey::from_spki_der(spki).map_err(|e| {
+        KmsError::validation(format!(
+            "Value at 'recipient.attestationDocument' does not carry a usable public key: {e}"
+        ))
+    })?;
+    Ok(Some(Recipient { doc: verified, key }))
+}
+
+impl Recipient {
+    /// The `kms:RecipientAttestation:*` condition keys (lower-case names, lower-case hex values).
+    pub fn conditions(&self) -> HashMap<String, Vec<String>> {
+        let mut out = HashMap::new();
+        for (index, value) in self.doc.pcrs.iter() {
+            out.insert(
+                format!("kms:recipientattestation:pcr{}", index.get()),
+                vec![value.to_hex()],
+            );
+            if index == PcrIndex::IMAGE {
+                out.insert(
+                    "kms:recipientattestation:imagesha384".into(),
+                    vec![value.to_hex()],
+                );
+            }
+        }
+        out
+    }
+
+    /// Encrypts `plaintext` to the enclave's key.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        recipient::seal(&self.key, plaintext).map_err(|e| KmsError::Internal(e.to_string()))
+    }
+}
+
+/// Adds a recipient's condition keys (if any) to `conditions`.
+pub fn with_conditions(
+    mut conditions: HashMap<String, Vec<String>>,
+    r: Option<&Recipient>,
+) -> HashMap<String, Vec<String>> {
+    if let Some(r) = r {
+        conditions.extend(r.conditions());
+    }
+    conditions
+}

@@ -1,0 +1,333 @@
+//! `cloister-kms`: serve the KMS, print credentials, add principals, read the audit log.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use cloister_attestation::TrustAnchor;
+use cloister_kms::{App, Config, app, audit, rootkey::RootKey, server, store, tls};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// cloister-kms: an AWS-KMS-compatible key service that releases keys only to attested enclaves.
+#[derive(Debug, Parser)]
+#[command(name = "cloister-kms", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the KMS.
+    Serve {
+        /// Data directory (created 0700): SQLite store, root.key, TLS material.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Plain HTTP address.
+        #[arg(long, default_value = "127.0.0.1:4599")]
+        listen: SocketAddr,
+        /// HTTPS address (certificate from <data-dir>/tls, CA in <data-dir>/tls/ca.pem).
+        #[arg(long)]
+        tls_listen: Option<SocketAddr>,
+        /// Region in SigV4 scopes and ARNs.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// Account id in ARNs.
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+        /// A PEM root trusted for attestation documents besides the AWS Nitro root. Repeatable.
+        #[arg(long = "trust-root", value_name = "PEM")]
+        trust_roots: Vec<PathBuf>,
+        /// Oldest attestation document accepted, seconds.
+        #[arg(long, default_value_t = 300)]
+        max_attestation_age: u64,
+        /// Cryptographic requests per second per account (default: unlimited).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Print the admin principal's credentials as environment lines.
+    Credentials {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Account id (used if the store is created by this command).
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+    },
+    /// Manage principals.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Create a principal with fresh credentials and print them.
+    Add {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Principal ARN, e.g. arn:aws:iam::111122223333:role/enclave.
+        #[arg(long)]
+        arn: String,
+        /// Account id (used if the store is created by this command).
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the last N entries (JSON lines).
+    Tail {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// How many.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+    },
+    /// Check the hash chain; exit 1 naming the first bad entry.
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn print_credentials(p: &cloister_kms::state::Principal) {
+    println!("AWS_ACCESS_KEY_ID={}", p.access_key_id);
+    println!("AWS_SECRET_ACCESS_KEY={}", p.secret.as_str());
+}
+
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(_) => bail!(
+            "{} is locked: another cloister-kms serves this data directory",
+            dir.display()
+        ),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            tls_listen,
+            region,
+            account,
+            trust_roots,
+            max_attestation_age,
+            rate,
+        } => {
+            let mut roots = Vec::new();
+            for p in &trust_roots {
+                let pem = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                roots.extend(
+                    TrustAnchor::all_from_pem(&pem).with_context(|| format!("{}", p.display()))?,
+                );
+            }
+            let (root, conn) = app::init_store(&data_dir, &account)?;
+            let _lock = lock_data_dir(&data_dir)?;
+            let cfg = Config {
+                region,
+                account,
+                max_attestation_age: Duration::from_secs(max_attestation_age),
+                rate,
+                trust_roots: roots,
+            };
+            let tls = match tls_listen {
+                Some(addr) => Some((addr, tls::server_config(&data_dir)?)),
+                None => None,
+            };
+            let app = Arc::new(App::new(cfg, root, conn, data_dir)?);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(app, listen, tls))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Credentials { data_dir, account } => {
+            let (root, conn) = app::init_store(&data_dir, &account)?;
+            let admin = app::root_arn(&account);
+            let all = cloister_kms::state::load_principals(&conn, &root)?;
+            let p = all
+                .iter()
+                .find(|p| p.arn == admin)
+                .context("no admin principal for this account")?;
+            print_credentials(p);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Principal(PrincipalCommand::Add {
+            data_dir,
+            arn,
+            account,
+        }) => {
+            if !(arn.starts_with("arn:aws:iam::") || arn.starts_with("arn:aws:sts::")) {
+                bail!("--arn must be an IAM or STS ARN (arn:aws:iam::<account>:...)");
+            }
+            let (root, conn) = app::init_store(&data_dir, &account)?;
+            let p = app::create_principal(&conn, &root, &arn)?;
+            print_credentials(&p);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Tail { data_dir, n }) => {
+            let conn = open_existing(&data_dir)?;
+            for e in audit::tail(&conn, n)? {
+                println!(
+                    "{{\"seq\":{},\"hash\":\"{}\",\"entry\":{}}}",
+                    e.seq, e.hash, e.json
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { data_dir }) => {
+            let conn = open_existing(&data_dir)?;
+            match audit::verify(&conn)? {
+                Ok(n) => {
+                    println!("audit log intact: {n} entries");
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err((seq, reason)) => {
+                    println!("audit log BROKEN at entry {seq}: {reason}");
+                    Ok(std::process::ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn open_existing(dir: &Path) -> Result<rusqlite::Connection> {
+    anyhow::ensure!(
+        dir.join(store::DB_FILE).exists(),
+        "no KMS store in {}",
+        dir.display()
+    );
+    let _ = RootKey::load_or_create; // the audit log needs no key
+    Ok(store::open(dir, true)?)
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    let _ = tx.send(true);
+}
+
+async fn serve(
+    app: Arc<App>,
+    listen: SocketAddr,
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+) -> Result<()> {
+    let router = server::router(app.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(stop_tx));
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(
+        "cloister-kms listening on http://{}",
+        listener.local_addr()?
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut rx = stop_rx.clone();
+    let http_router = router.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, http_router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    if let Some((addr, config)) = tls {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(
+            "cloister-kms listening on https://{}",
+            listener.local_addr()?
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => r?,
+                    _ = rx.wait_for(|s| *s) => return Ok(()),
+                };
+                let acceptor = acceptor.clone();
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+    let housekeeping_app = app.clone();
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = rx.wait_for(|s| *s) => return Ok(()),
+            }
+            match cloister_kms::ops::housekeeping(&housekeeping_app).await {
+                Ok((0, 0)) => {}
+                Ok((r, d)) => tracing::info!(rotated = r, deleted = d, "housekeeping"),
+                Err(e) => tracing::error!("housekeeping: {e}"),
+            }
+        }
+    });
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
