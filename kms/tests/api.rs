@@ -1,0 +1,237 @@
+//! The KMS API over real HTTP against a started cloister-kms: operations, errors, auth, state.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+
+use cloister_kms_client::{ClientError, b64, blob};
+use common::*;
+use serde_json::{Value, json};
+
+fn code(r: Result<Value, ClientError>) -> String {
+    match r {
+        Ok(v) => format!("OK {v}"),
+        Err(e) => e.code().to_owned(),
+    }
+}
+
+#[test]
+fn key_lifecycle_and_cryptography() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = admin(dir.path());
+    let server = start(dir.path(), &[]);
+    let kms = server.client(creds);
+    rt().block_on(async {
+        let key = kms.call("CreateKey", &json!({"Description": "test"})).await.unwrap()["KeyMetadata"].clone();
+        let id = key["KeyId"].as_str().unwrap().to_owned();
+        let arn = key["Arn"].as_str().unwrap().to_owned();
+        assert_eq!(key["KeyState"], "Enabled");
+        kms.call("CreateAlias", &json!({"AliasName": "alias/app", "TargetKeyId": id})).await.unwrap();
+        assert_eq!(code(kms.call("CreateAlias", &json!({"AliasName": "alias/app", "TargetKeyId": id})).await), "AlreadyExistsException");
+        assert_eq!(code(kms.call("CreateAlias", &json!({"AliasName": "alias/aws/x", "TargetKeyId": id})).await), "InvalidAliasNameException");
+        for key_ref in [id.as_str(), arn.as_str(), "alias/app", "arn:aws:kms:us-east-1:111122223333:alias/app"] {
+            let d = kms.call("DescribeKey", &json!({"KeyId": key_ref})).await.unwrap();
+            assert_eq!(d["KeyMetadata"]["KeyId"], id.as_str(), "{key_ref}");
+        }
+        assert_eq!(code(kms.call("DescribeKey", &json!({"KeyId": "alias/none"})).await), "NotFoundException");
+        assert_eq!(code(kms.call("DescribeKey", &json!({})).await), "ValidationException");
+
+        // Encryption context binds, unambiguously.
+        let ec = json!({"ab": "c"});
+        let gdk = kms.call("GenerateDataKey", &json!({"KeyId": "alias/app", "KeySpec": "AES_256", "EncryptionContext": ec})).await.unwrap();
+        assert_eq!(gdk["KeyId"], arn.as_str());
+        let dk = blob(&gdk, "Plaintext").unwrap();
+        assert_eq!(dk.len(), 32);
+        let ct = gdk["CiphertextBlob"].clone();
+        let dec = kms.call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": ec})).await.unwrap();
+        assert_eq!(blob(&dec, "Plaintext").unwrap(), dk);
+        for wrong in [json!({"a": "bc"}), json!({}), json!({"ab": "c", "x": "y"}), json!({"AB": "c"})] {
+            let r = kms.call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": wrong})).await;
+            assert_eq!(code(r), "InvalidCiphertextException", "{wrong}");
+        }
+        // Tampered ciphertext.
+        let mut raw = blob(&gdk, "CiphertextBlob").unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        assert_eq!(code(kms.call("Decrypt", &json!({"CiphertextBlob": b64(&raw), "EncryptionContext": ec})).await), "InvalidCiphertextException");
+        // KeyId that does not match the blob.
+        let other = kms.call("CreateKey", &json!({})).await.unwrap()["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        assert_eq!(code(kms.call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": ec, "KeyId": other})).await), "IncorrectKeyException");
+
+        // Limits, AWS wording.
+        let err = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(&[0; 4097])})).await.unwrap_err();
+        assert!(err.to_string().contains("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096"), "{err}");
+        assert_eq!(code(kms.call("GenerateDataKey", &json!({"KeyId": id, "NumberOfBytes": 1025})).await), "ValidationException");
+        assert_eq!(code(kms.call("GenerateDataKey", &json!({"KeyId": id})).await), "ValidationException");
+        let n = kms.call("GenerateDataKey", &json!({"KeyId": id, "NumberOfBytes": 7})).await.unwrap();
+        assert_eq!(blob(&n, "Plaintext").unwrap().len(), 7);
+        assert!(kms.call("GenerateDataKeyWithoutPlaintext", &json!({"KeyId": id, "KeySpec": "AES_128"})).await.unwrap().get("Plaintext").is_none());
+        assert_eq!(blob(&kms.call("GenerateRandom", &json!({"NumberOfBytes": 64})).await.unwrap(), "Plaintext").unwrap().len(), 64);
+
+        // Rotation keeps old versions.
+        let before = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"old")})).await.unwrap();
+        kms.call("RotateKeyOnDemand", &json!({"KeyId": id})).await.unwrap();
+        let after = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"new")})).await.unwrap();
+        let version = |v: &Value| cloister_kms::blob::header(&blob(v, "CiphertextBlob").unwrap()).unwrap().version;
+        assert_eq!((version(&before), version(&after)), (1, 2));
+        for (v, want) in [(&before, b"old"), (&after, b"new")] {
+            let p = kms.call("Decrypt", &json!({"CiphertextBlob": v["CiphertextBlob"]})).await.unwrap();
+            assert_eq!(blob(&p, "Plaintext").unwrap(), want);
+        }
+        kms.call("EnableKeyRotation", &json!({"KeyId": id, "RotationPeriodInDays": 90})).await.unwrap();
+        let st = kms.call("GetKeyRotationStatus", &json!({"KeyId": id})).await.unwrap();
+        assert_eq!((st["KeyRotationEnabled"].clone(), st["RotationPeriodInDays"].clone()), (json!(true), json!(90)));
+        assert_eq!(code(kms.call("EnableKeyRotation", &json!({"KeyId": id, "RotationPeriodInDays": 10})).await), "ValidationException");
+
+        // ReEncrypt.
+        let re = kms.call("ReEncrypt", &json!({"CiphertextBlob": before["CiphertextBlob"], "DestinationKeyId": other})).await.unwrap();
+        let p = kms.call("Decrypt", &json!({"CiphertextBlob": re["CiphertextBlob"]})).await.unwrap();
+        assert_eq!(blob(&p, "Plaintext").unwrap(), b"old");
+
+        // Disabled and pending-deletion keys refuse cryptography.
+        kms.call("DisableKey", &json!({"KeyId": id})).await.unwrap();
+        let e = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"x")})).await.unwrap_err();
+        assert!(matches!(e, ClientError::Service { ref name, status: 409, .. } if name == "DisabledException"), "{e}");
+        assert_eq!(code(kms.call("Decrypt", &json!({"CiphertextBlob": before["CiphertextBlob"]})).await), "DisabledException");
+        kms.call("EnableKey", &json!({"KeyId": id})).await.unwrap();
+        assert_eq!(code(kms.call("ScheduleKeyDeletion", &json!({"KeyId": id, "PendingWindowInDays": 3})).await), "ValidationException");
+        let del = kms.call("ScheduleKeyDeletion", &json!({"KeyId": id, "PendingWindowInDays": 7})).await.unwrap();
+        assert_eq!(del["KeyState"], "PendingDeletion");
+        assert_eq!(code(kms.call("Decrypt", &json!({"CiphertextBlob": before["CiphertextBlob"]})).await), "KMSInvalidStateException");
+        assert_eq!(code(kms.call("EnableKey", &json!({"KeyId": id})).await), "KMSInvalidStateException");
+        kms.call("CancelKeyDeletion", &json!({"KeyId": id})).await.unwrap();
+        let d = kms.call("DescribeKey", &json!({"KeyId": id})).await.unwrap();
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Disabled");
+
+        // Paging.
+        for _ in 0..3 {
+            kms.call("CreateKey", &json!({})).await.unwrap();
+        }
+        let mut seen = 0;
+        let mut marker = Value::Null;
+        loop {
+            let page = kms.call("ListKeys", &json!({"Limit": 2, "Marker": marker})).await.unwrap();
+            seen += page["Keys"].as_array().unwrap().len();
+            if page["Truncated"] == json!(false) {
+                break;
+            }
+            marker = page["NextMarker"].clone();
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(code(kms.call("ListKeys", &json!({"Marker": "bogus"})).await), "InvalidMarkerException");
+        assert_eq!(code(kms.call("Frobnicate", &json!({})).await), "UnknownOperationException");
+    });
+}
+
+fn raw_post(addr: &str, headers: &str, body: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn authentication_is_required_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut creds = admin(dir.path());
+    let server = start(dir.path(), &[]);
+    let r = raw_post(&server.addr, "X-Amz-Target: TrentService.ListKeys\r\nContent-Type: application/x-amz-json-1.1\r\n", "{}");
+    assert!(r.contains("MissingAuthenticationTokenException"), "{r}");
+    let r = raw_post(&server.addr, "X-Amz-Target: TrentService.ListKeys\r\nAuthorization: Basic abc\r\n", "{}");
+    assert!(r.contains("IncompleteSignatureException"), "{r}");
+    rt().block_on(async {
+        let mut wrong = creds.clone();
+        wrong.secret_access_key = zeroize::Zeroizing::new("not-the-secret".into());
+        assert_eq!(code(server.client(wrong).call("ListKeys", &json!({})).await), "InvalidSignatureException");
+        let mut unknown = creds.clone();
+        unknown.access_key_id = "AKIAUNKNOWNUNKNOWN00".into();
+        assert_eq!(code(server.client(unknown).call("ListKeys", &json!({})).await), "UnrecognizedClientException");
+        let eu = cloister_kms_client::KmsClient::http(&format!("http://{}", server.addr), "eu-west-1", creds.clone()).unwrap();
+        assert_eq!(code(eu.call("ListKeys", &json!({})).await), "InvalidSignatureException");
+        creds.session_token = None;
+        server.client(creds).call("ListKeys", &json!({})).await.unwrap();
+    });
+    let audit = server.audit_tail(20);
+    assert!(audit.iter().any(|e| e["entry"]["principal"] == "anonymous" && e["entry"]["error"] == "MissingAuthenticationTokenException"));
+}
+
+#[test]
+fn key_policies_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = admin(dir.path());
+    let app_role = "arn:aws:iam::111122223333:role/app";
+    let app_creds = add_principal(dir.path(), app_role);
+    let server = start(dir.path(), &[]);
+    let (kms, app) = (server.client(root), server.client(app_creds));
+    rt().block_on(async {
+        let id = kms.call("CreateKey", &json!({})).await.unwrap()["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        // The default policy gives only the account root access.
+        let e = app.call("GenerateDataKey", &json!({"KeyId": id, "KeySpec": "AES_256"})).await.unwrap_err();
+        assert_eq!(e.code(), "AccessDeniedException");
+        assert!(e.to_string().contains("is not authorized to perform: kms:GenerateDataKey"), "{e}");
+        let policy = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": app_role}, "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": "*",
+             "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "blocked"}}}
+        ]});
+        kms.call("PutKeyPolicy", &json!({"KeyId": id, "Policy": policy.to_string()})).await.unwrap();
+        let ok = app.call("GenerateDataKey", &json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "acme"}})).await.unwrap();
+        app.call("Decrypt", &json!({"CiphertextBlob": ok["CiphertextBlob"], "EncryptionContext": {"tenant": "acme"}})).await.unwrap();
+        assert_eq!(code(app.call("GenerateDataKey", &json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "other"}})).await), "AccessDeniedException");
+        assert_eq!(code(app.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionContext": {"tenant": "acme"}})).await), "AccessDeniedException");
+        // Explicit deny beats the root's allow.
+        let blocked = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionContext": {"tenant": "blocked"}})).await.unwrap();
+        let e = kms.call("Decrypt", &json!({"CiphertextBlob": blocked["CiphertextBlob"], "EncryptionContext": {"tenant": "blocked"}})).await.unwrap_err();
+        assert!(e.to_string().contains("explicit deny"), "{e}");
+        // Bad policies, and a policy that would lock the caller out.
+        assert_eq!(code(kms.call("PutKeyPolicy", &json!({"KeyId": id, "Policy": "{\"Statement\": 5}"})).await), "MalformedPolicyDocumentException");
+        let lockout = json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": app_role}, "Action": "kms:*", "Resource": "*"}});
+        assert_eq!(code(kms.call("PutKeyPolicy", &json!({"KeyId": id, "Policy": lockout.to_string()})).await), "MalformedPolicyDocumentException");
+        let got = kms.call("GetKeyPolicy", &json!({"KeyId": id, "PolicyName": "default"})).await.unwrap();
+        assert_eq!(serde_json::from_str::<Value>(got["Policy"].as_str().unwrap()).unwrap(), policy);
+    });
+}
+
+#[test]
+fn throttling_beyond_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = admin(dir.path());
+    let server = start(dir.path(), &["--rate", "5"]);
+    let kms = server.client(creds).with_retry(cloister_kms_client::Retry { attempts: 1, ..Default::default() });
+    rt().block_on(async {
+        let mut throttled = 0;
+        for _ in 0..30 {
+            if let Err(e) = kms.call("GenerateRandom", &json!({"NumberOfBytes": 8})).await {
+                assert_eq!(e.code(), "ThrottlingException");
+                throttled += 1;
+            }
+        }
+        assert!(throttled >= 15, "only {throttled} of 30 throttled at 5/s");
+        // Management operations are not throttled.
+        kms.call("ListKeys", &json!({})).await.unwrap();
+    });
+    // A client with retries gets through with backoff.
+    let patient = server.client(admin(dir.path()));
+    rt().block_on(async {
+        for _ in 0..8 {
+            patient.call("GenerateRandom", &json!({"NumberOfBytes": 8})).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_second_server_on_the_same_store_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path(), &[]);
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is locked"));
+}
