@@ -35,3 +35,19 @@ ensure_apt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
+
+# ensure_venv REQUIREMENTS...: a project venv in .venv with the pinned requirements installed
+# (re-installed when a requirements file changes).
+ensure_venv() {
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    ensure_apt python3-venv
+  fi
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  local stamp=.venv/.requirements.sha256 want
+  want=$(cat "$@" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== pip install (pinned) into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check $(printf -- '-r %s ' "$@")
+    echo "$want" > "$stamp"
+  fi
+}

@@ -1,0 +1,64 @@
+"""Fixtures: a real cloister-kms process on a loopback port, and boto3 clients for it."""
+import os
+import re
+import subprocess
+import tempfile
+import threading
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN_DIR = os.environ.get("CLOISTER_BIN_DIR", os.path.join(ROOT, "target", "debug"))
+KMS_BIN = os.path.join(BIN_DIR, "cloister-kms")
+CLOISTER_BIN = os.path.join(BIN_DIR, "cloister")
+
+
+def parse_creds(text):
+    env = dict(line.split("=", 1) for line in text.strip().splitlines())
+    return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+
+
+class Kms:
+    def __init__(self, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="cloister-kms-")
+        self.admin = parse_creds(subprocess.check_output([KMS_BIN, "credentials", "--data-dir", self.dir], text=True))
+        self.proc = subprocess.Popen(
+            [KMS_BIN, "serve", "--data-dir", self.dir, "--listen", "127.0.0.1:0", *extra],
+            stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        else:
+            raise RuntimeError("cloister-kms did not start")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def add_principal(self, arn):
+        out = subprocess.check_output([KMS_BIN, "principal", "add", "--data-dir", self.dir, "--arn", arn], text=True)
+        return parse_creds(out)
+
+    def client(self, creds=None, region="us-east-1", retries=3, **kw):
+        key, secret = creds or self.admin
+        return boto3.client(
+            "kms", endpoint_url=self.url, region_name=region,
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=Config(retries={"total_max_attempts": retries, "mode": "standard"}, **kw))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Kms()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def kms(server):
+    return server.client()
