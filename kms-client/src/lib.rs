@@ -29,7 +29,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// Opens connections to the KMS.
 pub trait Connector: Send + Sync + 'static {
     /// A new connection.
-    fn connect(&self) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>>;
+    fn connect(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>>;
 }
 
 /// Plain TCP to `addr` (`host:port`).
@@ -37,7 +39,9 @@ pub trait Connector: Send + Sync + 'static {
 pub struct TcpConnector(pub String);
 
 impl Connector for TcpConnector {
-    fn connect(&self) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>> {
+    fn connect(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>> {
         Box::pin(async move {
             let s = tokio::net::TcpStream::connect(&self.0).await?;
             s.set_nodelay(true)?;
@@ -100,14 +104,21 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Self { attempts: 8, base: Duration::from_millis(50), cap: Duration::from_secs(5) }
+        Self {
+            attempts: 8,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(5),
+        }
     }
 }
 
 impl Retry {
     /// Full jitter: a random delay in `[0, min(cap, base * 2^attempt))`.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         let mut r = [0u8; 8];
         let _ = SystemRandom::new().fill(&mut r);
         let fraction = (u64::from_le_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
@@ -127,7 +138,10 @@ pub struct KmsClient {
 
 impl std::fmt::Debug for KmsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsClient").field("host", &self.host).field("region", &self.region).finish_non_exhaustive()
+        f.debug_struct("KmsClient")
+            .field("host", &self.host)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,13 +152,23 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// Decodes a base64 blob field of an answer.
 pub fn blob(v: &Value, field: &str) -> Result<Vec<u8>, ClientError> {
-    let s = v.get(field).and_then(Value::as_str).ok_or_else(|| ClientError::Protocol(format!("answer lacks {field}")))?;
-    STANDARD.decode(s).map_err(|_| ClientError::Protocol(format!("{field} is not base64")))
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::Protocol(format!("answer lacks {field}")))?;
+    STANDARD
+        .decode(s)
+        .map_err(|_| ClientError::Protocol(format!("{field} is not base64")))
 }
 
 impl KmsClient {
     /// A client that reaches `host` (the Host header, e.g. `127.0.0.1:4599`) through `connector`.
-    pub fn new(connector: impl Connector, host: impl Into<String>, region: impl Into<String>, creds: Credentials) -> Self {
+    pub fn new(
+        connector: impl Connector,
+        host: impl Into<String>,
+        region: impl Into<String>,
+        creds: Credentials,
+    ) -> Self {
         Self {
             connector: Box::new(connector),
             host: host.into(),
@@ -159,9 +183,18 @@ impl KmsClient {
     pub fn http(endpoint: &str, region: &str, creds: Credentials) -> Result<Self, ClientError> {
         let host = endpoint
             .strip_prefix("http://")
-            .ok_or_else(|| ClientError::Transport(format!("{endpoint}: only http:// endpoints are reached over plain TCP")))?
+            .ok_or_else(|| {
+                ClientError::Transport(format!(
+                    "{endpoint}: only http:// endpoints are reached over plain TCP"
+                ))
+            })?
             .trim_end_matches('/');
-        Ok(Self::new(TcpConnector(host.to_owned()), host, region, creds))
+        Ok(Self::new(
+            TcpConnector(host.to_owned()),
+            host,
+            region,
+            creds,
+        ))
     }
 
     /// Changes the retry settings.
@@ -187,8 +220,14 @@ impl KmsClient {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let stream = self.connector.connect().await.map_err(|e| ClientError::Transport(e.to_string()))?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let stream = self
+            .connector
+            .connect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -202,42 +241,86 @@ impl KmsClient {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        let parts = RequestParts { method: "POST", path: "/", query: "", headers: &base, body };
-        let signed = cloister_sigv4::sign(&parts, &self.creds, &self.region, "kms", time::OffsetDateTime::now_utc());
+        let parts = RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &base,
+            body,
+        };
+        let signed = cloister_sigv4::sign(
+            &parts,
+            &self.creds,
+            &self.region,
+            "kms",
+            time::OffsetDateTime::now_utc(),
+        );
         let mut req = hyper::Request::post("/");
-        for (n, v) in base.iter().map(|(n, v)| (*n, *v)).chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str()))) {
+        for (n, v) in base
+            .iter()
+            .map(|(n, v)| (*n, *v))
+            .chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
             req = req.header(n, v);
         }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         // One HTTP/1 connection carries one request at a time: hold it for this exchange.
         let mut slot = self.conn.lock().await;
         let mut sender = match slot.take().filter(|s| !s.is_closed()) {
             Some(s) => s,
             None => self.connect().await?,
         };
-        sender.ready().await.map_err(|e| ClientError::Transport(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Transport(e.to_string()))?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
         *slot = Some(sender);
         drop(slot);
         let value: Value = if bytes.is_empty() {
             json!({})
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?
         };
         if status == 200 {
             return Ok(value);
         }
-        let name = value.get("__type").and_then(Value::as_str).unwrap_or("UnknownError");
-        let name = name.rsplit('#').next().unwrap_or(name).split(':').next().unwrap_or(name).to_owned();
+        let name = value
+            .get("__type")
+            .and_then(Value::as_str)
+            .unwrap_or("UnknownError");
+        let name = name
+            .rsplit('#')
+            .next()
+            .unwrap_or(name)
+            .split(':')
+            .next()
+            .unwrap_or(name)
+            .to_owned();
         let message = value
             .get("message")
             .or_else(|| value.get("Message"))
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        Err(ClientError::Service { name, message, status })
+        Err(ClientError::Service {
+            name,
+            message,
+            status,
+        })
     }
 }
 
@@ -247,7 +330,11 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let r = Retry { attempts: 5, base: Duration::from_millis(10), cap: Duration::from_millis(100) };
+        let r = Retry {
+            attempts: 5,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(100),
+        };
         for attempt in 0..20 {
             assert!(r.delay(attempt) <= Duration::from_millis(100));
         }
@@ -257,7 +344,11 @@ mod tests {
 
     #[test]
     fn retryable_errors() {
-        let svc = |name: &str, status| ClientError::Service { name: name.into(), message: String::new(), status };
+        let svc = |name: &str, status| ClientError::Service {
+            name: name.into(),
+            message: String::new(),
+            status,
+        };
         assert!(svc("ThrottlingException", 400).retryable());
         assert!(svc("KMSInternalException", 500).retryable());
         assert!(!svc("AccessDeniedException", 400).retryable());

@@ -137,24 +137,51 @@ fn authentication_is_required_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let mut creds = admin(dir.path());
     let server = start(dir.path(), &[]);
-    let r = raw_post(&server.addr, "X-Amz-Target: TrentService.ListKeys\r\nContent-Type: application/x-amz-json-1.1\r\n", "{}");
+    let r = raw_post(
+        &server.addr,
+        "X-Amz-Target: TrentService.ListKeys\r\nContent-Type: application/x-amz-json-1.1\r\n",
+        "{}",
+    );
     assert!(r.contains("MissingAuthenticationTokenException"), "{r}");
-    let r = raw_post(&server.addr, "X-Amz-Target: TrentService.ListKeys\r\nAuthorization: Basic abc\r\n", "{}");
+    let r = raw_post(
+        &server.addr,
+        "X-Amz-Target: TrentService.ListKeys\r\nAuthorization: Basic abc\r\n",
+        "{}",
+    );
     assert!(r.contains("IncompleteSignatureException"), "{r}");
     rt().block_on(async {
         let mut wrong = creds.clone();
         wrong.secret_access_key = zeroize::Zeroizing::new("not-the-secret".into());
-        assert_eq!(code(server.client(wrong).call("ListKeys", &json!({})).await), "InvalidSignatureException");
+        assert_eq!(
+            code(server.client(wrong).call("ListKeys", &json!({})).await),
+            "InvalidSignatureException"
+        );
         let mut unknown = creds.clone();
         unknown.access_key_id = "AKIAUNKNOWNUNKNOWN00".into();
-        assert_eq!(code(server.client(unknown).call("ListKeys", &json!({})).await), "UnrecognizedClientException");
-        let eu = cloister_kms_client::KmsClient::http(&format!("http://{}", server.addr), "eu-west-1", creds.clone()).unwrap();
-        assert_eq!(code(eu.call("ListKeys", &json!({})).await), "InvalidSignatureException");
+        assert_eq!(
+            code(server.client(unknown).call("ListKeys", &json!({})).await),
+            "UnrecognizedClientException"
+        );
+        let eu = cloister_kms_client::KmsClient::http(
+            &format!("http://{}", server.addr),
+            "eu-west-1",
+            creds.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            code(eu.call("ListKeys", &json!({})).await),
+            "InvalidSignatureException"
+        );
         creds.session_token = None;
-        server.client(creds).call("ListKeys", &json!({})).await.unwrap();
+        server
+            .client(creds)
+            .call("ListKeys", &json!({}))
+            .await
+            .unwrap();
     });
     let audit = server.audit_tail(20);
-    assert!(audit.iter().any(|e| e["entry"]["principal"] == "anonymous" && e["entry"]["error"] == "MissingAuthenticationTokenException"));
+    assert!(audit.iter().any(|e| e["entry"]["principal"] == "anonymous"
+        && e["entry"]["error"] == "MissingAuthenticationTokenException"));
 }
 
 #[test]
@@ -201,11 +228,17 @@ fn throttling_beyond_the_rate() {
     let dir = tempfile::tempdir().unwrap();
     let creds = admin(dir.path());
     let server = start(dir.path(), &["--rate", "5"]);
-    let kms = server.client(creds).with_retry(cloister_kms_client::Retry { attempts: 1, ..Default::default() });
+    let kms = server.client(creds).with_retry(cloister_kms_client::Retry {
+        attempts: 1,
+        ..Default::default()
+    });
     rt().block_on(async {
         let mut throttled = 0;
         for _ in 0..30 {
-            if let Err(e) = kms.call("GenerateRandom", &json!({"NumberOfBytes": 8})).await {
+            if let Err(e) = kms
+                .call("GenerateRandom", &json!({"NumberOfBytes": 8}))
+                .await
+            {
                 assert_eq!(e.code(), "ThrottlingException");
                 throttled += 1;
             }
@@ -218,7 +251,10 @@ fn throttling_beyond_the_rate() {
     let patient = server.client(admin(dir.path()));
     rt().block_on(async {
         for _ in 0..8 {
-            patient.call("GenerateRandom", &json!({"NumberOfBytes": 8})).await.unwrap();
+            patient
+                .call("GenerateRandom", &json!({"NumberOfBytes": 8}))
+                .await
+                .unwrap();
         }
     });
 }

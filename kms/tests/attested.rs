@@ -23,7 +23,10 @@ fn pcrs(image: &[u8]) -> Pcrs {
         p.insert(PcrIndex::new(i).unwrap(), PcrValue::ZERO);
     }
     p.insert(PcrIndex::IMAGE, PcrValue::measure(image));
-    p.insert(PcrIndex::new(4).unwrap(), PcrValue::measure(b"i-0123456789abcdef0"));
+    p.insert(
+        PcrIndex::new(4).unwrap(),
+        PcrValue::measure(b"i-0123456789abcdef0"),
+    );
     p
 }
 
@@ -35,11 +38,20 @@ struct Enclave {
 fn enclave() -> Enclave {
     let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
     let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
-    Enclave { key: RecipientPrivateKey::new(private).unwrap(), spki }
+    Enclave {
+        key: RecipientPrivateKey::new(private).unwrap(),
+        spki,
+    }
 }
 
 fn doc(pki: &DevPki, pcrs: Pcrs, public_key: Option<Vec<u8>>, at: Timestamp) -> String {
-    let req = DocumentRequest { module_id: "i-0123456789abcdef0-enc0000000000000001".into(), pcrs, public_key, user_data: None, nonce: Some(vec![9; 16]) };
+    let req = DocumentRequest {
+        module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+        pcrs,
+        public_key,
+        user_data: None,
+        nonce: Some(vec![9; 16]),
+    };
     b64(&pki.issue(&req, at).unwrap())
 }
 
@@ -57,7 +69,15 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
     let data = dir.path().join("kms");
     let admin_creds = admin(&data);
     let enclave_creds = add_principal(&data, ENCLAVE_ROLE);
-    let server = start(&data, &["--trust-root", root_pem.to_str().unwrap(), "--max-attestation-age", "300"]);
+    let server = start(
+        &data,
+        &[
+            "--trust-root",
+            root_pem.to_str().unwrap(),
+            "--max-attestation-age",
+            "300",
+        ],
+    );
     let (kms, host) = (server.client(admin_creds), server.client(enclave_creds));
     let good_image = PcrValue::measure(b"image-a").to_hex();
 
@@ -124,14 +144,31 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
 
     // The audit log saw every attempt, with the document's module id and PCR0.
     let audit = server.audit_tail(40);
-    let attested: Vec<&Value> = audit.iter().map(|e| &e["entry"]).filter(|e| e.get("module_id").is_some()).collect();
+    let attested: Vec<&Value> = audit
+        .iter()
+        .map(|e| &e["entry"])
+        .filter(|e| e.get("module_id").is_some())
+        .collect();
     assert!(attested.len() >= 10, "{attested:?}");
-    assert!(attested.iter().any(|e| e["outcome"] == "ok" && e["pcr0"] == good_image.as_str()));
+    assert!(
+        attested
+            .iter()
+            .any(|e| e["outcome"] == "ok" && e["pcr0"] == good_image.as_str())
+    );
     let refused = attested.iter().filter(|e| e["outcome"] == "error").count();
     assert!(refused >= 6, "{refused} refusals audited");
-    assert!(attested.iter().any(|e| e["reason"].as_str().unwrap_or_default().contains("ATT-STALE")));
+    assert!(attested.iter().any(|e| {
+        e["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ATT-STALE")
+    }));
     assert!(attested.iter().all(|e| e["principal"] == ENCLAVE_ROLE));
-    let v = std::process::Command::new(BIN).args(["audit", "verify", "--data-dir"]).arg(&data).output().unwrap();
+    let v = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
 
@@ -144,9 +181,23 @@ fn without_trust_root_the_dev_pki_is_refused() {
     let pki = DevPki::generate(Timestamp::now()).unwrap();
     let e = enclave();
     rt().block_on(async {
-        let id = kms.call("CreateKey", &json!({})).await.unwrap()["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
-        let d = doc(&pki, pcrs(b"image-a"), Some(e.spki.clone()), Timestamp::now());
-        let err = kms.call("GenerateDataKey", &json!({"KeyId": id, "KeySpec": "AES_256", "Recipient": recipient(&d)})).await.unwrap_err();
+        let id = kms.call("CreateKey", &json!({})).await.unwrap()["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let d = doc(
+            &pki,
+            pcrs(b"image-a"),
+            Some(e.spki.clone()),
+            Timestamp::now(),
+        );
+        let err = kms
+            .call(
+                "GenerateDataKey",
+                &json!({"KeyId": id, "KeySpec": "AES_256", "Recipient": recipient(&d)}),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "AccessDeniedException");
         assert!(err.to_string().contains("ATT-ROOT"), "{err}");
     });

@@ -46,18 +46,34 @@ fn answered_writes_survive_kill_9() {
         }
     });
     let answered = answered.lock().unwrap().clone();
-    assert!(answered.len() >= 10, "only {} writes answered before the kill", answered.len());
+    assert!(
+        answered.len() >= 10,
+        "only {} writes answered before the kill",
+        answered.len()
+    );
 
     let server = start(dir.path(), &[]);
     let kms = server.client(creds);
     rt.block_on(async {
         for (id, ct, plain) in &answered {
-            kms.call("DescribeKey", &json!({"KeyId": id})).await.unwrap();
-            let p = kms.call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": {"k": id}})).await.unwrap();
+            kms.call("DescribeKey", &json!({"KeyId": id}))
+                .await
+                .unwrap();
+            let p = kms
+                .call(
+                    "Decrypt",
+                    &json!({"CiphertextBlob": ct, "EncryptionContext": {"k": id}}),
+                )
+                .await
+                .unwrap();
             assert_eq!(&blob(&p, "Plaintext").unwrap(), plain);
         }
     });
-    let v = std::process::Command::new(BIN).args(["audit", "verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let v = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
 
@@ -73,14 +89,28 @@ fn audit_verify_names_the_first_tampered_entry() {
         }
     });
     drop(server);
-    let verify = || std::process::Command::new(BIN).args(["audit", "verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let verify = || {
+        std::process::Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
     let ok = verify();
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 entries"));
     let db = rusqlite::Connection::open(dir.path().join("kms.sqlite3")).unwrap();
-    db.execute("UPDATE audit SET entry = replace(entry, 'ListKeys', 'ListAliases') WHERE seq = 3", []).unwrap();
+    db.execute(
+        "UPDATE audit SET entry = replace(entry, 'ListKeys', 'ListAliases') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
     drop(db);
     let bad = verify();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("BROKEN at entry 3"), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("BROKEN at entry 3"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 }

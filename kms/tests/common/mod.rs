@@ -1,5 +1,11 @@
 //! A real cloister-kms process on a loopback port, and clients for it.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,7 +34,12 @@ impl Drop for Server {
 }
 
 pub fn credentials_from(out: &str) -> Credentials {
-    let get = |k: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_owned();
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_owned()
+    };
     Credentials {
         access_key_id: get("AWS_ACCESS_KEY_ID"),
         secret_access_key: Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
@@ -37,14 +48,30 @@ pub fn credentials_from(out: &str) -> Credentials {
 }
 
 pub fn admin(dir: &Path) -> Credentials {
-    let out = Command::new(BIN).args(["credentials", "--data-dir"]).arg(dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["credentials", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     credentials_from(&String::from_utf8(out.stdout).unwrap())
 }
 
 pub fn add_principal(dir: &Path, arn: &str) -> Credentials {
-    let out = Command::new(BIN).args(["principal", "add", "--arn", arn, "--data-dir"]).arg(dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["principal", "add", "--arn", arn, "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     credentials_from(&String::from_utf8(out.stdout).unwrap())
 }
 
@@ -80,7 +107,12 @@ pub fn start(dir: &Path, extra: &[&str]) -> Server {
             line.clear();
         }
     });
-    Server { child, addr, dir: dir.to_owned(), log }
+    Server {
+        child,
+        addr,
+        dir: dir.to_owned(),
+        log,
+    }
 }
 
 impl Server {
@@ -89,12 +121,24 @@ impl Server {
     }
 
     pub fn audit_tail(&self, n: usize) -> Vec<serde_json::Value> {
-        let out = Command::new(BIN).args(["audit", "tail", "-n", &n.to_string(), "--data-dir"]).arg(&self.dir).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["audit", "tail", "-n", &n.to_string(), "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
         assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }

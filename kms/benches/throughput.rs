@@ -1,0 +1,259 @@
+//! Requests per second over HTTP with keep-alive: cloister-kms beside moto_server, same load
+//! generator, same run.
+//!
+//! The load generator is cloister's own KMS client (SigV4 signing, one kept-alive connection per
+//! worker; it reconnects when moto closes each connection). It measures GenerateDataKey and
+//! Decrypt against both servers, and attested Decrypt (a Recipient with a dev-NSM document; the
+//! verified chain is cached, so each request costs one ES384 verification and one RSA
+//! encryption) against cloister-kms. It prints figures and asserts nothing.
+//!
+//! Run: `scripts/bench-kms` (installs moto_server in the project venv, then runs this).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
+use cloister_kms_client::{KmsClient, Retry, b64};
+use cloister_sigv4::Credentials;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+const WORKERS: usize = 32;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_cloister(
+    dir: &std::path::Path,
+    root_pem: &std::path::Path,
+) -> (Proc, String, Credentials) {
+    let bin = env!("CARGO_BIN_EXE_cloister-kms");
+    let out = Command::new(bin)
+        .args(["credentials", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let creds = Credentials {
+        access_key_id: get("AWS_ACCESS_KEY_ID"),
+        secret_access_key: Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
+        session_token: None,
+    };
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--trust-root"])
+        .arg(root_pem)
+        .arg("--data-dir")
+        .arg(dir)
+        // The per-request log line is not what is measured here.
+        .env("RUST_LOG", "info,cloister_kms::server=warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("listening on http://")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        })
+        .expect("cloister-kms did not start");
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), addr, creds)
+}
+
+fn start_moto() -> Option<(Proc, String)> {
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
+    if !std::path::Path::new(bin).exists() {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let proc = Proc(child);
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Some((proc, addr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn client(addr: &str, creds: &Credentials) -> KmsClient {
+    KmsClient::http(&format!("http://{addr}"), "us-east-1", creds.clone())
+        .unwrap()
+        .with_retry(Retry {
+            attempts: 1,
+            ..Retry::default()
+        })
+}
+
+/// Runs `WORKERS` clients calling `op` with `input` for `secs`; returns (requests/s, errors).
+async fn load(
+    addr: &str,
+    creds: &Credentials,
+    op: &'static str,
+    input: &Value,
+    secs: f64,
+) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..WORKERS {
+        let c = client(addr, creds);
+        let (done, errors, input) = (done.clone(), errors.clone(), input.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let counter = if c.call(op, &input).await.is_ok() {
+                    &done
+                } else {
+                    &errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+async fn key_and_blob(c: &KmsClient) -> (Value, Value) {
+    // A server may accept connections a moment before it answers (moto does): retry briefly.
+    let mut created = c.call("CreateKey", &json!({})).await;
+    for _ in 0..40 {
+        if created.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        created = c.call("CreateKey", &json!({})).await;
+    }
+    let id = created.unwrap()["KeyMetadata"]["KeyId"].clone();
+    let gdk = json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "bench"}});
+    let blob = c.call("GenerateDataKey", &gdk).await.unwrap()["CiphertextBlob"].clone();
+    (
+        gdk,
+        json!({"CiphertextBlob": blob, "EncryptionContext": {"tenant": "bench"}}),
+    )
+}
+
+fn main() {
+    let secs: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate(Timestamp::now()).unwrap();
+    let root_pem = dir.path().join("dev-root.pem");
+    std::fs::write(&root_pem, pki.root_pem()).unwrap();
+    let (_kms, addr, creds) = start_cloister(&dir.path().join("kms"), &root_pem);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let rsa = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+    let spki = rsa.public_key().as_der().unwrap().as_ref().to_vec();
+    let mut pcrs = Pcrs::new();
+    for i in 0..16u8 {
+        pcrs.insert(PcrIndex::new(i.into()).unwrap(), PcrValue::measure(&[i]));
+    }
+    let req = DocumentRequest {
+        module_id: "i-0-enc0".into(),
+        pcrs,
+        public_key: Some(spki),
+        ..Default::default()
+    };
+    let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
+
+    println!(
+        "load: {WORKERS} concurrent keep-alive clients, {secs} s per figure, SigV4-signed by the same client code"
+    );
+    let (ours, moto) = rt.block_on(async {
+        let (gdk, dec) = key_and_blob(&client(&addr, &creds)).await;
+        let mut att = dec.clone();
+        att["Recipient"] =
+            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
+        let ours = [
+            load(&addr, &creds, "GenerateDataKey", &gdk, secs).await,
+            load(&addr, &creds, "Decrypt", &dec, secs).await,
+            load(&addr, &creds, "Decrypt", &att, secs).await,
+        ];
+        let moto = match start_moto() {
+            None => None,
+            Some((_proc, maddr)) => {
+                let (m_gdk, m_dec) = key_and_blob(&client(&maddr, &creds)).await;
+                Some([
+                    load(&maddr, &creds, "GenerateDataKey", &m_gdk, secs).await,
+                    load(&maddr, &creds, "Decrypt", &m_dec, secs).await,
+                ])
+            }
+        };
+        (ours, moto)
+    });
+    println!(
+        "\n{:<36} {:>14} {:>14} {:>8}",
+        "operation", "cloister-kms", "moto_server", "ratio"
+    );
+    for (i, name) in ["GenerateDataKey", "Decrypt"].iter().enumerate() {
+        let (o, oe) = ours[i];
+        match &moto {
+            Some(m) => println!(
+                "{name:<36} {o:>10.0} r/s {:>10.0} r/s {:>7.1}x   (errors: {oe} / {}; goal >= 50x)",
+                m[i].0,
+                o / m[i].0.max(1e-9),
+                m[i].1
+            ),
+            None => println!(
+                "{name:<36} {o:>10.0} r/s {:>14} {:>8}   (errors: {oe})",
+                "not installed", "-"
+            ),
+        }
+    }
+    let (a, ae) = ours[2];
+    println!(
+        "{:<36} {a:>10.0} r/s {:>14} {:>8}   (errors: {ae}; goal >= 1000 r/s)",
+        "Decrypt with Recipient (attested)", "n/a", "-"
+    );
+    if moto.is_none() {
+        println!(
+            "\nmoto_server not found in .venv: run scripts/bench-kms to install it and compare."
+        );
+    }
+}
