@@ -271,3 +271,57 @@ fn a_second_server_on_the_same_store_refuses_to_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is locked"));
 }
+
+#[test]
+fn tls_listener_serves_the_same_api_with_its_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = admin(dir.path());
+    let server = start(dir.path(), &["--tls-listen", "127.0.0.1:0"]);
+    let https = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = server.log.lock().unwrap().clone();
+            if let Some(a) = log.split("listening on https://").nth(1) {
+                break a.lines().next().unwrap().trim().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "no https listener: {log}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let tcp = cloister_kms_client::TcpConnector(https.clone());
+    let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &ca).unwrap();
+    let kms = cloister_kms_client::KmsClient::new(tls, https.clone(), "us-east-1", creds.clone());
+    rt().block_on(async {
+        let r = kms.call("GenerateRandom", &json!({"NumberOfBytes": 16})).await.unwrap();
+        assert_eq!(blob(&r, "Plaintext").unwrap().len(), 16);
+        // A client that trusts another CA refuses the server.
+        let other_dir = tempfile::tempdir().unwrap();
+        let _ = cloister_kms::tls::server_config(other_dir.path()).unwrap();
+        let other_ca = std::fs::read(other_dir.path().join("tls/ca.pem")).unwrap();
+        let tcp = cloister_kms_client::TcpConnector(https.clone());
+        let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &other_ca).unwrap();
+        let wrong = cloister_kms_client::KmsClient::new(tls, https, "us-east-1", creds)
+            .with_retry(cloister_kms_client::Retry { attempts: 1, ..Default::default() });
+        assert_eq!(wrong.call("ListKeys", &json!({})).await.unwrap_err().code(), "KMS-TRANSPORT");
+    });
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "exit {exit:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(server.log.lock().unwrap().contains("stopped"));
+}
