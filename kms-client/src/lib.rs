@@ -26,12 +26,14 @@ use tokio::sync::Mutex;
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
+/// A connection being opened.
+pub type Connecting<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + 'a>>;
+
 /// Opens connections to the KMS.
 pub trait Connector: Send + Sync + 'static {
     /// A new connection.
-    fn connect(
-        &self,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>>;
+    fn connect(&self) -> Connecting<'_>;
 }
 
 /// Plain TCP to `addr` (`host:port`).
@@ -39,9 +41,7 @@ pub trait Connector: Send + Sync + 'static {
 pub struct TcpConnector(pub String);
 
 impl Connector for TcpConnector {
-    fn connect(
-        &self,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>> {
+    fn connect(&self) -> Connecting<'_> {
         Box::pin(async move {
             let s = tokio::net::TcpStream::connect(&self.0).await?;
             s.set_nodelay(true)?;
@@ -71,7 +71,9 @@ impl<C: Connector> TlsConnector<C> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
             let cert = cert.map_err(|e| bad(format!("CA PEM: {e}")))?;
-            roots.add(cert).map_err(|e| bad(format!("CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("CA certificate: {e}")))?;
         }
         if roots.is_empty() {
             return Err(bad("no CA certificate in the given PEM".into()));
@@ -84,12 +86,16 @@ impl<C: Connector> TlsConnector<C> {
             .with_no_client_auth();
         let server_name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| bad(format!("server name: {e}")))?;
-        Ok(Self { inner, server_name, tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)) })
+        Ok(Self {
+            inner,
+            server_name,
+            tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        })
     }
 }
 
 impl<C: Connector> Connector for TlsConnector<C> {
-    fn connect(&self) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + '_>> {
+    fn connect(&self) -> Connecting<'_> {
         Box::pin(async move {
             let inner = self.inner.connect().await?;
             let stream = self.tls.connect(self.server_name.clone(), inner).await?;

@@ -284,7 +284,10 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
             if let Some(a) = log.split("listening on https://").nth(1) {
                 break a.lines().next().unwrap().trim().to_owned();
             }
-            assert!(std::time::Instant::now() < deadline, "no https listener: {log}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no https listener: {log}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
@@ -293,7 +296,10 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
     let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &ca).unwrap();
     let kms = cloister_kms_client::KmsClient::new(tls, https.clone(), "us-east-1", creds.clone());
     rt().block_on(async {
-        let r = kms.call("GenerateRandom", &json!({"NumberOfBytes": 16})).await.unwrap();
+        let r = kms
+            .call("GenerateRandom", &json!({"NumberOfBytes": 16}))
+            .await
+            .unwrap();
         assert_eq!(blob(&r, "Plaintext").unwrap().len(), 16);
         // A client that trusts another CA refuses the server.
         let other_dir = tempfile::tempdir().unwrap();
@@ -301,9 +307,16 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
         let other_ca = std::fs::read(other_dir.path().join("tls/ca.pem")).unwrap();
         let tcp = cloister_kms_client::TcpConnector(https.clone());
         let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &other_ca).unwrap();
-        let wrong = cloister_kms_client::KmsClient::new(tls, https, "us-east-1", creds)
-            .with_retry(cloister_kms_client::Retry { attempts: 1, ..Default::default() });
-        assert_eq!(wrong.call("ListKeys", &json!({})).await.unwrap_err().code(), "KMS-TRANSPORT");
+        let wrong = cloister_kms_client::KmsClient::new(tls, https, "us-east-1", creds).with_retry(
+            cloister_kms_client::Retry {
+                attempts: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            wrong.call("ListKeys", &json!({})).await.unwrap_err().code(),
+            "KMS-TRANSPORT"
+        );
     });
 }
 
@@ -311,7 +324,10 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
 fn sigterm_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path(), &[]);
-    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -319,7 +335,10 @@ fn sigterm_shuts_down_cleanly() {
             assert!(exit.success(), "exit {exit:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "did not stop on SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop on SIGTERM"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -16,7 +16,9 @@ fn answered_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let creds = admin(dir.path());
     let mut server = start(dir.path(), &[]);
-    let answered: Arc<Mutex<Vec<(String, Value, Vec<u8>)>>> = Arc::default();
+    /// (key id, ciphertext blob, data key) of every answered GenerateDataKey.
+    type Answered = Vec<(String, Value, Vec<u8>)>;
+    let answered: Arc<Mutex<Answered>> = Arc::default();
     let rt = rt();
     rt.block_on(async {
         let mut tasks = Vec::new();

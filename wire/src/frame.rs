@@ -1,0 +1,218 @@
+//! Length-prefixed CBOR frames with a size limit and read timeouts.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::WireError;
+use crate::message::{Envelope, Message, PROTOCOL_VERSION};
+
+/// Largest frame by default: 16 MiB (a batch of sealed records).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Decodes one frame body (without its length prefix).
+pub fn decode(body: &[u8]) -> Result<Message, WireError> {
+    let mut rest = body;
+    let env: Envelope =
+        ciborium::from_reader(&mut rest).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} bytes after the envelope",
+            rest.len()
+        )));
+    }
+    if env.v != PROTOCOL_VERSION {
+        return Err(WireError::Version(env.v));
+    }
+    Ok(env.msg)
+}
+
+/// Encodes a message as one frame, length prefix included.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; 4];
+    ciborium::into_writer(
+        &Envelope {
+            v: PROTOCOL_VERSION,
+            msg: msg.clone(),
+        },
+        &mut out,
+    )
+    .map_err(|e| WireError::Malformed(e.to_string()))?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| WireError::TooLarge {
+        len: out.len(),
+        max: MAX_FRAME,
+    })?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Reads frames with a size limit and a timeout per read.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    max: usize,
+    timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader with the default limit and the given timeout.
+    pub fn new(inner: R, timeout: Duration) -> Self {
+        Self {
+            inner,
+            max: MAX_FRAME,
+            timeout,
+        }
+    }
+
+    /// Changes the frame size limit.
+    #[must_use]
+    pub fn with_max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The next message; `Ok(None)` on a clean end of stream between frames.
+    pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
+        let mut len = [0u8; 4];
+        let first = tokio::time::timeout(self.timeout, self.inner.read(&mut len[..1]))
+            .await
+            .map_err(|_| WireError::Timeout(self.timeout))?
+            .map_err(WireError::io("reading a frame"))?;
+        if first == 0 {
+            return Ok(None);
+        }
+        self.read_exact(&mut len[1..]).await?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n > self.max {
+            return Err(WireError::TooLarge {
+                len: n,
+                max: self.max,
+            });
+        }
+        let mut body = vec![0u8; n];
+        self.read_exact(&mut body).await?;
+        decode(&body).map(Some)
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        match tokio::time::timeout(self.timeout, self.inner.read_exact(buf)).await {
+            Err(_) => Err(WireError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Closed),
+            Ok(Err(e)) => Err(WireError::io("reading a frame")(e)),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}
+
+/// Writes frames.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer.
+    pub fn new(inner: W) -> Self {
+        Self { inner }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), WireError> {
+        let frame = encode(msg)?;
+        self.inner
+            .write_all(&frame)
+            .await
+            .map_err(WireError::io("writing a frame"))?;
+        self.inner
+            .flush()
+            .await
+            .map_err(WireError::io("writing a frame"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{KmsAccess, Operation};
+
+    fn job() -> Message {
+        Message::Job {
+            id: 7,
+            op: Operation::Stats {
+                group_by: Some("country".into()),
+            },
+            kms: KmsAccess {
+                region: "us-east-1".into(),
+                access_key_id: "AKIA".into(),
+                secret_access_key: "s".into(),
+                session_token: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_a_pipe() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b, Duration::from_secs(1));
+        let msgs = [
+            job(),
+            Message::Sealed {
+                name: "m1".into(),
+                bytes: vec![1, 2, 3],
+            },
+            Message::EndOfInput,
+        ];
+        for m in &msgs {
+            w.send(m).await.unwrap();
+        }
+        drop(w);
+        for m in &msgs {
+            assert_eq!(r.next().await.unwrap().as_ref(), Some(m));
+        }
+        assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn sealed_bytes_are_a_cbor_byte_string() {
+        let f = encode(&Message::Sealed {
+            name: "x".into(),
+            bytes: vec![0xAA; 3],
+        })
+        .unwrap();
+        assert!(f.windows(4).any(|w| w == [0x43, 0xAA, 0xAA, 0xAA]));
+    }
+
+    #[tokio::test]
+    async fn oversized_truncated_and_garbage_frames_fail_cleanly() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(b, Duration::from_secs(1)).with_max(100);
+        a.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        assert_eq!(r.next().await.unwrap_err().code(), "WIRE-TOO-LARGE");
+
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(b, Duration::from_secs(1));
+        a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        drop(a);
+        assert_eq!(r.next().await.unwrap_err().code(), "WIRE-CLOSED");
+
+        assert_eq!(decode(&[0xff, 0x00]).unwrap_err().code(), "WIRE-MALFORMED");
+        let mut other = Vec::new();
+        ciborium::into_writer(
+            &Envelope {
+                v: 99,
+                msg: Message::EndOfInput,
+            },
+            &mut other,
+        )
+        .unwrap();
+        assert_eq!(decode(&other).unwrap_err().code(), "WIRE-VERSION");
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out() {
+        let (_a, b) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(b, Duration::from_millis(50));
+        assert_eq!(r.next().await.unwrap_err().code(), "WIRE-TIMEOUT");
+    }
+}

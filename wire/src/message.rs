@@ -1,0 +1,132 @@
+//! The messages of the host<->enclave protocol.
+//!
+//! A job flows as: host → `Job`, then `Sealed` messages (each an AWS Encryption SDK message), then
+//! `EndOfInput`; enclave → `Progress` and `Rows` as results are produced, then `Done` or `Failed`.
+//! A message that fails authentication yields `MessageFailed` naming it, and nothing from it.
+//! Operations are an enum so new ones (mask, tokenize, reseal) slot in beside `Stats`.
+
+use serde::{Deserialize, Serialize};
+
+/// The version this build speaks. A peer with another version is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What travels in one frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version.
+    pub v: u16,
+    /// The message.
+    pub msg: Message,
+}
+
+/// Credentials the job carries for the enclave's KMS calls. They are the host's own: not secret
+/// from the host, and useless without a valid attestation document for keys whose policy
+/// requires one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsAccess {
+    /// Region (SigV4 scope).
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token, if any.
+    pub session_token: Option<String>,
+}
+
+/// What the enclave computes over the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Count, and sum/min/max/mean of every numeric field, optionally grouped by a field.
+    Stats {
+        /// Group records by this field's value.
+        group_by: Option<String>,
+    },
+}
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Host → enclave: start a job.
+    Job {
+        /// Job id, chosen by the host.
+        id: u64,
+        /// The operation.
+        op: Operation,
+        /// Credentials for the KMS.
+        kms: KmsAccess,
+    },
+    /// Host → enclave: one sealed message (AWS Encryption SDK format).
+    Sealed {
+        /// Its name, for errors (e.g. the file name).
+        name: String,
+        /// The message bytes.
+        #[serde(with = "serde_bytes_compat")]
+        bytes: Vec<u8>,
+    },
+    /// Host → enclave: no more input.
+    EndOfInput,
+    /// Enclave → host: how far the job is.
+    Progress {
+        /// Messages processed.
+        messages: u64,
+        /// Records processed.
+        records: u64,
+    },
+    /// Enclave → host: result rows, each a JSON object as text.
+    Rows {
+        /// The rows.
+        rows: Vec<String>,
+    },
+    /// Enclave → host: a message failed (authentication, key release); nothing from it counts.
+    MessageFailed {
+        /// The message's name.
+        name: String,
+        /// Stable error code.
+        code: String,
+        /// Why.
+        reason: String,
+    },
+    /// Enclave → host: the job finished.
+    Done {
+        /// Messages that succeeded.
+        messages: u64,
+        /// Records processed.
+        records: u64,
+    },
+    /// Either way: the job (or the connection) failed.
+    Failed {
+        /// Stable error code.
+        code: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Byte strings as CBOR bstr (not arrays of integers).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
