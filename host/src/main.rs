@@ -7,8 +7,11 @@
 //! unreadable input.
 
 mod attest;
+mod aws_env;
 mod dev_pki;
+mod fsutil;
 mod input;
+mod seal;
 
 use std::process::ExitCode;
 
@@ -30,6 +33,10 @@ enum Command {
     /// The emulated NSM's development PKI (never trusted by production verifiers).
     #[command(subcommand, name = "dev-pki")]
     DevPki(dev_pki::DevPkiCommand),
+    /// Seal JSON-lines records as AWS Encryption SDK messages under a KMS key.
+    Seal(seal::SealArgs),
+    /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
+    Open(seal::OpenArgs),
 }
 
 /// How a command failed, which decides the exit code.
@@ -50,11 +57,42 @@ impl From<cloister_attestation::Error> for Failure {
     }
 }
 
+/// Runs an async command; its failures are reported with the chain of contexts (exit 1).
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(e.into()))?;
+    rt.block_on(fut).map_err(|e| Failure::Rejected {
+        code: code_of(&e),
+        message: format!("{e:#}"),
+    })
+}
+
+/// The stable code of the innermost known error in a chain.
+fn code_of(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if let Some(k) = cause.downcast_ref::<cloister_kms_client::ClientError>() {
+            return match k {
+                cloister_kms_client::ClientError::Service { .. } => "KMS-SERVICE",
+                cloister_kms_client::ClientError::Transport(_) => "KMS-TRANSPORT",
+                _ => "KMS-PROTOCOL",
+            };
+        }
+        if let Some(x) = cause.downcast_ref::<cloister_esdk::EsdkError>() {
+            return x.code();
+        }
+    }
+    "CLI-FAILED"
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attest(cmd) => attest::run(cmd),
         Command::DevPki(cmd) => dev_pki::run(cmd),
+        Command::Seal(args) => block_on(seal::seal(args)),
+        Command::Open(args) => block_on(seal::open(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

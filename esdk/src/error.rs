@@ -1,0 +1,35 @@
+//! The crate's one error type, with stable codes.
+
+/// Why a message could not be read, opened or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EsdkError {
+    /// The bytes are not a message of a supported shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A suite or version cloister does not accept (non-committing suites included).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The data key does not match the message's key commitment.
+    #[error("key commitment does not match: wrong data key or tampered header")]
+    Commitment,
+    /// An authentication tag or the signature does not verify.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// A cryptographic primitive failed while sealing.
+    #[error("sealing failed: {0}")]
+    Seal(String),
+}
+
+impl EsdkError {
+    /// Stable short code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "ESDK-FORMAT",
+            Self::Unsupported(_) => "ESDK-UNSUPPORTED",
+            Self::Commitment => "ESDK-COMMITMENT",
+            Self::Authentication(_) => "ESDK-AUTH",
+            Self::Seal(_) => "ESDK-SEAL",
+        }
+    }
+}
