@@ -22,6 +22,7 @@ mod cose;
 mod document;
 mod ecdsa;
 mod error;
+pub mod nsm_api;
 mod pcr;
 mod policy;
 pub mod recipient;

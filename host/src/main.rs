@@ -11,6 +11,8 @@ mod aws_env;
 mod dev_pki;
 mod fsutil;
 mod input;
+mod measure;
+mod nsm;
 mod seal;
 
 use std::process::ExitCode;
@@ -33,6 +35,9 @@ enum Command {
     /// The emulated NSM's development PKI (never trusted by production verifiers).
     #[command(subcommand, name = "dev-pki")]
     DevPki(dev_pki::DevPkiCommand),
+    /// The emulated NSM (launcher side).
+    #[command(subcommand)]
+    Nsm(nsm::NsmCommand),
     /// Seal JSON-lines records as AWS Encryption SDK messages under a KMS key.
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attest(cmd) => attest::run(cmd),
         Command::DevPki(cmd) => dev_pki::run(cmd),
+        Command::Nsm(cmd) => block_on(nsm::run(cmd)),
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
     };

@@ -73,35 +73,64 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next message; `Ok(None)` on a clean end of stream between frames.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
-        let mut len = [0u8; 4];
-        let first = tokio::time::timeout(self.timeout, self.inner.read(&mut len[..1]))
-            .await
-            .map_err(|_| WireError::Timeout(self.timeout))?
-            .map_err(WireError::io("reading a frame"))?;
-        if first == 0 {
-            return Ok(None);
+        match read_raw(&mut self.inner, self.max, self.timeout).await? {
+            Some(body) => decode(&body).map(Some),
+            None => Ok(None),
         }
-        self.read_exact(&mut len[1..]).await?;
-        let n = u32::from_be_bytes(len) as usize;
-        if n > self.max {
-            return Err(WireError::TooLarge {
-                len: n,
-                max: self.max,
-            });
-        }
-        let mut body = vec![0u8; n];
-        self.read_exact(&mut body).await?;
-        decode(&body).map(Some)
     }
+}
 
-    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
-        match tokio::time::timeout(self.timeout, self.inner.read_exact(buf)).await {
-            Err(_) => Err(WireError::Timeout(self.timeout)),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Closed),
-            Ok(Err(e)) => Err(WireError::io("reading a frame")(e)),
-            Ok(Ok(_)) => Ok(()),
-        }
+/// Reads one length-prefixed frame body of at most `max` bytes; `Ok(None)` on a clean end of
+/// stream before the frame. Each read waits at most `timeout`.
+pub async fn read_raw<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, WireError> {
+    let mut len = [0u8; 4];
+    let first = tokio::time::timeout(timeout, r.read(&mut len[..1]))
+        .await
+        .map_err(|_| WireError::Timeout(timeout))?
+        .map_err(WireError::io("reading a frame"))?;
+    if first == 0 {
+        return Ok(None);
     }
+    read_exact(r, &mut len[1..], timeout).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > max {
+        return Err(WireError::TooLarge { len: n, max });
+    }
+    let mut body = vec![0u8; n];
+    read_exact(r, &mut body, timeout).await?;
+    Ok(Some(body))
+}
+
+async fn read_exact<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<(), WireError> {
+    match tokio::time::timeout(timeout, r.read_exact(buf)).await {
+        Err(_) => Err(WireError::Timeout(timeout)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Closed),
+        Ok(Err(e)) => Err(WireError::io("reading a frame")(e)),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// Writes one length-prefixed frame.
+pub async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), WireError> {
+    let len = u32::try_from(body.len()).map_err(|_| WireError::TooLarge {
+        len: body.len(),
+        max: u32::MAX as usize,
+    })?;
+    w.write_all(&len.to_be_bytes())
+        .await
+        .map_err(WireError::io("writing a frame"))?;
+    w.write_all(body)
+        .await
+        .map_err(WireError::io("writing a frame"))?;
+    w.flush().await.map_err(WireError::io("writing a frame"))
 }
 
 /// Writes frames.
