@@ -3,6 +3,9 @@
 //! over vsock). Attested key release and record processing join it next.
 
 pub mod error;
+pub mod job;
+pub mod kms;
 pub mod nsm;
+pub mod stats;
 
 pub use error::EnclaveError;

@@ -13,7 +13,9 @@ mod fsutil;
 mod input;
 mod measure;
 mod nsm;
+mod proxy;
 mod seal;
+mod submit;
 
 use std::process::ExitCode;
 
@@ -38,6 +40,10 @@ enum Command {
     /// The emulated NSM (launcher side).
     #[command(subcommand)]
     Nsm(nsm::NsmCommand),
+    /// Forward jobs to the enclave and relay its KMS traffic to the one allowed endpoint.
+    Proxy(proxy::ProxyArgs),
+    /// Submit sealed files for processing in the enclave; prints results as JSON lines.
+    Submit(submit::SubmitArgs),
     /// Seal JSON-lines records as AWS Encryption SDK messages under a KMS key.
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
         Command::Attest(cmd) => attest::run(cmd),
         Command::DevPki(cmd) => dev_pki::run(cmd),
         Command::Nsm(cmd) => block_on(nsm::run(cmd)),
+        Command::Proxy(args) => block_on(proxy::run(args)),
+        Command::Submit(args) => block_on(submit::run(args)),
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
     };

@@ -1,0 +1,118 @@
+//! `cloister submit`: send sealed files to the enclave through the proxy and print the results
+//! (JSON lines on stdout; failures as `error[CODE]` on stderr; progress on a terminal).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use cloister_wire::message::{KmsAccess, Operation};
+use cloister_wire::{Address, FrameReader, FrameWriter, Message};
+
+use crate::aws_env;
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The proxy's job address.
+    #[arg(long)]
+    proxy: Address,
+    /// The operation.
+    #[arg(long, value_parser = ["stats"])]
+    op: String,
+    /// stats: group records by this field.
+    #[arg(long)]
+    group_by: Option<String>,
+    /// Sealed files (each one or more Encryption SDK messages).
+    #[arg(required = true)]
+    sealed: Vec<PathBuf>,
+}
+
+pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
+    let aws = aws_env::load()?;
+    let kms = KmsAccess {
+        region: aws.region,
+        access_key_id: aws.creds.access_key_id.clone(),
+        secret_access_key: aws.creds.secret_access_key.to_string(),
+        session_token: aws.creds.session_token.clone(),
+    };
+    let mut messages = Vec::new();
+    for path in &args.sealed {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
+        let many = parts.len() > 1;
+        for (i, m) in parts.into_iter().enumerate() {
+            let name = if many {
+                format!("{}#{}", path.display(), i + 1)
+            } else {
+                path.display().to_string()
+            };
+            messages.push(Message::Sealed {
+                name,
+                bytes: m.to_vec(),
+            });
+        }
+    }
+    let total = messages.len();
+    let stream = args.proxy.connect().await?;
+    let (r, w) = tokio::io::split(stream);
+    let mut writer = FrameWriter::new(w);
+    let sender = tokio::spawn(async move {
+        let mut id = [0u8; 8];
+        let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id);
+        writer
+            .send(&Message::Job {
+                id: u64::from_be_bytes(id),
+                op: Operation::Stats {
+                    group_by: args.group_by,
+                },
+                kms,
+            })
+            .await?;
+        for m in messages {
+            writer.send(&m).await?;
+        }
+        writer.send(&Message::EndOfInput).await?;
+        anyhow::Ok(writer)
+    });
+    let mut reader = FrameReader::new(r, Duration::from_secs(600));
+    let tty = std::io::stderr().is_terminal();
+    let mut failed_messages = 0;
+    loop {
+        match reader.next().await? {
+            Some(Message::Progress { messages, records }) => {
+                if tty {
+                    eprint!("\r[{messages}/{total} messages, {records} records]");
+                }
+            }
+            Some(Message::Rows { rows }) => {
+                if tty {
+                    eprintln!();
+                }
+                for row in rows {
+                    println!("{row}");
+                }
+            }
+            Some(Message::MessageFailed { name, code, reason }) => {
+                failed_messages += 1;
+                eprintln!("error[{code}]: {name}: {reason}");
+            }
+            Some(Message::Done { messages, records }) => {
+                eprintln!("done: {messages} messages, {records} records");
+                break;
+            }
+            Some(Message::Failed { code, reason }) => {
+                bail!("the enclave failed the job: error[{code}]: {reason}")
+            }
+            Some(other) => bail!("unexpected message from the enclave: {other:?}"),
+            None => bail!("the connection closed before the job finished"),
+        }
+    }
+    let _ = sender.await;
+    if failed_messages > 0 {
+        bail!(
+            "{failed_messages} message(s) failed authentication or parsing; their records are not in the results"
+        );
+    }
+    Ok(())
+}

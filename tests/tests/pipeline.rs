@@ -1,0 +1,488 @@
+//! The attested pipeline in process mode: cloister-kms (TLS), the emulated NSM, the enclave, and
+//! the proxy with its KMS relay, each a real process talking over real sockets; driven by
+//! `cloister seal` and `cloister submit` as a user would.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cloister_attestation::PcrValue;
+use cloister_tests::{binary, outcome};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha384};
+
+struct Proc(Child, Arc<Mutex<String>>);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a program, collecting its stderr; waits until a line contains `ready`.
+fn spawn(bin: &str, args: &[&str], ready: &str) -> Proc {
+    let mut child = Command::new(binary(bin))
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.lock().unwrap().push_str(&line);
+        log.lock().unwrap().push('\n');
+        if line.contains(ready) {
+            break;
+        }
+    }
+    assert!(
+        log.lock().unwrap().contains(ready),
+        "{bin} did not start: {}",
+        log.lock().unwrap()
+    );
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    Proc(child, log)
+}
+
+fn after<'a>(log: &'a str, marker: &str) -> &'a str {
+    log.split(marker)
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+}
+
+struct Pipeline {
+    dir: tempfile::TempDir,
+    kms_data: PathBuf,
+    kms_http: String,
+    env: Vec<(String, String)>,
+    proxy_addr: String,
+    relay_socket: PathBuf,
+    kms_tls: String,
+    key_arn: String,
+    _procs: Vec<Proc>,
+    proxy: Arc<Mutex<String>>,
+}
+
+fn kms_cli(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("cloister-kms"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn enclave_pcr0() -> String {
+    let bytes = std::fs::read(binary("cloister-enclave")).unwrap();
+    PcrValue::measure(&Sha384::digest(&bytes)).to_hex()
+}
+
+impl Pipeline {
+    /// Starts everything. The key's policy lets the root manage and seal, and releases keys for
+    /// Decrypt only to an enclave whose PCR0 is `pcr0`.
+    fn start(pcr0: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |rel: &str| dir.path().join(rel);
+        let pki = p("pki");
+        Command::new(binary("cloister"))
+            .args(["dev-pki", "init", "--dir", pki.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let kms_data = p("kms");
+        let creds = kms_cli(&kms_data, &["credentials"]);
+        let mut env: Vec<(String, String)> = creds
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        env.push(("AWS_REGION".into(), "us-east-1".into()));
+        env.push(("HOME".into(), "/nonexistent".into()));
+        let kms = spawn(
+            "cloister-kms",
+            &[
+                "serve",
+                "--data-dir",
+                kms_data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--trust-root",
+                pki.join("root.pem").to_str().unwrap(),
+            ],
+            "listening on https://",
+        );
+        let (kms_http, kms_tls) = {
+            let log = kms.1.lock().unwrap();
+            (
+                after(&log, "listening on http://").to_owned(),
+                after(&log, "listening on https://").to_owned(),
+            )
+        };
+        let nsm_sock = p("launcher/nsm.sock");
+        let nsm = spawn(
+            "cloister",
+            &[
+                "nsm",
+                "serve",
+                "--dev-pki",
+                pki.to_str().unwrap(),
+                "--listen",
+                &format!("unix://{}", nsm_sock.display()),
+                "--measure",
+                binary("cloister-enclave").to_str().unwrap(),
+            ],
+            "serving the emulated NSM",
+        );
+        // The key and its policy, as the owner sets them up.
+        let http = |op: &str, body: Value| -> Value {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            let creds = cloister_sigv4::Credentials {
+                access_key_id: get("AWS_ACCESS_KEY_ID"),
+                secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
+                session_token: None,
+            };
+            let c = cloister_kms_client::KmsClient::http(
+                &format!("http://{kms_http}"),
+                "us-east-1",
+                creds,
+            )
+            .unwrap();
+            rt.block_on(c.call(op, &body)).unwrap()
+        };
+        let key_arn = http("CreateKey", json!({}))["KeyMetadata"]["Arn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let policy = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}}]});
+        http(
+            "PutKeyPolicy",
+            json!({"KeyId": key_arn, "Policy": policy.to_string()}),
+        );
+
+        let relay_socket = p("proxy/relay.sock");
+        let enclave_sock = p("enclave/jobs.sock");
+        std::fs::create_dir_all(p("proxy")).unwrap();
+        std::fs::create_dir_all(p("enclave")).unwrap();
+        let enclave = spawn(
+            "cloister-enclave",
+            &[
+                "--listen",
+                &format!("unix://{}#5000", enclave_sock.display()),
+                "--nsm",
+                &format!("unix://{}", nsm_sock.display()),
+                "--kms-relay",
+                &format!("unix://{}", relay_socket.display()),
+                "--kms-endpoint",
+                &kms_tls,
+                "--kms-ca",
+                kms_data.join("tls/ca.pem").to_str().unwrap(),
+                "--accept-key",
+                &key_arn,
+            ],
+            "listening on",
+        );
+        let proxy_addr = format!("unix://{}", p("proxy/jobs.sock").display());
+        let proxy = spawn(
+            "cloister",
+            &[
+                "proxy",
+                "--listen",
+                &proxy_addr,
+                "--enclave",
+                &format!("unix://{}#5000", enclave_sock.display()),
+                "--relay-listen",
+                &format!("unix://{}", relay_socket.display()),
+                "--kms-endpoint",
+                &kms_tls,
+            ],
+            "jobs on",
+        );
+        let proxy_log = proxy.1.clone();
+        Self {
+            dir,
+            kms_data,
+            kms_http,
+            env,
+            proxy_addr,
+            relay_socket,
+            kms_tls,
+            key_arn,
+            _procs: vec![kms, nsm, enclave, proxy],
+            proxy: proxy_log,
+        }
+    }
+
+    fn cloister(&self, args: &[&str]) -> (i32, String, String) {
+        outcome(
+            &Command::new(binary("cloister"))
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn seal(&self, records: &[Value], name: &str, per_message: usize) -> PathBuf {
+        let input = self.dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(
+            &input,
+            records.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let out = self.dir.path().join(format!("{name}.sealed"));
+        let (code, _, err) = self.cloister(&[
+            "seal",
+            "--kms",
+            &format!("http://{}", self.kms_http),
+            "--key-id",
+            &self.key_arn,
+            "--context",
+            "dataset=test",
+            "--records-per-message",
+            &per_message.to_string(),
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        kms_cli(&self.kms_data, &["audit", "tail", "-n", "100000"])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["entry"].clone())
+            .collect()
+    }
+}
+
+fn records(n: usize) -> Vec<Value> {
+    const COUNTRIES: [&str; 3] = ["NZ", "FR", "JP"];
+    (0..n)
+        .map(|i| {
+            let country = COUNTRIES[i % 3];
+            json!({"id": i, "name": format!("patient-{i}"), "amount": f64::from(u32::try_from(i % 17).unwrap()) * 2.5, "country": country})
+        })
+        .collect()
+}
+
+#[test]
+fn stats_over_sealed_records_with_one_attested_key_release() {
+    let p = Pipeline::start(&enclave_pcr0());
+    let recs = records(250);
+    let sealed = p.seal(&recs, "data", 20); // 13 messages, one data key
+    let (code, out, err) = p.cloister(&[
+        "submit",
+        "--proxy",
+        &p.proxy_addr,
+        "--op",
+        "stats",
+        "--group-by",
+        "country",
+        sealed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for country in ["NZ", "FR", "JP"] {
+        let mine: Vec<&Value> = recs.iter().filter(|r| r["country"] == country).collect();
+        let row = rows.iter().find(|r| r["group"] == country).unwrap();
+        assert_eq!(row["count"], mine.len());
+        let sum: f64 = mine.iter().map(|r| r["amount"].as_f64().unwrap()).sum();
+        assert!((row["fields"]["amount"]["sum"].as_f64().unwrap() - sum).abs() < 1e-9);
+        let max = mine
+            .iter()
+            .map(|r| r["amount"].as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(row["fields"]["amount"]["max"].as_f64().unwrap(), max);
+    }
+    assert!(err.contains("done: 13 messages, 250 records"), "{err}");
+    // One attested release served all 13 messages.
+    let audit = p.audit();
+    let decrypts: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["operation"] == "Decrypt")
+        .collect();
+    assert_eq!(decrypts.len(), 1, "{decrypts:?}");
+    assert_eq!(decrypts[0]["outcome"], "ok");
+    assert_eq!(decrypts[0]["pcr0"], enclave_pcr0().as_str());
+    // The host saw no plaintext.
+    let proxy_log = p.proxy.lock().unwrap().clone();
+    assert!(!proxy_log.contains("patient-"));
+    assert!(!out.contains("patient-"));
+}
+
+#[test]
+fn a_policy_for_another_image_fails_the_job_and_is_audited() {
+    let p = Pipeline::start(&PcrValue::measure(b"some other image").to_hex());
+    let sealed = p.seal(&records(10), "data", 5);
+    let (code, out, err) = p.cloister(&[
+        "submit",
+        "--proxy",
+        &p.proxy_addr,
+        "--op",
+        "stats",
+        sealed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    let audit = p.audit();
+    let refused: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["operation"] == "Decrypt")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["error"], "AccessDeniedException");
+    assert_eq!(refused[0]["pcr0"], enclave_pcr0().as_str());
+}
+
+#[test]
+fn a_tampered_message_is_named_and_nothing_from_it_is_used() {
+    let p = Pipeline::start(&enclave_pcr0());
+    let good = p.seal(&records(30), "good", 30);
+    let bad = p.seal(&records(7), "bad", 7);
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let n = bytes.len();
+    bytes[n - 200] ^= 0x01;
+    std::fs::write(&bad, bytes).unwrap();
+    let (code, out, err) = p.cloister(&[
+        "submit",
+        "--proxy",
+        &p.proxy_addr,
+        "--op",
+        "stats",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("error[ESDK-AUTH]: {}", bad.display())),
+        "{err}"
+    );
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        rows[0]["count"], 30,
+        "only the authenticated message counts"
+    );
+}
+
+#[test]
+fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let p = Pipeline::start(&enclave_pcr0());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The proxy's relay: anything but the KMS endpoint is refused.
+        let mut s = BufReader::new(
+            tokio::net::UnixStream::connect(&p.relay_socket)
+                .await
+                .unwrap(),
+        );
+        s.get_mut()
+            .write_all(b"CONNECT 127.0.0.1:22\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("DENIED"), "{line}");
+
+        // A malicious relay that flips one byte of the KMS's answer: TLS fails, cleanly.
+        let evil = p.dir.path().join("evil.sock");
+        let listener = tokio::net::UnixListener::bind(&evil).unwrap();
+        let kms = p.kms_tls.clone();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = listener.accept().await {
+                let kms = kms.clone();
+                tokio::spawn(async move {
+                    let mut c = BufReader::new(c);
+                    let mut l = String::new();
+                    c.read_line(&mut l).await.unwrap();
+                    let upstream = tokio::net::TcpStream::connect(&kms).await.unwrap();
+                    c.get_mut().write_all(b"OK\n").await.unwrap();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let (mut cr, mut cw) = c.into_inner().into_split();
+                    tokio::spawn(async move { tokio::io::copy(&mut cr, &mut uw).await });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut seen = 0usize;
+                    loop {
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if seen < 300 && seen + n > 300 {
+                            buf[300 - seen] ^= 0x01;
+                        }
+                        seen += n;
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let connector = cloister_enclave::kms::RelayConnector::new(
+            format!("unix://{}", evil.display()).parse().unwrap(),
+            p.kms_tls.clone(),
+        );
+        let ca = std::fs::read(p.kms_data.join("tls/ca.pem")).unwrap();
+        let tls = cloister_kms_client::TlsConnector::new(connector, "localhost", &ca).unwrap();
+        let get = |k: &str| p.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        let creds = cloister_sigv4::Credentials {
+            access_key_id: get("AWS_ACCESS_KEY_ID"),
+            secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
+            session_token: None,
+        };
+        let client = cloister_kms_client::KmsClient::new(tls, "localhost", "us-east-1", creds)
+            .with_retry(cloister_kms_client::Retry {
+                attempts: 1,
+                ..Default::default()
+            });
+        let err =
+            tokio::time::timeout(Duration::from_secs(20), client.call("ListKeys", &json!({})))
+                .await
+                .expect("no hang")
+                .unwrap_err();
+        assert_eq!(err.code(), "KMS-TRANSPORT", "{err}");
+    });
+}
