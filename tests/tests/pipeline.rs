@@ -486,3 +486,84 @@ fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
         assert_eq!(err.code(), "KMS-TRANSPORT", "{err}");
     });
 }
+
+/// Seals records with the official Python AWS Encryption SDK (the project venv) against the
+/// pipeline's KMS.
+fn python_seal(p: &Pipeline, records: &[Value], suite: &str, frame_length: u32, out: &Path) {
+    let python = cloister_tests::workspace().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates the venv before the Rust tests",
+        python.display()
+    );
+    let script = r#"
+import json, sys, aws_encryption_sdk
+from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+arn, suite, frame, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+alg = {"0x0478": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+       "0x0578": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384}[suite]
+client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+provider = aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(key_ids=[arn])
+ct, _ = client.encrypt(source=sys.stdin.buffer.read(), key_provider=provider, algorithm=alg,
+                       frame_length=frame, encryption_context={"dataset": "python"})
+open(out, "wb").write(ct)
+"#;
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            script,
+            &p.key_arn,
+            suite,
+            &frame_length.to_string(),
+            out.to_str().unwrap(),
+        ])
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .env("AWS_ENDPOINT_URL_KMS", format!("http://{}", p.kms_http))
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            records
+                .iter()
+                .map(|r| format!("{r}\n"))
+                .collect::<String>()
+                .as_bytes(),
+        )
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn records_sealed_by_the_python_sdk_are_processed_in_the_enclave() {
+    let p = Pipeline::start(&enclave_pcr0());
+    let recs = records(40);
+    let mut files = Vec::new();
+    for (suite, frame) in [
+        ("0x0478", 0u32),
+        ("0x0478", 128),
+        ("0x0578", 0),
+        ("0x0578", 4096),
+    ] {
+        let out = p.dir.path().join(format!("py-{suite}-{frame}.esdk"));
+        python_seal(&p, &recs, suite, frame, &out);
+        files.push(out.display().to_string());
+    }
+    let mut args = vec!["submit", "--proxy", &p.proxy_addr, "--op", "stats"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = p.cloister(&args);
+    assert_eq!(code, 0, "{err}");
+    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(row["count"], 4 * 40);
+    let sum: f64 = recs.iter().map(|r| r["amount"].as_f64().unwrap()).sum();
+    assert!((row["fields"]["amount"]["sum"].as_f64().unwrap() - 4.0 * sum).abs() < 1e-9);
+    assert_eq!(row["fields"]["id"]["max"], 39.0);
+}
