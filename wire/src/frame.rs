@@ -203,6 +203,17 @@ mod tests {
     }
 
     #[test]
+    fn large_sealed_messages_round_trip() {
+        // Larger than ciborium's 4 KiB scratch buffer (a regression found by scripts/run).
+        let big = Message::Sealed {
+            name: "big".into(),
+            bytes: (0..100_000u32).map(|i| (i % 251) as u8).collect(),
+        };
+        let frame = encode(&big).unwrap();
+        assert_eq!(decode(&frame[4..]).unwrap(), big);
+    }
+
+    #[test]
     fn sealed_bytes_are_a_cbor_byte_string() {
         let f = encode(&Message::Sealed {
             name: "x".into(),

@@ -127,6 +127,7 @@ mod serde_bytes_compat {
                 Ok(v)
             }
         }
-        d.deserialize_bytes(V)
+        // deserialize_byte_buf: ciborium's deserialize_bytes only takes strings that fit its 4 KiB scratch.
+        d.deserialize_byte_buf(V)
     }
 }
