@@ -16,8 +16,8 @@ use cloister_tests::{binary, outcome};
 const LAUNCHER: u32 = 61_001;
 const PROXY: u32 = 61_002;
 
-fn as_user(uid: u32, args: &[&str]) -> Command {
-    let mut c = Command::new(binary("cloister"));
+fn as_user(bin: &Path, uid: u32, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
     c.args(args).uid(uid).gid(uid).env("HOME", "/nonexistent");
     c
 }
@@ -55,6 +55,7 @@ fn only_the_launcher_user_reaches_the_emulated_nsm() {
     let pki = run.join("pki");
 
     let mut nsm = as_user(
+        &bin,
         LAUNCHER,
         &[
             "nsm",
@@ -82,7 +83,7 @@ fn only_the_launcher_user_reaches_the_emulated_nsm() {
 
     // The launcher's user (the enclave's side) is served.
     let (code, out, err) = outcome(
-        &as_user(LAUNCHER, &["nsm", "describe", "--nsm", &addr])
+        &as_user(&bin, LAUNCHER, &["nsm", "describe", "--nsm", &addr])
             .output()
             .unwrap(),
     );
@@ -91,7 +92,7 @@ fn only_the_launcher_user_reaches_the_emulated_nsm() {
 
     // The proxy's user is refused at the socket, and cannot read the dev PKI's keys.
     let (code, _, err) = outcome(
-        &as_user(PROXY, &["nsm", "describe", "--nsm", &addr])
+        &as_user(&bin, PROXY, &["nsm", "describe", "--nsm", &addr])
             .output()
             .unwrap(),
     );
