@@ -58,7 +58,8 @@ fn parse_instant(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse(s).ok_or_else(|| format!("{s:?} is neither unix seconds nor RFC 3339"))
 }
 
-fn parse_pcr(s: &str) -> Result<(PcrIndex, PcrValue), String> {
+/// `N=HEX` (or `PCRN=HEX`): a PCR index and its 96-hex-digit value.
+pub(crate) fn parse_pcr(s: &str) -> Result<(PcrIndex, PcrValue), String> {
     let (n, value) = s.split_once('=').ok_or("expected N=HEX")?;
     let index = n
         .trim()

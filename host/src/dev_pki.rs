@@ -32,7 +32,7 @@ pub(crate) enum DevPkiCommand {
         #[arg(long)]
         dir: PathBuf,
         /// PCR N's value (96 hex digits). PCRs 0-15 not given are zero. Repeatable.
-        #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+        #[arg(long = "pcr", value_name = "N=HEX", value_parser = crate::attest::parse_pcr)]
         pcrs: Vec<(PcrIndex, PcrValue)>,
         /// Module id.
         #[arg(long, default_value = "i-00000000000000000-enc0000000000000000")]
@@ -50,20 +50,6 @@ pub(crate) enum DevPkiCommand {
         #[arg(short, long)]
         out: PathBuf,
     },
-}
-
-fn parse_pcr(s: &str) -> Result<(PcrIndex, PcrValue), String> {
-    let (n, v) = s.split_once('=').ok_or("expected N=HEX")?;
-    let index = n
-        .parse::<u64>()
-        .ok()
-        .and_then(PcrIndex::new)
-        .ok_or("PCR index must be 0..32")?;
-    Ok((
-        index,
-        v.parse()
-            .map_err(|e: cloister_attestation::ParsePcrError| e.to_string())?,
-    ))
 }
 
 fn input(e: anyhow::Error) -> Failure {

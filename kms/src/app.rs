@@ -252,24 +252,38 @@ impl App {
         })
     }
 
-    /// Checks the key policy for `action` with condition keys `conditions`.
-    pub fn authorize(
+    /// Evaluates `policy` for `principal` doing `action` on key `key_id`, adding the condition
+    /// keys every request carries (caller account, principal ARN) to `conditions`.
+    fn decide(
         &self,
+        policy: &KeyPolicy,
         principal: &Principal,
         action: &str,
-        key: &KeyRecord,
+        key_id: &str,
         mut conditions: HashMap<String, Vec<String>>,
-    ) -> Result<()> {
+    ) -> Decision {
         conditions.insert("kms:calleraccount".into(), vec![self.cfg.account.clone()]);
         conditions.insert("aws:principalarn".into(), vec![principal.arn.clone()]);
-        let arn = self.key_arn(&key.key_id);
+        let arn = self.key_arn(key_id);
         let req = RequestContext {
             principal_arn: &principal.arn,
             action,
             resource: &arn,
             conditions,
         };
-        match key.policy.evaluate(&req) {
+        policy.evaluate(&req)
+    }
+
+    /// Checks the key policy for `action` with condition keys `conditions`.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: &str,
+        key: &KeyRecord,
+        conditions: HashMap<String, Vec<String>>,
+    ) -> Result<()> {
+        let arn = self.key_arn(&key.key_id);
+        match self.decide(&key.policy, principal, action, &key.key_id, conditions) {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny => Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: {action} on resource: {arn} with an explicit deny in a resource-based policy",
@@ -322,23 +336,19 @@ impl App {
         key_id: &str,
     ) -> Result<KeyPolicy> {
         let policy = KeyPolicy::parse(text)?;
-        if !bypass {
-            let arn = self.key_arn(key_id);
-            let mut conditions = HashMap::new();
-            conditions.insert("kms:calleraccount".into(), vec![self.cfg.account.clone()]);
-            conditions.insert("aws:principalarn".into(), vec![principal.arn.clone()]);
-            let req = RequestContext {
-                principal_arn: &principal.arn,
-                action: "kms:PutKeyPolicy",
-                resource: &arn,
-                conditions,
-            };
-            if policy.evaluate(&req) != Decision::Allow {
-                return Err(KmsError::MalformedPolicy(
-                    "The new key policy will not allow you to update the key policy in the future."
-                        .into(),
-                ));
-            }
+        if !bypass
+            && self.decide(
+                &policy,
+                principal,
+                "kms:PutKeyPolicy",
+                key_id,
+                HashMap::new(),
+            ) != Decision::Allow
+        {
+            return Err(KmsError::MalformedPolicy(
+                "The new key policy will not allow you to update the key policy in the future."
+                    .into(),
+            ));
         }
         Ok(policy)
     }

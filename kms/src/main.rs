@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
-use cloister_kms::{App, Config, app, audit, rootkey::RootKey, server, store, tls};
+use cloister_kms::{App, Config, app, audit, server, store, tls};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -235,7 +235,6 @@ fn open_existing(dir: &Path) -> Result<rusqlite::Connection> {
         "no KMS store in {}",
         dir.display()
     );
-    let _ = RootKey::load_or_create; // the audit log needs no key
     Ok(store::open(dir, true)?)
 }
 

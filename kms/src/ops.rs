@@ -160,44 +160,44 @@ impl Call<'_> {
             .authorize(self.principal, action, &key, conditions)?;
         Ok(key)
     }
+}
 
-    async fn persist_key(
-        &self,
-        key: KeyRecord,
-        new_material: Option<(u32, Zeroizing<[u8; 32]>)>,
-    ) -> Result<()> {
-        let sealed = match &new_material {
-            Some((v, m)) => Some((
-                *v,
-                self.app
-                    .root
-                    .seal(&material_label(&key.key_id, *v), m.as_ref())?,
-            )),
-            None => None,
-        };
-        let row = key.clone();
-        self.app
-            .writer
-            .write(move |tx, _| {
-                store::put_key(tx, &row)?;
-                if let Some((v, sealed)) = sealed {
-                    tx.execute(
-                        "INSERT INTO key_material (key_id, version, sealed, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                        rusqlite::params![row.key_id, v, sealed, now_ms()],
-                    )
-                    .map_err(KmsError::store)?;
-                }
-                Ok(())
-            })
-            .await?;
-        self.app.apply(|s| {
-            if let Some((v, m)) = new_material {
-                s.material.insert((key.key_id.clone(), v), m);
+/// Persists a key row (and a new key material version, sealed under the root key), then applies
+/// both to the in-memory state.
+async fn persist_key(
+    app: &App,
+    key: KeyRecord,
+    new_material: Option<(u32, Zeroizing<[u8; 32]>)>,
+) -> Result<()> {
+    let sealed = match &new_material {
+        Some((v, m)) => Some((
+            *v,
+            app.root
+                .seal(&material_label(&key.key_id, *v), m.as_ref())?,
+        )),
+        None => None,
+    };
+    let row = key.clone();
+    app.writer
+        .write(move |tx, _| {
+            store::put_key(tx, &row)?;
+            if let Some((v, sealed)) = sealed {
+                tx.execute(
+                    "INSERT INTO key_material (key_id, version, sealed, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![row.key_id, v, sealed, now_ms()],
+                )
+                .map_err(KmsError::store)?;
             }
-            s.keys.insert(key.key_id.clone(), key);
-        });
-        Ok(())
-    }
+            Ok(())
+        })
+        .await?;
+    app.apply(|s| {
+        if let Some((v, m)) = new_material {
+            s.material.insert((key.key_id.clone(), v), m);
+        }
+        s.keys.insert(key.key_id.clone(), key);
+    });
+    Ok(())
 }
 
 async fn create_key(call: Call<'_>) -> Result<Value> {
@@ -277,8 +277,7 @@ async fn create_key(call: Call<'_>) -> Result<Value> {
     };
     call.audit.key_id = Some(key_id);
     call.audit.key_version = Some(1);
-    call.persist_key(key.clone(), Some((1, new_material()?)))
-        .await?;
+    persist_key(call.app, key.clone(), Some((1, new_material()?))).await?;
     Ok(json!({ "KeyMetadata": metadata(call.app, &key) }))
 }
 
@@ -489,7 +488,7 @@ async fn set_state(mut call: Call<'_>, action: &str, to: KeyState) -> Result<Val
         )));
     }
     key.state = to;
-    call.persist_key(key, None).await?;
+    persist_key(call.app, key, None).await?;
     Ok(json!({}))
 }
 
@@ -511,7 +510,7 @@ async fn schedule_deletion(mut call: Call<'_>) -> Result<Value> {
     key.deletion_ms = Some(when);
     key.pending_days = Some(days);
     let arn = call.app.key_arn(&key.key_id);
-    call.persist_key(key, None).await?;
+    persist_key(call.app, key, None).await?;
     Ok(
         json!({"KeyId": arn, "DeletionDate": secs(when), "KeyState": "PendingDeletion", "PendingWindowInDays": days}),
     )
@@ -530,7 +529,7 @@ async fn cancel_deletion(mut call: Call<'_>) -> Result<Value> {
     key.deletion_ms = None;
     key.pending_days = None;
     let arn = call.app.key_arn(&key.key_id);
-    call.persist_key(key, None).await?;
+    persist_key(call.app, key, None).await?;
     Ok(json!({"KeyId": arn}))
 }
 
@@ -552,7 +551,7 @@ async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Value> {
     if let Some(p) = period {
         key.rotation_period_days = p;
     }
-    call.persist_key(key, None).await?;
+    persist_key(call.app, key, None).await?;
     Ok(json!({}))
 }
 
@@ -574,26 +573,7 @@ pub async fn rotate(app: &App, mut key: KeyRecord) -> Result<u32> {
     let version = key.current_version + 1;
     key.current_version = version;
     key.last_rotation_ms = now_ms();
-    let material = new_material()?;
-    let sealed = app
-        .root
-        .seal(&material_label(&key.key_id, version), material.as_ref())?;
-    let row = key.clone();
-    app.writer
-        .write(move |tx, _| {
-            store::put_key(tx, &row)?;
-            tx.execute(
-                "INSERT INTO key_material (key_id, version, sealed, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![row.key_id, version, sealed, now_ms()],
-            )
-            .map_err(KmsError::store)?;
-            Ok(())
-        })
-        .await?;
-    app.apply(|s| {
-        s.material.insert((key.key_id.clone(), version), material);
-        s.keys.insert(key.key_id.clone(), key);
-    });
+    persist_key(app, key, Some((version, new_material()?))).await?;
     Ok(version)
 }
 
@@ -630,7 +610,7 @@ async fn put_policy(mut call: Call<'_>) -> Result<Value> {
         .checked_policy(&text, call.principal, bypass, &key.key_id)?;
     key.policy_text = text;
     key.policy = Arc::new(policy);
-    call.persist_key(key, None).await?;
+    persist_key(call.app, key, None).await?;
     Ok(json!({}))
 }
 

@@ -93,6 +93,16 @@ fn kms_cli(data: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The owner's SigV4 credentials from the pipeline's environment lines.
+fn credentials(env: &[(String, String)]) -> cloister_sigv4::Credentials {
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    cloister_sigv4::Credentials {
+        access_key_id: get("AWS_ACCESS_KEY_ID"),
+        secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
+        session_token: None,
+    }
+}
+
 fn enclave_pcr0() -> String {
     let bytes = std::fs::read(binary("cloister-enclave")).unwrap();
     PcrValue::measure(&Sha384::digest(&bytes)).to_hex()
@@ -161,12 +171,7 @@ impl Pipeline {
                 .enable_all()
                 .build()
                 .unwrap();
-            let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-            let creds = cloister_sigv4::Credentials {
-                access_key_id: get("AWS_ACCESS_KEY_ID"),
-                secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
-                session_token: None,
-            };
+            let creds = credentials(&env);
             let c = cloister_kms_client::KmsClient::http(
                 &format!("http://{kms_http}"),
                 "us-east-1",
@@ -467,12 +472,7 @@ fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
         );
         let ca = std::fs::read(p.kms_data.join("tls/ca.pem")).unwrap();
         let tls = cloister_kms_client::TlsConnector::new(connector, "localhost", &ca).unwrap();
-        let get = |k: &str| p.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-        let creds = cloister_sigv4::Credentials {
-            access_key_id: get("AWS_ACCESS_KEY_ID"),
-            secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
-            session_token: None,
-        };
+        let creds = credentials(&p.env);
         let client = cloister_kms_client::KmsClient::new(tls, "localhost", "us-east-1", creds)
             .with_retry(cloister_kms_client::Retry {
                 attempts: 1,
