@@ -9,9 +9,8 @@
 //! Anyone who can read the dev PKI's private keys, or talk to the service that holds them, can
 //! mint documents with any PCRs. Keep the directory (0700, keys 0600) with the launcher's user.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -212,7 +211,7 @@ impl DevPki {
             }
         }
         for (file, bytes, mode) in files {
-            write_atomically(&dir.join(file), bytes, mode)
+            cloister_common::fs::write_atomically(&dir.join(file), bytes, mode)
                 .map_err(|e| io("cannot write", &dir.join(file), e))?;
         }
         Ok(())
@@ -371,36 +370,8 @@ impl DevPki {
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Writes `bytes` to a temporary file created with `mode`, syncs it, and renames it into place, so
-/// a crash never leaves a partial file under the final name.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }

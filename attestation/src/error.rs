@@ -134,6 +134,31 @@ impl Error {
     }
 }
 
+/// Every code [`Error`] can produce.
+pub const CODES: &[&str] = &[
+    "ATT-COSE",
+    "ATT-SYNTAX",
+    "ATT-ROOT",
+    "ATT-CERT",
+    "ATT-CHAIN",
+    "ATT-CHAIN-SIG",
+    "ATT-CERT-TIME",
+    "ATT-SIG",
+    "ATT-PCR",
+    "ATT-DEBUG",
+    "ATT-NONCE",
+    "ATT-STALE",
+    "ATT-NO-KEY",
+    "ATT-ANCHOR",
+    "ATT-DEV-PKI",
+];
+
+impl cloister_common::ErrorCode for Error {
+    fn code(&self) -> std::borrow::Cow<'static, str> {
+        Error::code(self).into()
+    }
+}
+
 fn secs(s: i64) -> String {
     crate::time::Timestamp::from_secs(u64::try_from(s).unwrap_or(0)).to_rfc3339()
 }

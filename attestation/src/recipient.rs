@@ -56,6 +56,15 @@ impl CmsError {
     }
 }
 
+/// Every code [`CmsError`] can produce.
+pub const CMS_CODES: &[&str] = &["CMS-KEY", "CMS-FORMAT", "CMS-DECRYPT", "CMS-ENCRYPT"];
+
+impl cloister_common::ErrorCode for CmsError {
+    fn code(&self) -> std::borrow::Cow<'static, str> {
+        CmsError::code(self).into()
+    }
+}
+
 type Result<T> = std::result::Result<T, CmsError>;
 
 // Object identifiers, DER-encoded contents (without tag and length).
@@ -243,6 +252,21 @@ impl std::fmt::Debug for RecipientPrivateKey {
 }
 
 impl RecipientPrivateKey {
+    /// A fresh RSA-2048 key, for one release, and its public key as a DER SubjectPublicKeyInfo
+    /// (what an attestation document's `public_key` carries).
+    pub fn generate() -> Result<(Self, Vec<u8>)> {
+        use aws_lc_rs::encoding::AsDer;
+        let private = PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .map_err(|_| CmsError::RecipientKey("RSA key generation failed".into()))?;
+        let spki = private
+            .public_key()
+            .as_der()
+            .map_err(|_| CmsError::RecipientKey("RSA public key encoding failed".into()))?
+            .as_ref()
+            .to_vec();
+        Ok((Self::new(private)?, spki))
+    }
+
     /// Wraps an aws-lc-rs RSA private key.
     pub fn new(key: PrivateDecryptingKey) -> Result<Self> {
         let key = OaepPrivateDecryptingKey::new(key)

@@ -39,6 +39,19 @@ pub fn code_of<'a>(
     None
 }
 
+/// `err` and its sources joined by `": "`, as `anyhow` prints `{:#}`: for messages that cross a
+/// boundary as text (the enclave's `Failed` frame), so the cause is not lost.
+pub fn chain(err: &(dyn Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +91,6 @@ mod tests {
         assert!(Inner.is_fatal());
         let none = code_of(&e, |_| None);
         assert_eq!(none, None);
+        assert_eq!(chain(&e), "outer: inner");
     }
 }

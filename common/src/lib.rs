@@ -13,4 +13,4 @@
 pub mod error;
 pub mod fs;
 
-pub use error::{ErrorCode, code_of};
+pub use error::{ErrorCode, chain, code_of};

@@ -1,28 +1,30 @@
-//! The enclave crate's one error type, with stable codes.
+//! The enclave crate's one error type. Errors from the crates it uses keep their own codes
+//! (`ESDK-AUTH`, `CMS-DECRYPT`, `KMS-AccessDeniedException`, `NSM-REFUSED`, `WIRE-TIMEOUT`), so
+//! the user sees the code of what actually failed; the enclave adds codes only for its own
+//! failures.
+
+use std::borrow::Cow;
+
+use cloister_common::ErrorCode;
+
+/// Every code [`EnclaveError`] produces itself (wrapped errors keep theirs).
+pub const CODES: &[&str] = &["ENC-NO-KEY", "ENC-RECORD", "ENC-PROTOCOL"];
 
 /// A failure inside the enclave.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnclaveError {
-    /// The NSM answered with an error code.
-    #[error("the NSM refused the request: {0}")]
-    Nsm(&'static str),
-    /// The NSM could not be reached, or answered something unexpected.
-    #[error("NSM transport: {0}")]
-    NsmTransport(String),
-    /// The KMS refused or failed the attested Decrypt.
-    #[error("KMS {code}: {message}")]
-    Kms {
-        /// AWS error name or transport code.
-        code: String,
-        /// Message.
-        message: String,
-    },
-    /// The data key could not be released for another reason.
+    /// The message has no data key wrapped by a KMS key this enclave accepts.
+    #[error("no aws-kms encrypted data key for a key this enclave accepts")]
+    NoAcceptedKey,
+    /// The data key could not be released (KMS refusal, transport, attestation, envelope).
     #[error("key release: {0}")]
-    KeyRelease(String),
+    KeyRelease(#[source] cloister_kms_client::ClientError),
+    /// The NSM failed outside a key release.
+    #[error(transparent)]
+    Nsm(#[from] cloister_nsm::NsmError),
     /// A sealed message is malformed or fails authentication.
-    #[error("{0}")]
+    #[error(transparent)]
     Message(#[from] cloister_esdk::EsdkError),
     /// A decrypted record is not a JSON object.
     #[error("record {line} of the message is not a JSON object")]
@@ -30,22 +32,64 @@ pub enum EnclaveError {
         /// 1-based line number.
         line: usize,
     },
-    /// The host broke the protocol.
+    /// The connection to the host failed or carried a malformed frame.
+    #[error(transparent)]
+    Wire(#[from] cloister_wire::WireError),
+    /// The host broke the protocol's order.
     #[error("protocol: {0}")]
-    Protocol(String),
+    Protocol(&'static str),
 }
 
-impl EnclaveError {
-    /// Stable short code.
-    pub fn code(&self) -> String {
+impl From<cloister_kms_client::ClientError> for EnclaveError {
+    fn from(e: cloister_kms_client::ClientError) -> Self {
+        Self::KeyRelease(e)
+    }
+}
+
+impl ErrorCode for EnclaveError {
+    fn code(&self) -> Cow<'static, str> {
         match self {
-            Self::Nsm(_) => "ENC-NSM".into(),
-            Self::NsmTransport(_) => "ENC-NSM-TRANSPORT".into(),
-            Self::Kms { code, .. } => format!("ENC-KMS-{code}"),
-            Self::KeyRelease(_) => "ENC-KEY-RELEASE".into(),
-            Self::Message(e) => e.code().into(),
+            Self::NoAcceptedKey => "ENC-NO-KEY".into(),
+            Self::KeyRelease(e) => e.code(),
+            Self::Nsm(e) => e.code(),
+            Self::Message(e) => ErrorCode::code(e),
             Self::Record { .. } => "ENC-RECORD".into(),
+            Self::Wire(e) => ErrorCode::code(e),
             Self::Protocol(_) => "ENC-PROTOCOL".into(),
         }
+    }
+
+    /// A message that fails to authenticate or holds a bad record is reported and skipped; the
+    /// job goes on. Anything else (no key, a refused release, the host's connection) ends it.
+    fn is_fatal(&self) -> bool {
+        !matches!(self, Self::Message(_) | Self::Record { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_errors_keep_their_codes_and_only_message_errors_are_not_fatal() {
+        let cms = cloister_attestation::recipient::CmsError::Decrypt("RSA-OAEP".into());
+        let e = EnclaveError::from(cloister_kms_client::ClientError::from(cms));
+        assert_eq!(e.code(), "CMS-DECRYPT");
+        assert!(e.is_fatal());
+        let e = EnclaveError::from(cloister_esdk::EsdkError::Commitment);
+        assert_eq!(e.code(), "ESDK-COMMITMENT");
+        assert!(!e.is_fatal());
+        assert!(!EnclaveError::Record { line: 3 }.is_fatal());
+        for own in [
+            EnclaveError::NoAcceptedKey,
+            EnclaveError::Record { line: 1 },
+            EnclaveError::Protocol("x"),
+        ] {
+            assert!(CODES.contains(&&*own.code()), "{}", own.code());
+        }
+        assert_eq!(
+            EnclaveError::from(cloister_wire::WireError::Closed).code(),
+            "WIRE-CLOSED"
+        );
     }
 }

@@ -8,15 +8,17 @@
 
 use std::time::Duration;
 
-use cloister_kms_client::{KmsClient, TlsConnector};
+use cloister_common::ErrorCode;
+use cloister_kms_client::{Connector, KmsClient, TlsConnector};
+use cloister_nsm::Nsm;
 use cloister_sigv4::Credentials;
 use cloister_wire::message::{KmsAccess, Operation};
 use cloister_wire::{Address, FrameReader, FrameWriter, Message, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use zeroize::Zeroizing;
 
 use crate::error::EnclaveError;
 use crate::kms::{CacheLimits, KeyRelease, RelayConnector};
-use crate::nsm::Nsm;
 use crate::stats::Stats;
 
 /// How the enclave reaches the KMS and which keys it uses.
@@ -39,21 +41,21 @@ pub struct KmsConfig {
 /// How long the enclave waits for the host between frames.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn kms_client(cfg: &KmsConfig, access: KmsAccess) -> Result<KmsClient, EnclaveError> {
-    let relay = RelayConnector::new(cfg.relay.clone(), cfg.endpoint.clone());
-    let tls = TlsConnector::new(relay, &cfg.server_name, &cfg.ca_pem)
-        .map_err(|e| EnclaveError::KeyRelease(e.to_string()))?;
+/// The job's KMS client: TLS pinned to the configured CA, over the host's relay.
+fn kms_client(cfg: &KmsConfig, access: &KmsAccess) -> Result<KmsClient, EnclaveError> {
+    let relay = RelayConnector::new(cfg.relay.clone(), &cfg.endpoint)?;
+    let tls = TlsConnector::new(relay, &cfg.server_name, &cfg.ca_pem)?;
+    Ok(client_over(tls, &cfg.server_name, access))
+}
+
+/// A KMS client with the job's credentials over `connector`.
+fn client_over(connector: impl Connector, host: &str, access: &KmsAccess) -> KmsClient {
     let creds = Credentials {
-        access_key_id: access.access_key_id,
-        secret_access_key: Zeroizing::new(access.secret_access_key),
-        session_token: access.session_token,
+        access_key_id: access.access_key_id.clone(),
+        secret_access_key: Zeroizing::new(access.secret_access_key.expose().to_owned()),
+        session_token: access.session_token.as_ref().map(|t| t.expose().to_owned()),
     };
-    Ok(KmsClient::new(
-        tls,
-        cfg.server_name.clone(),
-        access.region,
-        creds,
-    ))
+    KmsClient::new(connector, host, access.region.clone(), creds)
 }
 
 async fn open_message(
@@ -80,39 +82,43 @@ async fn open_message(
     Ok((stats, records))
 }
 
-/// Serves one job on `stream`.
+/// Serves one job on `stream`, reaching the KMS as `cfg` says.
 pub async fn serve(cfg: &KmsConfig, nsm: &dyn Nsm, stream: Stream) -> Result<(), EnclaveError> {
+    serve_with(stream, nsm, |access| {
+        Ok(KeyRelease::new(
+            kms_client(cfg, access)?,
+            cfg.accepted_keys.clone(),
+            cfg.cache,
+        ))
+    })
+    .await
+}
+
+/// Serves one job on `stream`; `release` makes the job's key release from its credentials.
+async fn serve_with<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    nsm: &dyn Nsm,
+    release: impl FnOnce(&KmsAccess) -> Result<KeyRelease, EnclaveError>,
+) -> Result<(), EnclaveError> {
     let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r, READ_TIMEOUT);
     let mut writer = FrameWriter::new(w);
-    let wire = |e: cloister_wire::WireError| EnclaveError::Protocol(e.to_string());
     let result = async {
-        let (group_by, access) = match reader.next().await.map_err(wire)? {
+        let (group_by, access) = match reader.next().await? {
             Some(Message::Job {
                 op: Operation::Stats { group_by },
                 kms,
                 ..
             }) => (group_by, kms),
-            Some(_) => {
-                return Err(EnclaveError::Protocol(
-                    "the first message must be a Job".into(),
-                ));
-            }
-            None => {
-                return Err(EnclaveError::Protocol(
-                    "connection closed before a Job".into(),
-                ));
-            }
+            Some(_) => return Err(EnclaveError::Protocol("the first message must be a Job")),
+            None => return Err(EnclaveError::Protocol("connection closed before a Job")),
         };
-        let release = KeyRelease::new(
-            kms_client(cfg, access)?,
-            cfg.accepted_keys.clone(),
-            cfg.cache,
-        );
+        let release = release(&access)?;
+        drop(access);
         let mut total = Stats::new(group_by.clone());
         let (mut messages, mut records) = (0u64, 0u64);
         loop {
-            match reader.next().await.map_err(wire)? {
+            match reader.next().await? {
                 Some(Message::Sealed { name, bytes }) => {
                     match open_message(&release, nsm, &bytes, &group_by).await {
                         Ok((stats, n)) => {
@@ -121,48 +127,29 @@ pub async fn serve(cfg: &KmsConfig, nsm: &dyn Nsm, stream: Stream) -> Result<(),
                             records += n;
                             writer
                                 .send(&Message::Progress { messages, records })
-                                .await
-                                .map_err(wire)?;
+                                .await?;
                         }
-                        Err(
-                            e @ (EnclaveError::Kms { .. }
-                            | EnclaveError::KeyRelease(_)
-                            | EnclaveError::Nsm(_)
-                            | EnclaveError::NsmTransport(_)),
-                        ) => {
-                            return Err(e);
-                        }
+                        Err(e) if e.is_fatal() => return Err(e),
                         Err(e) => {
                             writer
                                 .send(&Message::MessageFailed {
                                     name,
-                                    code: e.code(),
-                                    reason: e.to_string(),
+                                    code: e.code().into_owned(),
+                                    reason: cloister_common::error::chain(&e),
                                 })
-                                .await
-                                .map_err(wire)?;
+                                .await?;
                         }
                     }
                 }
                 Some(Message::EndOfInput) => {
-                    writer
-                        .send(&Message::Rows { rows: total.rows() })
-                        .await
-                        .map_err(wire)?;
-                    writer
-                        .send(&Message::Done { messages, records })
-                        .await
-                        .map_err(wire)?;
+                    writer.send(&Message::Rows { rows: total.rows() }).await?;
+                    writer.send(&Message::Done { messages, records }).await?;
                     return Ok(());
                 }
-                Some(_) => {
-                    return Err(EnclaveError::Protocol(
-                        "unexpected message during a job".into(),
-                    ));
-                }
+                Some(_) => return Err(EnclaveError::Protocol("unexpected message during a job")),
                 None => {
                     return Err(EnclaveError::Protocol(
-                        "connection closed before EndOfInput".into(),
+                        "connection closed before EndOfInput",
                     ));
                 }
             }
@@ -172,8 +159,8 @@ pub async fn serve(cfg: &KmsConfig, nsm: &dyn Nsm, stream: Stream) -> Result<(),
     if let Err(e) = &result {
         let _ = writer
             .send(&Message::Failed {
-                code: e.code(),
-                reason: e.to_string(),
+                code: e.code().into_owned(),
+                reason: cloister_common::error::chain(e),
             })
             .await;
     }

@@ -1,66 +1,53 @@
 //! Attested key release: how the enclave obtains a message's data key.
 //!
-//! For an `aws-kms` encrypted data key whose key ARN the enclave accepts: a fresh RSA-2048 key
-//! pair (aws-lc-rs, used for one decryption and dropped), an NSM document binding its public key
-//! and a random nonce, and a KMS `Decrypt` with `Recipient`. The request travels over vsock to the
-//! host's relay inside TLS that the enclave terminates against the KMS CA it was configured with,
-//! so the host relays bytes it can neither read nor forge. The answer's CMS envelope is opened
-//! with the private key. Released keys are cached (by encrypted key and context) for a bounded
-//! time and number of uses, and zeroized when dropped.
+//! For an `aws-kms` encrypted data key whose key ARN the enclave accepts, the typed KMS client's
+//! [`decrypt_for_recipient`](cloister_kms_client::KmsClient::decrypt_for_recipient) makes a
+//! fresh RSA key, has the NSM attest it, and opens the KMS's `CiphertextForRecipient`. The request
+//! travels over vsock to the host's relay ([`RelayConnector`]) inside TLS that the enclave
+//! terminates against the KMS CA of its configuration, so the host relays bytes it can neither
+//! read nor forge. Released keys are cached (by encrypted key and context) for a bounded time
+//! and number of uses, and zeroized when dropped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
-use cloister_attestation::recipient::RecipientPrivateKey;
-use cloister_esdk::{DataKey, Header};
-use cloister_kms_client::{Connecting, Connector, KmsClient, Stream, b64, blob};
-use cloister_wire::Address;
-use serde_json::json;
+use cloister_esdk::Header;
+use cloister_kms_client::{Ciphertext, Connecting, Connector, DataKey, KmsClient, Stream};
+use cloister_nsm::Nsm;
+use cloister_wire::relay::{self, Connect};
+use cloister_wire::{Address, WireError};
 
 use crate::error::EnclaveError;
-use crate::nsm::{Nsm, attestation};
 
 /// Provider id of KMS-wrapped data keys.
 pub const AWS_KMS: &str = "aws-kms";
 
-/// Dials the host's KMS relay and asks for the KMS endpoint (`CONNECT host:port`).
+/// Dials the host's KMS relay and asks for the KMS endpoint.
 #[derive(Debug, Clone)]
 pub struct RelayConnector {
     relay: Address,
-    destination: String,
+    request: Connect,
 }
 
 impl RelayConnector {
     /// Reaches `destination` (host:port of the KMS) through the relay at `relay`.
-    pub fn new(relay: Address, destination: String) -> Self {
-        Self { relay, destination }
+    pub fn new(relay: Address, destination: &str) -> Result<Self, WireError> {
+        Ok(Self {
+            relay,
+            request: Connect::new(destination)?,
+        })
     }
 }
 
 impl Connector for RelayConnector {
     fn connect(&self) -> Connecting<'_> {
         Box::pin(async move {
-            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-            let io = |e: cloister_wire::WireError| std::io::Error::other(e.to_string());
-            let mut s = BufReader::new(self.relay.connect().await.map_err(io)?);
-            s.get_mut()
-                .write_all(format!("CONNECT {}\n", self.destination).as_bytes())
-                .await?;
-            let mut line = String::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_line(&mut line))
+            let stream = self.relay.connect().await.map_err(std::io::Error::other)?;
+            let stream = relay::connect(stream, &self.request)
                 .await
-                .map_err(|_| std::io::Error::other("relay did not answer"))??;
-            if line.trim_end() != "OK" {
-                return Err(std::io::Error::other(format!(
-                    "relay refused: {}",
-                    line.trim_end()
-                )));
-            }
-            Ok(Box::new(s) as Box<dyn Stream>)
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(stream) as Box<dyn Stream>)
         })
     }
 }
@@ -105,13 +92,18 @@ impl std::fmt::Debug for KeyRelease {
     }
 }
 
+/// The cache's key: the wrapped key and its context, each length-prefixed (no two different
+/// pairs give the same bytes).
 fn cache_key(edk: &[u8], header: &Header) -> Vec<u8> {
-    let mut k = edk.to_vec();
-    for (a, b) in &header.context {
-        for s in [a, b] {
-            k.extend((s.len() as u64).to_be_bytes());
-            k.extend(s.as_bytes());
-        }
+    let mut k = Vec::with_capacity(edk.len() + 64);
+    for s in std::iter::once(edk).chain(
+        header
+            .context
+            .iter()
+            .flat_map(|(a, b)| [a.as_bytes(), b.as_bytes()]),
+    ) {
+        k.extend((s.len() as u64).to_be_bytes());
+        k.extend(s);
     }
     k
 }
@@ -127,11 +119,14 @@ impl KeyRelease {
         }
     }
 
-    fn cached(&self, id: &[u8]) -> Option<DataKey> {
-        let mut cache = self
-            .cache
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Cached>> {
+        self.cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached(&self, id: &[u8]) -> Option<DataKey> {
+        let mut cache = self.cache();
         cache
             .retain(|_, c| c.born.elapsed() < self.limits.max_age && c.uses < self.limits.max_uses);
         cache.get_mut(id).map(|c| {
@@ -146,74 +141,25 @@ impl KeyRelease {
             .edks
             .iter()
             .find(|e| e.provider_id == AWS_KMS && self.accepted_keys.contains(&e.provider_info))
-            .ok_or_else(|| {
-                EnclaveError::KeyRelease(
-                    "no aws-kms encrypted data key for a key this enclave accepts".into(),
-                )
-            })?;
+            .ok_or(EnclaveError::NoAcceptedKey)?;
         let id = cache_key(&edk.ciphertext, header);
         if let Some(k) = self.cached(&id) {
             return Ok(k);
         }
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-            .map_err(|_| EnclaveError::KeyRelease("RSA key generation".into()))?;
-        let spki = private
-            .public_key()
-            .as_der()
-            .map_err(|_| EnclaveError::KeyRelease("RSA public key encoding".into()))?
-            .as_ref()
-            .to_vec();
-        let mut nonce = vec![0u8; 32];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| EnclaveError::KeyRelease("no randomness".into()))?;
-        let document = attestation(nsm, spki, nonce).await?;
-        let request = json!({
-            "CiphertextBlob": b64(&edk.ciphertext),
-            "KeyId": edk.provider_info,
-            "EncryptionContext": header.context,
-            "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": b64(&document)},
-        });
-        let answer = self
-            .kms
-            .call("Decrypt", &request)
-            .await
-            .map_err(|e| EnclaveError::Kms {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            })?;
-        if answer.get("Plaintext").is_some() {
-            return Err(EnclaveError::KeyRelease(
-                "the KMS returned plaintext instead of CiphertextForRecipient".into(),
-            ));
-        }
-        let envelope = blob(&answer, "CiphertextForRecipient")
-            .map_err(|e| EnclaveError::KeyRelease(e.to_string()))?;
-        let opener = RecipientPrivateKey::new(private)
-            .map_err(|e| EnclaveError::KeyRelease(e.to_string()))?;
-        let plain = opener
-            .open(&envelope)
-            .map_err(|e| EnclaveError::KeyRelease(e.to_string()))?;
-        drop(opener); // the one-use private key is gone
-        if plain.len() != 32 {
-            return Err(EnclaveError::KeyRelease(format!(
-                "data key is {} bytes",
-                plain.len()
-            )));
-        }
-        let mut key = DataKey::new([0; 32]);
-        key.copy_from_slice(&plain);
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                id,
-                Cached {
-                    key: key.clone(),
-                    born: Instant::now(),
-                    uses: 1,
-                },
-            );
+        let ct = Ciphertext {
+            blob: &edk.ciphertext,
+            key_id: Some(&edk.provider_info),
+            context: &header.context,
+        };
+        let key = self.kms.decrypt_for_recipient(ct, nsm).await?;
+        self.cache().insert(
+            id,
+            Cached {
+                key: key.clone(),
+                born: Instant::now(),
+                uses: 1,
+            },
+        );
         Ok(key)
     }
 }

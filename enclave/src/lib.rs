@@ -1,11 +1,17 @@
-//! The enclave side of cloister. So far: how the enclave reaches its Nitro Security Module,
-//! through one trait with two implementations (the real `/dev/nsm`, and cloister's emulated NSM
-//! over vsock). Attested key release and record processing join it next.
+//! The enclave side of cloister: serving jobs over vsock, releasing data keys by attestation,
+//! and computing results over records that never leave it.
+//!
+//! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; progress, failures,
+//!   rows, `Done`), each message authenticated whole before it counts;
+//! - [`kms`]: attested key release through the host's relay, with a bounded key cache;
+//! - [`stats`]: the aggregation a stats job computes.
+//!
+//! The NSM it asks for documents is any [`cloister_nsm::Nsm`]: `/dev/nsm` on Nitro, the
+//! launcher's emulated NSM elsewhere.
 
 pub mod error;
 pub mod job;
 pub mod kms;
-pub mod nsm;
 pub mod stats;
 
-pub use error::EnclaveError;
+pub use error::{CODES, EnclaveError};

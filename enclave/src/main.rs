@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use cloister_common::ErrorCode;
 use cloister_enclave::job::{self, KmsConfig};
 use cloister_enclave::kms::CacheLimits;
-use cloister_enclave::nsm::Nsm;
-use cloister_enclave::nsm::device::DeviceNsm;
-use cloister_enclave::nsm::emulated::EmulatedNsm;
+use cloister_nsm::Nsm;
+use cloister_nsm::client::NsmClient;
+use cloister_nsm::device::DeviceNsm;
 use cloister_wire::Address;
 
 /// cloister-enclave: the attested worker.
@@ -52,7 +53,7 @@ fn main() -> Result<()> {
     let nsm: Arc<dyn Nsm> = if cli.nsm == "device" {
         Arc::new(DeviceNsm::open()?)
     } else {
-        Arc::new(EmulatedNsm::new(cli.nsm.parse().context("--nsm")?))
+        Arc::new(NsmClient::dial(cli.nsm.parse().context("--nsm")?))
     };
     let cfg = Arc::new(KmsConfig {
         relay: cli.kms_relay,
@@ -84,7 +85,11 @@ fn main() -> Result<()> {
             tokio::spawn(async move {
                 match job::serve(&cfg, nsm.as_ref(), stream).await {
                     Ok(()) => eprintln!("cloister-enclave: job done"),
-                    Err(e) => eprintln!("cloister-enclave: job failed: error[{}]: {e}", e.code()),
+                    Err(e) => eprintln!(
+                        "cloister-enclave: job failed: error[{}]: {}",
+                        e.code(),
+                        cloister_common::chain(&e)
+                    ),
                 }
             });
         }

@@ -33,3 +33,18 @@ impl EsdkError {
         }
     }
 }
+
+/// Every code [`EsdkError`] can produce.
+pub const CODES: &[&str] = &[
+    "ESDK-FORMAT",
+    "ESDK-UNSUPPORTED",
+    "ESDK-COMMITMENT",
+    "ESDK-AUTH",
+    "ESDK-SEAL",
+];
+
+impl cloister_common::ErrorCode for EsdkError {
+    fn code(&self) -> std::borrow::Cow<'static, str> {
+        EsdkError::code(self).into()
+    }
+}

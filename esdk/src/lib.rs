@@ -17,6 +17,6 @@ mod error;
 mod format;
 mod message;
 
-pub use error::EsdkError;
+pub use error::{CODES, EsdkError};
 pub use format::{ContentType, Edk, EncryptionContext, Header, Suite, parse_header};
 pub use message::{DataKey, Encryptor, PUBLIC_KEY_CONTEXT_KEY, decrypt, split};

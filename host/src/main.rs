@@ -1,7 +1,9 @@
 //! `cloister`: the command a user types on the (untrusted) host.
 //!
-//! This binary holds no secrets. Today it inspects and verifies attestation documents and manages
-//! the emulated NSM's dev PKI; the proxy, the launcher and seal/submit join it with their issues.
+//! This binary holds no secrets: it seals and opens records as the key owner's tool
+//! (`seal`/`open`), submits jobs and runs the proxy as the untrusted parent (`submit`/`proxy`),
+//! runs the emulated NSM as the launcher (`nsm`), and inspects and verifies attestation
+//! documents (`attest`, `dev-pki`).
 //!
 //! Exit codes: 0 success, 1 a document was rejected (or a command failed), 2 usage error or
 //! unreadable input.
@@ -9,7 +11,6 @@
 mod attest;
 mod aws_env;
 mod dev_pki;
-mod fsutil;
 mod input;
 mod measure;
 mod nsm;
@@ -17,9 +18,11 @@ mod proxy;
 mod seal;
 mod submit;
 
+use std::borrow::Cow;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cloister_common::ErrorCode;
 
 /// cloister: an attested crypto worker in the style of AWS Nitro Enclaves.
 #[derive(Debug, Parser)]
@@ -54,7 +57,10 @@ enum Command {
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// A document or request was refused: exit 1, `error[CODE]: message`.
-    Rejected { code: &'static str, message: String },
+    Rejected {
+        code: Cow<'static, str>,
+        message: String,
+    },
     /// The input could not be read or decoded: exit 2.
     Input(anyhow::Error),
 }
@@ -62,7 +68,7 @@ pub(crate) enum Failure {
 impl From<cloister_attestation::Error> for Failure {
     fn from(e: cloister_attestation::Error) -> Self {
         Self::Rejected {
-            code: e.code(),
+            code: e.code().into(),
             message: e.to_string(),
         }
     }
@@ -80,21 +86,28 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Resul
     })
 }
 
-/// The stable code of the innermost known error in a chain.
-fn code_of(e: &anyhow::Error) -> &'static str {
-    for cause in e.chain() {
-        if let Some(k) = cause.downcast_ref::<cloister_kms_client::ClientError>() {
-            return match k {
-                cloister_kms_client::ClientError::Service { .. } => "KMS-SERVICE",
-                cloister_kms_client::ClientError::Transport(_) => "KMS-TRANSPORT",
-                _ => "KMS-PROTOCOL",
-            };
+/// The stable code of the first coded error in a chain, or `CLI-FAILED`.
+fn code_of(e: &anyhow::Error) -> Cow<'static, str> {
+    let root: &(dyn std::error::Error + 'static) = e.as_ref();
+    cloister_common::code_of(root, |cause| {
+        macro_rules! coded {
+            ($($t:ty),*) => {$(
+                if let Some(x) = cause.downcast_ref::<$t>() {
+                    return Some(ErrorCode::code(x));
+                }
+            )*};
         }
-        if let Some(x) = cause.downcast_ref::<cloister_esdk::EsdkError>() {
-            return x.code();
-        }
-    }
-    "CLI-FAILED"
+        coded!(
+            cloister_kms_client::ClientError,
+            cloister_esdk::EsdkError,
+            cloister_nsm::NsmError,
+            cloister_wire::WireError,
+            cloister_attestation::Error,
+            cloister_attestation::recipient::CmsError
+        );
+        None
+    })
+    .unwrap_or(Cow::Borrowed("CLI-FAILED"))
 }
 
 fn main() -> ExitCode {

@@ -2,18 +2,17 @@
 //!
 //! - **Jobs**: accepts clients on a local address, connects each to the enclave, and forwards
 //!   bytes both ways (several jobs at once). It sees only sealed messages and results.
-//! - **KMS relay**: the enclave dials the relay and asks `CONNECT host:port`; the relay connects
-//!   only to the one configured KMS endpoint and refuses every other destination. It then relays
+//! - **KMS relay**: the enclave dials the relay and asks `CONNECT host:port`
+//!   (`cloister_wire::relay`); the relay connects only to the one configured KMS endpoint and
+//!   refuses every other destination. It then relays
 //!   TLS bytes it can neither read nor forge (the enclave terminates TLS against the KMS's CA).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use cloister_wire::Address;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use cloister_wire::{Address, relay};
 
 #[derive(Debug, Args)]
 pub(crate) struct ProxyArgs {
@@ -53,31 +52,21 @@ impl Counters {
     }
 }
 
-const MAX_CONNECT_LINE: u64 = 512;
-
 async fn relay_one(
     stream: cloister_wire::Stream,
     kms_endpoint: &str,
     counters: &Counters,
 ) -> Result<()> {
-    let mut s = BufReader::new(stream);
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        (&mut s).take(MAX_CONNECT_LINE).read_line(&mut line),
-    )
-    .await??;
-    let asked = line.trim_end().strip_prefix("CONNECT ").unwrap_or("");
+    let pending = relay::accept(stream).await?;
+    let asked = pending.request().destination().to_owned();
     if asked != kms_endpoint {
         counters.refused.fetch_add(1, Ordering::Relaxed);
-        s.get_mut()
-            .write_all(b"DENIED destination not allowed\n")
-            .await?;
-        counters.log(&format!("relay refused destination {:?}", line.trim_end()));
+        pending.deny("destination not allowed").await?;
+        counters.log(&format!("relay refused destination {asked:?}"));
         return Ok(());
     }
     let mut kms = tokio::net::TcpStream::connect(kms_endpoint).await?;
-    s.get_mut().write_all(b"OK\n").await?;
+    let mut s = pending.grant().await?;
     counters.relayed.fetch_add(1, Ordering::Relaxed);
     let (a, b) = tokio::io::copy_bidirectional(&mut s, &mut kms).await?;
     counters.bytes.fetch_add(a + b, Ordering::Relaxed);

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use cloister_common::fs::write_atomically;
 use cloister_esdk::{DataKey, Edk, Encryptor, Suite};
-use cloister_kms_client::{KmsClient, b64, blob};
-use serde_json::json;
+use cloister_kms_client::{Ciphertext, KmsClient};
 use zeroize::Zeroizing;
 
 use crate::aws_env;
-use crate::fsutil::write_atomically;
 
 /// Provider id of KMS-wrapped data keys.
 const AWS_KMS: &str = "aws-kms";
@@ -133,30 +132,18 @@ pub(crate) async fn seal(args: SealArgs) -> Result<()> {
         });
         if !fresh {
             let encryptor = Encryptor::new(args.suite, context.clone(), frame)?;
-            let answer = kms
-                .call("GenerateDataKey", &json!({"KeyId": args.key_id, "NumberOfBytes": 32, "EncryptionContext": encryptor.context()}))
+            let generated = kms
+                .generate_data_key(&args.key_id, encryptor.context())
                 .await
                 .context("KMS GenerateDataKey")?;
-            let plain = Zeroizing::new(blob(&answer, "Plaintext")?);
-            let mut data_key = DataKey::new([0; 32]);
-            anyhow::ensure!(
-                plain.len() == 32,
-                "KMS returned a {}-byte data key",
-                plain.len()
-            );
-            data_key.copy_from_slice(&plain);
-            let arn = answer["KeyId"]
-                .as_str()
-                .context("KMS answer lacks KeyId")?
-                .to_owned();
             let edk = Edk {
                 provider_id: AWS_KMS.into(),
-                provider_info: arn,
-                ciphertext: blob(&answer, "CiphertextBlob")?,
+                provider_info: generated.key_id,
+                ciphertext: generated.ciphertext_blob,
             };
             cache = Some(CachedKey {
                 encryptor,
-                data_key,
+                data_key: generated.plaintext,
                 edk,
                 uses: 0,
                 born: Instant::now(),
@@ -174,25 +161,20 @@ pub(crate) async fn seal(args: SealArgs) -> Result<()> {
         c.uses += 1;
     }
     write_atomically(&args.out, &out, 0o644)
+        .with_context(|| format!("writing {}", args.out.display()))
 }
 
 /// Asks the KMS for a message's data key (plaintext Decrypt: the owner's path).
 async fn data_key(kms: &KmsClient, header: &cloister_esdk::Header) -> Result<DataKey> {
     let mut last_err = None;
     for edk in header.edks.iter().filter(|e| e.provider_id == AWS_KMS) {
-        let req = json!({"CiphertextBlob": b64(&edk.ciphertext), "KeyId": edk.provider_info, "EncryptionContext": header.context});
-        match kms.call("Decrypt", &req).await {
-            Ok(answer) => {
-                let plain = Zeroizing::new(blob(&answer, "Plaintext")?);
-                anyhow::ensure!(
-                    plain.len() == 32,
-                    "data key is {} bytes, expected 32",
-                    plain.len()
-                );
-                let mut k = DataKey::new([0; 32]);
-                k.copy_from_slice(&plain);
-                return Ok(k);
-            }
+        let ct = Ciphertext {
+            blob: &edk.ciphertext,
+            key_id: Some(&edk.provider_info),
+            context: &header.context,
+        };
+        match kms.decrypt_data_key(ct).await {
+            Ok(key) => return Ok(key),
             Err(e) => last_err = Some(e),
         }
     }
@@ -221,4 +203,5 @@ pub(crate) async fn open(args: OpenArgs) -> Result<()> {
         out.extend_from_slice(&plain);
     }
     write_atomically(&args.out, &out, 0o600)
+        .with_context(|| format!("writing {}", args.out.display()))
 }

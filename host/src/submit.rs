@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use cloister_wire::message::{KmsAccess, Operation};
+use cloister_wire::message::{KmsAccess, Operation, SecretString};
 use cloister_wire::{Address, FrameReader, FrameWriter, Message};
 
 use crate::aws_env;
@@ -33,8 +33,8 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let kms = KmsAccess {
         region: aws.region,
         access_key_id: aws.creds.access_key_id.clone(),
-        secret_access_key: aws.creds.secret_access_key.to_string(),
-        session_token: aws.creds.session_token.clone(),
+        secret_access_key: SecretString::new(aws.creds.secret_access_key.to_string()),
+        session_token: aws.creds.session_token.clone().map(SecretString::new),
     };
     let mut messages = Vec::new();
     for path in &args.sealed {

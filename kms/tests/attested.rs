@@ -97,7 +97,7 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
 
         // Without a document the PCR condition cannot hold.
         let r = host.call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": {"job": "1"}})).await;
-        assert_eq!(r.unwrap_err().code(), "AccessDeniedException");
+        assert_eq!(r.unwrap_err().aws_name(), Some("AccessDeniedException"));
 
         // The right image: the answer is wrapped to the enclave's key, never plaintext.
         let good = doc(&pki, pcrs(b"image-a"), Some(e.spki.clone()), Timestamp::now());
@@ -135,11 +135,11 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
                 .call("Decrypt", &json!({"CiphertextBlob": ct, "EncryptionContext": {"job": "1"}, "Recipient": recipient(d)}))
                 .await
                 .unwrap_err();
-            assert_eq!(err.code(), *name, "{what}: {err}");
+            assert_eq!(err.aws_name(), Some(*name), "{what}: {err}");
             assert!(err.to_string().contains(reason), "{what}: {err}");
         }
         let bad_alg = json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_1", "AttestationDocument": good});
-        assert_eq!(host.call("Decrypt", &json!({"CiphertextBlob": ct, "Recipient": bad_alg})).await.unwrap_err().code(), "ValidationException");
+        assert_eq!(host.call("Decrypt", &json!({"CiphertextBlob": ct, "Recipient": bad_alg})).await.unwrap_err().aws_name(), Some("ValidationException"));
     });
 
     // The audit log saw every attempt, with the document's module id and PCR0.
@@ -198,7 +198,7 @@ fn without_trust_root_the_dev_pki_is_refused() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "AccessDeniedException");
+        assert_eq!(err.aws_name(), Some("AccessDeniedException"));
         assert!(err.to_string().contains("ATT-ROOT"), "{err}");
     });
 }

@@ -1,14 +1,14 @@
-//! The enclave's `EmulatedNsm` against a real `cloister nsm serve`: documents verify with the
+//! The enclave's NSM client against a real `cloister nsm serve`: documents verify with the
 //! dev root, carry the PCRs the launcher measured from the image, and bind the enclave's key.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cloister_attestation::nsm_api::{Request, Response};
 use cloister_attestation::{PcrIndex, PcrValue, Policy, TrustAnchor, Verifier, VerifyAt};
-use cloister_enclave::nsm::emulated::EmulatedNsm;
-use cloister_enclave::nsm::{Nsm, attestation};
+use cloister_nsm::api::ErrorCode;
+use cloister_nsm::client::NsmClient;
+use cloister_nsm::{Nsm, NsmError};
 use cloister_tests::binary;
 use sha2::{Digest, Sha384};
 
@@ -45,9 +45,10 @@ fn enclave_gets_verifiable_documents_over_the_pcrs_the_launcher_measured() {
         .enable_all()
         .build()
         .unwrap();
-    let nsm = EmulatedNsm::new(addr.parse().unwrap());
+    let client = NsmClient::dial(addr.parse().unwrap());
+    let nsm: &dyn Nsm = &client;
     let doc = rt
-        .block_on(attestation(&nsm, vec![0x30; 294], vec![9; 32]))
+        .block_on(nsm.attestation(Some(vec![0x30; 294]), Some(vec![9; 32]), None))
         .unwrap();
     let root =
         TrustAnchor::from_pem(&std::fs::read_to_string(pki.join("root.pem")).unwrap()).unwrap();
@@ -66,15 +67,10 @@ fn enclave_gets_verifiable_documents_over_the_pcrs_the_launcher_measured() {
     );
     assert!(v.module_id.starts_with("i-0123456789abcdef0-enc"));
     // The boot PCRs cannot be changed by the enclave.
-    let r = rt
-        .block_on(nsm.call(Request::ExtendPCR {
-            index: 0,
-            data: b"evil".to_vec(),
-        }))
-        .unwrap();
-    assert_eq!(
-        r,
-        Response::Error(cloister_attestation::nsm_api::ErrorCode::ReadOnlyIndex)
+    let r = rt.block_on(nsm.extend_pcr(0, b"evil".to_vec()));
+    assert!(
+        matches!(r, Err(NsmError::Refused(ErrorCode::ReadOnlyIndex))),
+        "{r:?}"
     );
     nsm_proc.kill().unwrap();
     nsm_proc.wait().unwrap();

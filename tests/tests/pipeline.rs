@@ -468,8 +468,9 @@ fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
         });
         let connector = cloister_enclave::kms::RelayConnector::new(
             format!("unix://{}", evil.display()).parse().unwrap(),
-            p.kms_tls.clone(),
-        );
+            &p.kms_tls,
+        )
+        .unwrap();
         let ca = std::fs::read(p.kms_data.join("tls/ca.pem")).unwrap();
         let tls = cloister_kms_client::TlsConnector::new(connector, "localhost", &ca).unwrap();
         let creds = credentials(&p.env);
@@ -483,7 +484,11 @@ fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
                 .await
                 .expect("no hang")
                 .unwrap_err();
-        assert_eq!(err.code(), "KMS-TRANSPORT", "{err}");
+        assert_eq!(
+            cloister_common::ErrorCode::code(&err),
+            "KMS-TRANSPORT",
+            "{err}"
+        );
     });
 }
 

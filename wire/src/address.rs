@@ -13,11 +13,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
 
 use crate::error::WireError;
+use crate::line::{read_line, write_line};
 
 /// `VMADDR_CID_ANY`.
 const CID_ANY: u32 = u32::MAX;
@@ -139,36 +140,6 @@ impl AsyncWrite for Stream {
     }
 }
 
-async fn read_line(s: &mut BufReader<UnixStream>) -> Result<String, WireError> {
-    let mut line = Vec::new();
-    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        loop {
-            let buf = s.fill_buf().await?;
-            if buf.is_empty() {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                line.extend_from_slice(&buf[..=i]);
-                s.consume(i + 1);
-                return Ok(true);
-            }
-            let n = buf.len();
-            line.extend_from_slice(buf);
-            s.consume(n);
-            if line.len() > MAX_HANDSHAKE {
-                return Ok(false);
-            }
-        }
-    })
-    .await
-    .map_err(|_| WireError::Timeout(HANDSHAKE_TIMEOUT))?
-    .map_err(WireError::io("hybrid vsock handshake"))?;
-    if !read || line.len() > MAX_HANDSHAKE {
-        return Err(WireError::Handshake("no complete handshake line".into()));
-    }
-    String::from_utf8(line).map_err(|_| WireError::Handshake("handshake is not text".into()))
-}
-
 impl Address {
     /// Connects.
     pub async fn connect(&self) -> Result<Stream, WireError> {
@@ -183,18 +154,12 @@ impl Address {
                     .map_err(WireError::io(format!("connecting to {self}")))?;
                 let mut s = BufReader::new(s);
                 if let Some(port) = port {
-                    s.get_mut()
-                        .write_all(format!("CONNECT {port}\n").as_bytes())
-                        .await
-                        .map_err(WireError::io("hybrid vsock handshake"))?;
-                    let line = read_line(&mut s).await?;
-                    let ok = line
-                        .strip_prefix("OK ")
-                        .and_then(|r| r.trim_end().parse::<u32>().ok());
+                    write_line(s.get_mut(), &format!("CONNECT {port}")).await?;
+                    let line = read_line(&mut s, MAX_HANDSHAKE, HANDSHAKE_TIMEOUT).await?;
+                    let ok = line.strip_prefix("OK ").and_then(|r| r.parse::<u32>().ok());
                     if ok.is_none() {
                         return Err(WireError::Handshake(format!(
-                            "expected \"OK <port>\", got {:?}",
-                            line.trim_end()
+                            "expected \"OK <port>\", got {line:?}"
                         )));
                     }
                 }
@@ -255,20 +220,16 @@ impl Listener {
                 let (s, _) = inner.accept().await.map_err(WireError::io("accepting"))?;
                 let mut s = BufReader::new(s);
                 if let Some(port) = port {
-                    let line = read_line(&mut s).await?;
+                    let line = read_line(&mut s, MAX_HANDSHAKE, HANDSHAKE_TIMEOUT).await?;
                     let asked = line
                         .strip_prefix("CONNECT ")
-                        .and_then(|r| r.trim_end().parse::<u32>().ok());
+                        .and_then(|r| r.parse::<u32>().ok());
                     if asked != Some(*port) {
                         return Err(WireError::Handshake(format!(
-                            "expected \"CONNECT {port}\", got {:?}",
-                            line.trim_end()
+                            "expected \"CONNECT {port}\", got {line:?}"
                         )));
                     }
-                    s.get_mut()
-                        .write_all(format!("OK {port}\n").as_bytes())
-                        .await
-                        .map_err(WireError::io("hybrid vsock handshake"))?;
+                    write_line(s.get_mut(), &format!("OK {port}")).await?;
                 }
                 Ok(Stream::Unix(s))
             }
@@ -279,7 +240,7 @@ impl Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn parses_and_prints() {

@@ -162,7 +162,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{KmsAccess, Operation};
+    use crate::message::{KmsAccess, Operation, SecretString};
 
     fn job() -> Message {
         Message::Job {
@@ -173,7 +173,7 @@ mod tests {
             kms: KmsAccess {
                 region: "us-east-1".into(),
                 access_key_id: "AKIA".into(),
-                secret_access_key: "s".into(),
+                secret_access_key: SecretString::new("s".into()),
                 session_token: None,
             },
         }

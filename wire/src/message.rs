@@ -6,6 +6,7 @@
 //! Operations are an enum so new ones (mask, tokenize, reseal) slot in beside `Stats`.
 
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The version this build speaks. A peer with another version is refused.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -21,7 +22,7 @@ pub struct Envelope {
 
 /// Credentials the job carries for the enclave's KMS calls. They are the host's own: not secret
 /// from the host, and useless without a valid attestation document for keys whose policy
-/// requires one.
+/// requires one; still, they are credentials, so they are zeroized and never printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KmsAccess {
     /// Region (SigV4 scope).
@@ -29,9 +30,32 @@ pub struct KmsAccess {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: SecretString,
     /// Session token, if any.
-    pub session_token: Option<String>,
+    pub session_token: Option<SecretString>,
+}
+
+/// A string that is zeroized when dropped and shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps `s`.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// What the enclave computes over the records.
@@ -63,7 +87,7 @@ pub enum Message {
         /// Its name, for errors (e.g. the file name).
         name: String,
         /// The message bytes.
-        #[serde(with = "serde_bytes_compat")]
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Host → enclave: no more input.
@@ -105,29 +129,22 @@ pub enum Message {
     },
 }
 
-/// Byte strings as CBOR bstr (not arrays of integers).
-mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(bytes)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        // deserialize_byte_buf: ciborium's deserialize_bytes only takes strings that fit its 4 KiB scratch.
-        d.deserialize_byte_buf(V)
+    #[test]
+    fn credentials_are_redacted_in_debug_output() {
+        let access = KmsAccess {
+            region: "us-east-1".into(),
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: SecretString::new("wJalrXUtnFEMI/K7MDENG".into()),
+            session_token: Some(SecretString::new("FwoGZXIvYXdzE".into())),
+        };
+        let shown = format!("{access:?}");
+        assert!(shown.contains("AKIDEXAMPLE"));
+        assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(!shown.contains("FwoGZXIvYXdzE"), "{shown}");
+        assert_eq!(access.secret_access_key.expose(), "wJalrXUtnFEMI/K7MDENG");
     }
 }

@@ -3,7 +3,8 @@
 //! variants `{"Variant": {field: value, ...}}`, absent options `null`, byte fields `bstr`.
 //!
 //! The enclave sends these to `/dev/nsm` on Nitro, or over vsock to cloister's emulated NSM; both
-//! sides use this one encoding.
+//! sides use this one encoding. Decoding takes untrusted bytes: sizes are bounded, unknown
+//! variants, missing or extra fields and trailing bytes are refused with `NSM-FORMAT`.
 
 use ciborium::Value;
 
@@ -152,10 +153,9 @@ pub enum Response {
 #[error("malformed NSM message: {0}")]
 pub struct NsmApiError(pub String);
 
-impl NsmApiError {
-    /// Stable short code.
-    pub fn code(&self) -> &'static str {
-        "NSM-FORMAT"
+impl cloister_common::ErrorCode for NsmApiError {
+    fn code(&self) -> std::borrow::Cow<'static, str> {
+        "NSM-FORMAT".into()
     }
 }
 

@@ -2,16 +2,16 @@
 //!
 //! The only `unsafe` code in cloister is the one ioctl call below: the kernel reads the request
 //! buffer and writes at most `response.len` bytes into the response buffer, both of which this
-//! function owns for the duration of the call.
+//! function owns for the duration of the call. The ioctl blocks (the NSM signs documents), so
+//! calls run on tokio's blocking pool, never on the async runtime's worker threads.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
-use cloister_attestation::nsm_api::{MAX_REQUEST, MAX_RESPONSE, Request, Response};
-
-use super::{Nsm, NsmFuture};
-use crate::error::EnclaveError;
+use crate::api::{ErrorCode, MAX_REQUEST, MAX_RESPONSE, Request, Response};
+use crate::{Nsm, NsmError, NsmFuture};
 
 /// `struct nsm_iovec` from `linux/nsm.h`.
 #[repr(C)]
@@ -34,7 +34,7 @@ nix::ioctl_readwrite!(nsm_ioctl_raw, 0x0A, 0, NsmRaw);
 /// The NSM device of a Nitro enclave.
 #[derive(Debug)]
 pub struct DeviceNsm {
-    file: File,
+    file: Arc<File>,
 }
 
 impl DeviceNsm {
@@ -42,19 +42,21 @@ impl DeviceNsm {
     pub const PATH: &'static str = "/dev/nsm";
 
     /// Opens `/dev/nsm`.
-    pub fn open() -> Result<Self, EnclaveError> {
+    pub fn open() -> Result<Self, NsmError> {
         let file = File::options()
             .read(true)
             .write(true)
             .open(Self::PATH)
-            .map_err(|e| EnclaveError::NsmTransport(format!("opening {}: {e}", Self::PATH)))?;
-        Ok(Self { file })
+            .map_err(|e| NsmError::transport(format!("opening {}", Self::PATH))(Box::new(e)))?;
+        Ok(Self {
+            file: Arc::new(file),
+        })
     }
 
-    fn call_sync(&self, request: &Request) -> Result<Response, EnclaveError> {
+    fn call_sync(file: &File, request: &Request) -> Result<Response, NsmError> {
         let req = request.to_cbor();
         if req.len() > MAX_REQUEST {
-            return Err(EnclaveError::Nsm("InputTooLarge"));
+            return Ok(Response::Error(ErrorCode::InputTooLarge));
         }
         let mut resp = vec![0u8; MAX_RESPONSE];
         let mut raw = NsmRaw {
@@ -70,18 +72,23 @@ impl DeviceNsm {
         // SAFETY: `raw` points at `req` (readable, `req.len()` bytes) and `resp` (writable,
         // `resp.len()` bytes); both outlive the call, and the driver writes at most
         // `response.len` bytes and then updates `response.len` to the length it wrote.
-        unsafe { nsm_ioctl_raw(self.file.as_raw_fd(), &mut raw) }
-            .map_err(|e| EnclaveError::NsmTransport(format!("NSM ioctl: {e}")))?;
+        unsafe { nsm_ioctl_raw(file.as_raw_fd(), &mut raw) }
+            .map_err(|e| NsmError::transport("NSM ioctl")(Box::new(e)))?;
         let n = usize::try_from(raw.response.len)
             .unwrap_or(usize::MAX)
             .min(resp.len());
-        Response::from_cbor(&resp[..n]).map_err(|e| EnclaveError::NsmTransport(e.to_string()))
+        Ok(Response::from_cbor(&resp[..n])?)
     }
 }
 
 impl Nsm for DeviceNsm {
     fn call(&self, request: Request) -> NsmFuture<'_> {
-        Box::pin(async move { self.call_sync(&request) })
+        let file = self.file.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::call_sync(&file, &request))
+                .await
+                .map_err(|e| NsmError::transport("NSM ioctl thread")(Box::new(e)))?
+        })
     }
 }
 
@@ -105,7 +112,10 @@ mod tests {
             // Inside a Nitro enclave.
             true => assert!(DeviceNsm::open().is_ok()),
             // Anywhere else: a clear error, not a panic.
-            false => assert_eq!(DeviceNsm::open().unwrap_err().code(), "ENC-NSM-TRANSPORT"),
+            false => assert_eq!(
+                cloister_common::ErrorCode::code(&DeviceNsm::open().unwrap_err()),
+                "NSM-TRANSPORT"
+            ),
         }
     }
 }

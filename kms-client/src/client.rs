@@ -1,0 +1,267 @@
+//! The AWS KMS JSON 1.1 protocol: one SigV4-signed POST per call over a kept-alive HTTP/1
+//! connection, with retries for what is retryable.
+//!
+//! [`KmsClient::call`] is the generic form (any operation, JSON in and out) for tools and tests;
+//! cloister's own callers use the typed operations in [`crate::ops`], which parse answers
+//! straight from the response bytes so that plaintext never passes through a JSON `Value`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use cloister_sigv4::{Credentials, RequestParts};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::connector::{Connector, TcpConnector};
+use crate::error::ClientError;
+use crate::retry::Retry;
+
+/// A KMS client.
+pub struct KmsClient {
+    connector: Box<dyn Connector>,
+    host: String,
+    region: String,
+    creds: Credentials,
+    retry: Retry,
+    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl std::fmt::Debug for KmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsClient")
+            .field("host", &self.host)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Standard base64 of `bytes`.
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes a base64 blob field of a JSON answer.
+pub fn blob(v: &Value, field: &str) -> Result<Vec<u8>, ClientError> {
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::Protocol(format!("answer lacks {field}")))?;
+    STANDARD
+        .decode(s)
+        .map_err(|_| ClientError::Protocol(format!("{field} is not base64")))
+}
+
+impl KmsClient {
+    /// A client that reaches `host` (the Host header, e.g. `127.0.0.1:4599`) through `connector`.
+    pub fn new(
+        connector: impl Connector,
+        host: impl Into<String>,
+        region: impl Into<String>,
+        creds: Credentials,
+    ) -> Self {
+        Self {
+            connector: Box::new(connector),
+            host: host.into(),
+            region: region.into(),
+            creds,
+            retry: Retry::default(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Plain HTTP to `http://host:port`.
+    pub fn http(endpoint: &str, region: &str, creds: Credentials) -> Result<Self, ClientError> {
+        let host = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| {
+                ClientError::Config(format!(
+                    "{endpoint}: only http:// endpoints are reached over plain TCP"
+                ))
+            })?
+            .trim_end_matches('/');
+        Ok(Self::new(
+            TcpConnector(host.to_owned()),
+            host,
+            region,
+            creds,
+        ))
+    }
+
+    /// Changes the retry settings.
+    #[must_use]
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Calls `TrentService.<op>` with `input`, retrying what is retryable.
+    pub async fn call(&self, op: &str, input: &Value) -> Result<Value, ClientError> {
+        let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let answer = self.request(op, &body).await?;
+        if answer.is_empty() {
+            return Ok(Value::Object(serde_json::Map::new()));
+        }
+        serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))
+    }
+
+    /// Sends `body` (JSON) as `TrentService.<op>`, retrying what is retryable; returns the
+    /// successful answer's bytes, zeroized when dropped (they may carry plaintext).
+    pub(crate) async fn request(
+        &self,
+        op: &str,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let mut attempt = 0;
+        loop {
+            match self.once(op, body).await {
+                Err(e) if e.retryable() && attempt + 1 < self.retry.attempts.max(1) => {
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let stream = self
+            .connector
+            .connect()
+            .await
+            .map_err(ClientError::transport("connecting"))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ClientError::transport("HTTP handshake"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn once(&self, op: &str, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let target = format!("TrentService.{op}");
+        let base = [
+            ("host", self.host.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let parts = RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &base,
+            body,
+        };
+        let signed = cloister_sigv4::sign(
+            &parts,
+            &self.creds,
+            &self.region,
+            "kms",
+            time::OffsetDateTime::now_utc(),
+        );
+        let mut req = hyper::Request::post("/");
+        for (n, v) in base
+            .iter()
+            .map(|(n, v)| (*n, *v))
+            .chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
+            req = req.header(n, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        // One HTTP/1 connection carries one request at a time: hold it for this exchange.
+        let mut slot = self.conn.lock().await;
+        let mut sender = match slot.take().filter(|s| !s.is_closed()) {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        sender
+            .ready()
+            .await
+            .map_err(ClientError::transport("waiting for the connection"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(ClientError::transport("sending the request"))?;
+        let status = resp.status().as_u16();
+        let bytes = Zeroizing::new(
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(ClientError::transport("reading the answer"))?
+                .to_bytes()
+                .to_vec(),
+        );
+        *slot = Some(sender);
+        drop(slot);
+        if status == 200 {
+            return Ok(bytes);
+        }
+        Err(service_error(status, &bytes))
+    }
+}
+
+/// The error an answer with a non-200 status carries (`__type`, `message`).
+fn service_error(status: u16, body: &[u8]) -> ClientError {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) if body.is_empty() => Value::Null,
+        Err(e) => return ClientError::Protocol(format!("error answer is not JSON: {e}")),
+    };
+    let name = value
+        .get("__type")
+        .and_then(Value::as_str)
+        .unwrap_or("UnknownError");
+    let name = name
+        .rsplit('#')
+        .next()
+        .unwrap_or(name)
+        .split(':')
+        .next()
+        .unwrap_or(name)
+        .to_owned();
+    let message = value
+        .get("message")
+        .or_else(|| value.get("Message"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    ClientError::Service {
+        name,
+        message,
+        status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_errors_take_aws_names_in_every_spelling() {
+        for (body, name) in [
+            (
+                &br#"{"__type":"com.amazonaws.kms#NotFoundException","message":"m"}"#[..],
+                "NotFoundException",
+            ),
+            (
+                br#"{"__type":"ThrottlingException:http://x","Message":"m"}"#,
+                "ThrottlingException",
+            ),
+            (b"", "UnknownError"),
+        ] {
+            let e = service_error(400, body);
+            assert_eq!(e.aws_name(), Some(name));
+        }
+        assert!(matches!(
+            service_error(502, b"<html>bad gateway</html>"),
+            ClientError::Protocol(_)
+        ));
+    }
+}
