@@ -1,5 +1,6 @@
 //! Building, parsing, measuring and signing whole images, and every corruption refused with its
 //! code.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // test helpers; offsets of small test images
 
 use cloister_common::ErrorCode;
 use cloister_eif::cpio::Entry;
