@@ -166,3 +166,183 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cloister_attestation::PcrValue;
+    use cloister_esdk::{DataKey, Edk, Encryptor, Suite};
+    use cloister_wire::SecretString;
+
+    use super::*;
+    use crate::kms::AWS_KMS;
+    use crate::testing::{self, Behaviour, DATA_KEY, FakeKms, KEY_ARN, WRAPPED};
+
+    fn sealed(records: &[&str]) -> Vec<u8> {
+        let mut plain = records.join("\n").into_bytes();
+        plain.push(b'\n');
+        Encryptor::new(Suite::from_id(0x0578).unwrap(), BTreeMap::new(), Some(64))
+            .unwrap()
+            .seal(
+                &DataKey::new(DATA_KEY),
+                vec![Edk {
+                    provider_id: AWS_KMS.into(),
+                    provider_info: KEY_ARN.into(),
+                    ciphertext: WRAPPED.to_vec(),
+                }],
+                &plain,
+            )
+            .unwrap()
+    }
+
+    fn job(group_by: Option<&str>) -> Message {
+        Message::Job {
+            id: 1,
+            op: Operation::Stats {
+                group_by: group_by.map(Into::into),
+            },
+            kms: KmsAccess {
+                region: "us-east-1".into(),
+                access_key_id: "AKIDTEST".into(),
+                secret_access_key: SecretString::new("secret".into()),
+                session_token: None,
+            },
+        }
+    }
+
+    /// Runs one job in process: the host's frames in, every answer out.
+    async fn run(
+        behaviour: Behaviour,
+        input: Vec<Message>,
+    ) -> (Result<(), EnclaveError>, Vec<Message>) {
+        let pcr0 = PcrValue::measure(b"this image");
+        let (nsm, root) = testing::nsm(pcr0);
+        let kms = FakeKms::new(root, pcr0, behaviour);
+        let (host, enclave) = tokio::io::duplex(1 << 20);
+        let (r, w) = tokio::io::split(host);
+        let host_side = async move {
+            let mut writer = FrameWriter::new(w);
+            for m in &input {
+                writer.send(m).await.unwrap();
+            }
+            writer.shutdown().await.unwrap();
+            let mut reader = FrameReader::new(r, Duration::from_secs(10));
+            let mut out = Vec::new();
+            while let Ok(Some(m)) = reader.next().await {
+                let last = matches!(m, Message::Done { .. } | Message::Failed { .. });
+                out.push(m);
+                if last {
+                    break;
+                }
+            }
+            out
+        };
+        let enclave_side = serve_with(enclave, &nsm, |_| {
+            Ok(KeyRelease::new(
+                testing::client(&kms),
+                vec![KEY_ARN.into()],
+                CacheLimits::default(),
+            ))
+        });
+        tokio::join!(enclave_side, host_side)
+    }
+
+    #[tokio::test]
+    async fn a_job_counts_only_authenticated_messages_and_reports_the_others() {
+        let good = sealed(&[
+            r#"{"country":"FR","age":30}"#,
+            r#"{"country":"FR","age":50}"#,
+        ]);
+        let mut tampered = sealed(&[r#"{"country":"DE","age":99}"#]);
+        let n = tampered.len();
+        tampered[n - 120] ^= 1;
+        let not_records = sealed(&["[1,2,3]"]);
+        let (result, out) = run(
+            Behaviour::Release,
+            vec![
+                job(Some("country")),
+                Message::Sealed {
+                    name: "good".into(),
+                    bytes: good,
+                },
+                Message::Sealed {
+                    name: "tampered".into(),
+                    bytes: tampered,
+                },
+                Message::Sealed {
+                    name: "array".into(),
+                    bytes: not_records,
+                },
+                Message::EndOfInput,
+            ],
+        )
+        .await;
+        result.unwrap();
+        let failed: Vec<(&str, &str)> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::MessageFailed { name, code, .. } => Some((name.as_str(), code.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 2, "{out:?}");
+        assert_eq!(failed[0].0, "tampered");
+        assert!(failed[0].1.starts_with("ESDK-"), "{failed:?}");
+        assert_eq!(failed[1], ("array", "ENC-RECORD"));
+        let Some(Message::Rows { rows }) = out.iter().find(|m| matches!(m, Message::Rows { .. }))
+        else {
+            panic!("no rows: {out:?}")
+        };
+        assert_eq!(
+            rows.len(),
+            1,
+            "only FR: the DE record was in the tampered message"
+        );
+        let row: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
+        assert_eq!(row["count"], 2);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Message::Done {
+                    messages: 1,
+                    records: 2
+                })
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_release_fails_the_whole_job_with_the_kms_code() {
+        let (result, out) = run(
+            Behaviour::Deny,
+            vec![
+                job(None),
+                Message::Sealed {
+                    name: "m".into(),
+                    bytes: sealed(&[r#"{"a":1}"#]),
+                },
+                Message::EndOfInput,
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), "KMS-AccessDeniedException");
+        assert!(
+            matches!(out.last(), Some(Message::Failed { code, .. }) if code == "KMS-AccessDeniedException"),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
+    }
+
+    #[tokio::test]
+    async fn the_host_must_start_with_a_job_and_end_its_input() {
+        let (result, out) = run(Behaviour::Release, vec![Message::EndOfInput]).await;
+        assert_eq!(result.unwrap_err().code(), "ENC-PROTOCOL");
+        assert!(matches!(out.last(), Some(Message::Failed { code, .. }) if code == "ENC-PROTOCOL"));
+        // A job whose connection closes before EndOfInput produces no rows.
+        let (result, out) = run(Behaviour::Release, vec![job(None)]).await;
+        assert!(result.is_err());
+        assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
+    }
+}

@@ -163,3 +163,119 @@ impl KeyRelease {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+
+    use cloister_attestation::PcrValue;
+    use cloister_common::ErrorCode;
+    use cloister_esdk::{Edk, Encryptor, Suite};
+
+    use super::*;
+    use crate::testing::{self, Behaviour, DATA_KEY, FakeKms, KEY_ARN, WRAPPED};
+
+    fn header(key_arn: &str, context: &[(&str, &str)]) -> Header {
+        let ctx: BTreeMap<String, String> = context
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let msg = Encryptor::new(Suite::from_id(0x0478).unwrap(), ctx, Some(4096))
+            .unwrap()
+            .seal(
+                &DataKey::new(DATA_KEY),
+                vec![Edk {
+                    provider_id: AWS_KMS.into(),
+                    provider_info: key_arn.into(),
+                    ciphertext: WRAPPED.to_vec(),
+                }],
+                b"{}\n",
+            )
+            .unwrap();
+        cloister_esdk::parse_header(&msg).unwrap().0
+    }
+
+    fn release(kms: &std::sync::Arc<FakeKms>, limits: CacheLimits) -> KeyRelease {
+        KeyRelease::new(testing::client(kms), vec![KEY_ARN.into()], limits)
+    }
+
+    #[tokio::test]
+    async fn a_key_is_released_to_the_attested_enclave_once_then_cached_within_limits() {
+        let pcr0 = PcrValue::measure(b"this image");
+        let (nsm, root) = testing::nsm(pcr0);
+        let kms = FakeKms::new(root, pcr0, Behaviour::Release);
+        let r = release(
+            &kms,
+            CacheLimits {
+                max_age: Duration::from_secs(60),
+                max_uses: 2,
+            },
+        );
+        let h = header(KEY_ARN, &[("job", "1")]);
+        for _ in 0..2 {
+            assert_eq!(*r.data_key(&nsm, &h).await.unwrap(), DATA_KEY);
+        }
+        assert_eq!(
+            kms.decrypts.load(Ordering::SeqCst),
+            1,
+            "the second use is cached"
+        );
+        // Past max_uses the key is released again; another context is another cache entry.
+        r.data_key(&nsm, &h).await.unwrap();
+        r.data_key(&nsm, &header(KEY_ARN, &[("job", "2")]))
+            .await
+            .unwrap();
+        assert_eq!(kms.decrypts.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_their_codes_and_nothing_is_cached() {
+        let pcr0 = PcrValue::measure(b"this image");
+        let h = header(KEY_ARN, &[]);
+        for (behaviour, kms_pcr0, code) in [
+            (
+                Behaviour::Release,
+                PcrValue::measure(b"another image"),
+                "KMS-AccessDeniedException",
+            ),
+            (Behaviour::Deny, pcr0, "KMS-AccessDeniedException"),
+            (Behaviour::Plaintext, pcr0, "KMS-PLAINTEXT-RETURNED"),
+            (Behaviour::BrokenEnvelope, pcr0, "CMS-FORMAT"),
+        ] {
+            let (nsm, root) = testing::nsm(pcr0);
+            let kms = FakeKms::new(root, kms_pcr0, behaviour);
+            let r = release(&kms, CacheLimits::default());
+            for attempt in 1..=2 {
+                let e = r.data_key(&nsm, &h).await.unwrap_err();
+                assert_eq!(e.code(), code, "{behaviour:?}: {e}");
+                assert!(e.is_fatal());
+                assert_eq!(kms.decrypts.load(Ordering::SeqCst), attempt, "not cached");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_of_other_kms_keys_are_not_requested() {
+        let pcr0 = PcrValue::measure(b"this image");
+        let (nsm, root) = testing::nsm(pcr0);
+        let kms = FakeKms::new(root, pcr0, Behaviour::Release);
+        let r = release(&kms, CacheLimits::default());
+        let other = header("arn:aws:kms:us-east-1:111122223333:key/other", &[]);
+        let e = r.data_key(&nsm, &other).await.unwrap_err();
+        assert_eq!(e.code(), "ENC-NO-KEY");
+        assert_eq!(kms.decrypts.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn relay_destinations_are_checked() {
+        let relay: Address = "unix:///tmp/relay.sock".parse().unwrap();
+        assert!(RelayConnector::new(relay.clone(), "127.0.0.1:4600").is_ok());
+        assert_eq!(
+            RelayConnector::new(relay, "evil host:1")
+                .unwrap_err()
+                .code(),
+            "WIRE-HANDSHAKE"
+        );
+    }
+}

@@ -13,5 +13,7 @@ pub mod error;
 pub mod job;
 pub mod kms;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 
 pub use error::{CODES, EnclaveError};

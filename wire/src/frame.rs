@@ -157,6 +157,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             .await
             .map_err(WireError::io("writing a frame"))
     }
+
+    /// Ends the writing direction (the peer reads end of stream).
+    pub async fn shutdown(&mut self) -> Result<(), WireError> {
+        self.inner
+            .shutdown()
+            .await
+            .map_err(WireError::io("closing the stream"))
+    }
 }
 
 #[cfg(test)]
