@@ -303,7 +303,7 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
         assert_eq!(blob(&r, "Plaintext").unwrap().len(), 16);
         // A client that trusts another CA refuses the server.
         let other_dir = tempfile::tempdir().unwrap();
-        let _ = cloister_kms::tls::server_config(other_dir.path()).unwrap();
+        let _ = cloister_kms::server_config(other_dir.path()).unwrap();
         let other_ca = std::fs::read(other_dir.path().join("tls/ca.pem")).unwrap();
         let tcp = cloister_kms_client::TcpConnector(https.clone());
         let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &other_ca).unwrap();
