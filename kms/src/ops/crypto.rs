@@ -305,3 +305,252 @@ pub(super) fn generate_random(mut call: Call<'_>) -> Result<Value> {
         None => json!({"Plaintext": b64(&bytes)}),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+    use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+    use cloister_attestation::recipient::RecipientPrivateKey;
+    use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+    use serde_json::json;
+
+    use crate::input::b64;
+    use crate::ops::testkit::{Kms, config};
+
+    #[tokio::test]
+    async fn encrypt_decrypt_and_context_binding() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let ct = kms
+            .ok(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"hello"), "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(ct["KeyId"], kms.key_arn(&id));
+        assert_eq!(kms.last_audit().encryption_context.unwrap()["ab"], "c");
+        let blob = ct["CiphertextBlob"].clone();
+        let p = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(Kms::blob(&p["Plaintext"]), b"hello");
+        for wrong in [json!({"a": "bc"}), json!({}), json!({"AB": "c"})] {
+            let (status, body) = kms
+                .call(
+                    "Decrypt",
+                    json!({"CiphertextBlob": blob, "EncryptionContext": wrong}),
+                )
+                .await;
+            assert_eq!(
+                (status, body["__type"].as_str().unwrap()),
+                (400, "InvalidCiphertextException"),
+                "{wrong}"
+            );
+        }
+        let other = kms.new_key().await;
+        let (_, body) = kms
+            .call(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}, "KeyId": other}),
+            )
+            .await;
+        assert_eq!(body["__type"], "IncorrectKeyException");
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(&[0; 4097])}),
+            )
+            .await;
+        assert_eq!(
+            body["message"],
+            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096"
+        );
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionContext": {"a": 1}}),
+            )
+            .await;
+        assert_eq!(
+            (
+                body["__type"].as_str().unwrap(),
+                body["message"].as_str().unwrap()
+            ),
+            (
+                "SerializationException",
+                "EncryptionContext values must be strings"
+            )
+        );
+        let (_, body) = kms
+            .call("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}))
+            .await;
+        assert_eq!(body["__type"], "UnsupportedOperationException");
+        kms.ok("DisableKey", json!({"KeyId": id})).await;
+        let (status, body) = kms
+            .call(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["__type"].as_str().unwrap()),
+            (409, "DisabledException")
+        );
+    }
+
+    #[tokio::test]
+    async fn data_keys_re_encryption_and_random() {
+        let kms = Kms::new();
+        let a = kms.new_key().await;
+        let b = kms.new_key().await;
+        let gdk = kms
+            .ok("GenerateDataKey", json!({"KeyId": a, "KeySpec": "AES_128"}))
+            .await;
+        let dk = Kms::blob(&gdk["Plaintext"]);
+        assert_eq!(dk.len(), 16);
+        let n = kms
+            .ok("GenerateDataKey", json!({"KeyId": a, "NumberOfBytes": 7}))
+            .await;
+        assert_eq!(Kms::blob(&n["Plaintext"]).len(), 7);
+        for bad in [
+            json!({"KeyId": a}),
+            json!({"KeyId": a, "KeySpec": "AES_256", "NumberOfBytes": 8}),
+        ] {
+            let (_, body) = kms.call("GenerateDataKey", bad.clone()).await;
+            assert_eq!(body["__type"], "ValidationException", "{bad}");
+        }
+        let without = kms
+            .ok(
+                "GenerateDataKeyWithoutPlaintext",
+                json!({"KeyId": a, "KeySpec": "AES_256"}),
+            )
+            .await;
+        assert!(without.get("Plaintext").is_none());
+
+        let re = kms
+            .ok(
+                "ReEncrypt",
+                json!({"CiphertextBlob": gdk["CiphertextBlob"], "DestinationKeyId": b,
+                "DestinationEncryptionContext": {"to": "b"}}),
+            )
+            .await;
+        assert_eq!(re["SourceKeyId"], kms.key_arn(&a));
+        assert_eq!(re["KeyId"], kms.key_arn(&b));
+        let p = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": re["CiphertextBlob"], "EncryptionContext": {"to": "b"}}),
+            )
+            .await;
+        assert_eq!(Kms::blob(&p["Plaintext"]), dk);
+        let (_, body) = kms
+            .call(
+                "ReEncrypt",
+                json!({"CiphertextBlob": gdk["CiphertextBlob"]}),
+            )
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+
+        let r = kms.ok("GenerateRandom", json!({"NumberOfBytes": 64})).await;
+        assert_eq!(Kms::blob(&r["Plaintext"]).len(), 64);
+        let (_, body) = kms
+            .call("GenerateRandom", json!({"NumberOfBytes": 1025}))
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+        let (_, body) = kms
+            .call("GenerateRandom", json!({"CustomKeyStoreId": "cks-1"}))
+            .await;
+        assert_eq!(body["__type"], "UnsupportedOperationException");
+    }
+
+    #[tokio::test]
+    async fn policy_conditions_on_the_context_bind_other_principals() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let role = "arn:aws:iam::111122223333:role/app";
+        let app = kms.add_principal(role);
+        let policy = json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": role}, "Action": "kms:GenerateDataKey", "Resource": "*",
+             "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}}}
+        ]});
+        kms.ok(
+            "PutKeyPolicy",
+            json!({"KeyId": id, "Policy": policy.to_string()}),
+        )
+        .await;
+        let (status, _) = kms
+            .call_as(
+                &app,
+                "GenerateDataKey",
+                json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "acme"}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (_, body) = kms
+            .call_as(&app, "GenerateDataKey", json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "other"}}))
+            .await;
+        assert_eq!(body["__type"], "AccessDeniedException");
+        assert!(body["message"].as_str().unwrap().contains(role));
+        assert_eq!(kms.last_audit().principal, role);
+    }
+
+    #[tokio::test]
+    async fn attested_recipients_get_only_wrapped_secrets() {
+        let pki = DevPki::generate(Timestamp::now()).unwrap();
+        let mut cfg = config();
+        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
+        let kms = Kms::with(cfg);
+        let id = kms.new_key().await;
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
+        let key = RecipientPrivateKey::new(private).unwrap();
+        let mut pcrs = Pcrs::new();
+        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
+        let req = DocumentRequest {
+            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+            pcrs,
+            public_key: Some(spki),
+            user_data: None,
+            nonce: None,
+        };
+        let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
+        let recipient =
+            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
+        let ct = kms
+            .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"secret")}))
+            .await;
+        let out = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": ct["CiphertextBlob"], "Recipient": recipient}),
+            )
+            .await;
+        assert!(out.get("Plaintext").is_none());
+        let opened = key
+            .open(&Kms::blob(&out["CiphertextForRecipient"]))
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"secret");
+        let audit = kms.last_audit();
+        assert_eq!(audit.pcr0, Some(PcrValue::measure(b"image").to_hex()));
+        let (_, body) = kms
+            .call(
+                "GenerateRandom",
+                json!({"Recipient": {"AttestationDocument": doc}}),
+            )
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+        let (_, body) = kms.call("GenerateRandom", json!({"Recipient": [1]})).await;
+        assert_eq!(
+            (
+                body["__type"].as_str().unwrap(),
+                body["message"].as_str().unwrap()
+            ),
+            ("SerializationException", "Recipient must be a structure")
+        );
+    }
+}

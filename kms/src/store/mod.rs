@@ -484,3 +484,149 @@ fn delete_key(tx: &Connection, key_id: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> KeyRecord {
+        let text = KeyPolicy::default_text("111122223333");
+        KeyRecord {
+            key_id: id.into(),
+            description: "d".into(),
+            created_ms: 1,
+            state: KeyState::Disabled,
+            deletion_ms: Some(5),
+            pending_days: Some(7),
+            rotation_enabled: true,
+            rotation_period_days: 90,
+            last_rotation_ms: 2,
+            current_version: 2,
+            policy: Arc::new(KeyPolicy::parse(&text).unwrap()),
+            policy_text: text,
+        }
+    }
+
+    fn entry(op: &str) -> AuditEntry {
+        AuditEntry {
+            time_ms: 1,
+            principal: "p".into(),
+            operation: op.into(),
+            outcome: "ok".into(),
+            ..AuditEntry::default()
+        }
+    }
+
+    #[test]
+    fn init_creates_one_admin_and_principals_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
+        let admin = store.admin(&root, "111122223333").unwrap().unwrap();
+        assert!(admin.access_key_id().starts_with("AKIA"));
+        assert_eq!(admin.arn(), "arn:aws:iam::111122223333:root");
+        let added = store.add_principal(&root, "arn:aws:iam::1:role/r").unwrap();
+        drop(store);
+        let (root, again) = Store::init(dir.path(), "111122223333").unwrap();
+        let all = again.principals(&root).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].secret(), admin.secret());
+        assert_eq!(all[1].secret(), added.secret());
+        assert!(again.admin(&root, "999999999999").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn written_rows_load_back_and_deletes_cascade() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
+        let writer = store.start_writer().unwrap();
+        let id = "0b1e2d3c-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+        let sealed = root.seal(&material_label(id, 2), &[9; 32]).unwrap();
+        writer.put_key(key(id), Some((2, sealed))).await.unwrap();
+        let alias = Alias {
+            name: "alias/a".into(),
+            key_id: id.into(),
+            created_ms: 3,
+            updated_ms: 4,
+        };
+        writer.put_alias(alias).await.unwrap();
+        let state = Store::open_read_only(dir.path())
+            .unwrap()
+            .load(&root)
+            .unwrap();
+        let k = &state.keys[id];
+        assert_eq!(
+            (
+                k.state,
+                k.deletion_ms,
+                k.current_version,
+                k.rotation_period_days
+            ),
+            (KeyState::Disabled, Some(5), 2, 90)
+        );
+        assert_eq!(state.material[&(id.to_owned(), 2)].as_ref(), &[9; 32]);
+        assert_eq!(state.aliases["alias/a"].updated_ms, 4);
+        assert_eq!(state.principals.len(), 1);
+
+        writer.delete_key(id.into()).await.unwrap();
+        let state = Store::open_read_only(dir.path())
+            .unwrap()
+            .load(&root)
+            .unwrap();
+        assert!(state.keys.is_empty() && state.material.is_empty() && state.aliases.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_audit_entries_form_one_intact_chain_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, store) = Store::init(dir.path(), "111122223333").unwrap();
+        let writer = store.start_writer().unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let w = writer.clone();
+                tokio::spawn(async move { w.append_audit(entry(&format!("Op{i}"))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        drop(writer);
+        // A new writer continues the chain from the stored head.
+        let writer = Store::open(dir.path()).unwrap().start_writer().unwrap();
+        writer.append_audit(entry("Last")).await.unwrap();
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Intact(21));
+        let tail = reader.audit_tail(2).unwrap();
+        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [20, 21]);
+        assert_eq!(tail[1].prev_hash, tail[0].hash);
+        assert!(tail[1].json.contains("\"Last\""));
+
+        let rw = Store::open(dir.path()).unwrap();
+        rw.conn
+            .execute(
+                "UPDATE audit SET entry = replace(entry, 'Op', 'Xp') WHERE seq = 7",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            reader.verify_audit().unwrap(),
+            AuditCheck::Broken { seq: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_row_is_a_store_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
+        put_key(&store.conn, &key("k")).unwrap();
+        store
+            .conn
+            .execute("UPDATE keys SET state = 'Melted'", [])
+            .unwrap();
+        let err = store.load(&root).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key store failure: unknown key state \"Melted\""
+        );
+        assert_eq!(err.aws_name(), "KMSInternalException");
+    }
+}
