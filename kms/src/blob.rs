@@ -23,7 +23,7 @@ const KEY_ID_LEN: usize = 36;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + 4;
 const TAG_LEN: usize = 16;
 /// Largest blob KMS accepts.
-pub const MAX_BLOB: usize = 6144;
+pub(crate) const MAX_BLOB: usize = 6144;
 
 /// An encryption context: string pairs, ordered by key.
 pub(crate) type EncryptionContext = BTreeMap<String, String>;

@@ -85,7 +85,7 @@ pub enum KmsError {
 }
 
 /// Every AWS error name a [`KmsError`] can carry.
-pub const CODES: &[&str] = &[
+pub(crate) const CODES: &[&str] = &[
     "NotFoundException",
     "DisabledException",
     "KMSInvalidStateException",

@@ -44,20 +44,15 @@ impl Body {
 }
 
 /// One member of an input: absent (or `null`), of the expected type, or of another type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) enum Member<T> {
     /// Not sent, or `null`.
+    #[default]
     Absent,
     /// Sent, of the expected JSON type.
     Given(T),
     /// Sent, of another JSON type.
     Mistyped,
-}
-
-impl<T> Default for Member<T> {
-    fn default() -> Self {
-        Self::Absent
-    }
 }
 
 #[derive(Deserialize)]

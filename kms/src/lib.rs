@@ -27,12 +27,12 @@ mod store;
 mod tls;
 
 pub use app::{App, Config};
-pub use error::{CODES, KmsError, SetupError, StoreError};
+pub use error::{KmsError, SetupError, StoreError};
 pub use rootkey::RootKey;
 pub use server::router;
 pub use state::Principal;
 pub use store::{AuditCheck, Store, StoredEntry};
-pub use tls::{CA_FILE, SERVER_NAMES, server_config};
+pub use tls::server_config;
 
 /// Decodes a request body as operation `op`'s typed input (what the server does before it
 /// touches any key); an error is the answer the server would give.

@@ -18,12 +18,12 @@ use zeroize::Zeroizing;
 use crate::error::SetupError;
 
 /// The CA certificate clients pin, relative to the data directory.
-pub const CA_FILE: &str = "tls/ca.pem";
+pub(crate) const CA_FILE: &str = "tls/ca.pem";
 const CERT_FILE: &str = "tls/server.pem";
 const KEY_FILE: &str = "tls/server.key";
 
 /// DNS names and addresses the server certificate covers.
-pub const SERVER_NAMES: [&str; 3] = ["localhost", "kms.cloister.internal", "127.0.0.1"];
+pub(crate) const SERVER_NAMES: [&str; 3] = ["localhost", "kms.cloister.internal", "127.0.0.1"];
 
 /// Loads the server certificate from `<dir>/tls`, creating a CA and certificate on first use.
 pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError> {
@@ -48,7 +48,10 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError
     Ok(Arc::new(config))
 }
 
-fn read(dir: &Path, rel: &str) -> Result<Zeroizing<Vec<u8>>, SetupError> {
+/// PEM text; the server key's is secret.
+type Pem = Zeroizing<Vec<u8>>;
+
+fn read(dir: &Path, rel: &str) -> Result<Pem, SetupError> {
     let path = dir.join(rel);
     std::fs::read(&path)
         .map(Zeroizing::new)
@@ -56,7 +59,7 @@ fn read(dir: &Path, rel: &str) -> Result<Zeroizing<Vec<u8>>, SetupError> {
 }
 
 /// Makes the CA and the server certificate; returns the certificate's and the key's PEM.
-fn create(dir: &Path) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>), SetupError> {
+fn create(dir: &Path) -> Result<(Pem, Pem), SetupError> {
     let tls_dir = dir.join("tls");
     std::fs::DirBuilder::new()
         .recursive(true)

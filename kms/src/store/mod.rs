@@ -127,20 +127,6 @@ fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError
     Ok(conn)
 }
 
-type KeyRow = (
-    String,
-    String,
-    i64,
-    String,
-    Option<i64>,
-    Option<i64>,
-    bool,
-    i64,
-    i64,
-    u32,
-    String,
-);
-
 impl Store {
     /// Whether `dir` holds a store.
     pub fn exists(dir: &Path) -> bool {
@@ -237,23 +223,9 @@ impl Store {
             "SELECT key_id, description, created_ms, state, deletion_ms, pending_days, rotation_enabled,
                     rotation_period_days, last_rotation_ms, current_version, policy FROM keys",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], |r| Ok(key_from_row(r)))?;
         for row in rows {
-            let key = key_from_row(row?)?;
+            let key = row??;
             state.keys.insert(key.key_id.clone(), key);
         }
         let mut stmt = self
@@ -305,14 +277,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT ?1")?;
-        let rows = stmt.query_map([i64::try_from(n).unwrap_or(i64::MAX)], |r| {
-            Ok(StoredEntry {
-                seq: r.get(0)?,
-                json: r.get(1)?,
-                prev_hash: r.get(2)?,
-                hash: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map([i64::try_from(n).unwrap_or(i64::MAX)], stored_entry)?;
         let mut out = rows.collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
@@ -327,12 +292,7 @@ impl Store {
         let mut prev = audit::GENESIS.to_owned();
         let mut expected_seq = 1;
         while let Some(r) = rows.next()? {
-            let entry = StoredEntry {
-                seq: r.get(0)?,
-                json: r.get(1)?,
-                prev_hash: r.get(2)?,
-                hash: r.get(3)?,
-            };
+            let entry = stored_entry(r)?;
             let broken = |reason: String| AuditCheck::Broken {
                 seq: entry.seq,
                 reason,
@@ -365,32 +325,31 @@ impl Store {
     }
 }
 
-fn key_from_row(row: KeyRow) -> Result<KeyRecord> {
-    let (
-        key_id,
-        description,
-        created_ms,
-        state,
-        deletion_ms,
-        pending_days,
-        rotation_enabled,
-        rotation_period_days,
-        last_rotation_ms,
-        current_version,
-        policy_text,
-    ) = row;
+/// An audit row (`seq, entry, prev_hash, hash`).
+fn stored_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEntry> {
+    Ok(StoredEntry {
+        seq: r.get(0)?,
+        json: r.get(1)?,
+        prev_hash: r.get(2)?,
+        hash: r.get(3)?,
+    })
+}
+
+/// A key row (`SELECT` of every column of `keys`, in order).
+fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
+    let policy_text: String = r.get(10)?;
     let policy = KeyPolicy::parse(&policy_text).map_err(|e| StoreError::Policy(Box::new(e)))?;
     Ok(KeyRecord {
-        key_id,
-        description,
-        created_ms,
-        state: KeyState::parse(&state)?,
-        deletion_ms,
-        pending_days,
-        rotation_enabled,
-        rotation_period_days,
-        last_rotation_ms,
-        current_version,
+        key_id: r.get(0)?,
+        description: r.get(1)?,
+        created_ms: r.get(2)?,
+        state: KeyState::parse(&r.get::<_, String>(3)?)?,
+        deletion_ms: r.get(4)?,
+        pending_days: r.get(5)?,
+        rotation_enabled: r.get(6)?,
+        rotation_period_days: r.get(7)?,
+        last_rotation_ms: r.get(8)?,
+        current_version: r.get(9)?,
         policy_text,
         policy: Arc::new(policy),
     })
