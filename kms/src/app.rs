@@ -2,21 +2,18 @@
 //! (key resolution, key policy, key state, rate limit).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use base64::Engine as _;
 use cloister_attestation::{TrustAnchor, Verifier};
-use rusqlite::{Connection, params};
 
 use crate::error::{KmsError, Result};
 use crate::policy::{Decision, KeyPolicy, RequestContext};
 use crate::ratelimit::TokenBucket;
 use crate::rootkey::RootKey;
-use crate::state::{KeyRecord, KeyState, Principal, State, secret_label};
-use crate::store::{self, Writer};
+use crate::state::{KeyRecord, KeyState, Principal, State};
+use crate::store::{Store, Writer};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -33,24 +30,23 @@ pub struct Config {
     pub trust_roots: Vec<TrustAnchor>,
 }
 
-/// Everything a request handler needs.
+/// Everything a request handler needs: settings, the in-memory state, the store.
 pub struct App {
     /// Settings.
-    pub cfg: Config,
+    pub(crate) cfg: Config,
     /// The root key sealing key material at rest.
-    pub root: RootKey,
+    pub(crate) root: RootKey,
     /// In-memory view of the store.
     state: RwLock<State>,
     /// The store's writer.
-    pub writer: Writer,
+    pub(crate) writer: Writer,
     /// Serializes read-modify-write of keys and aliases.
-    pub mutate: tokio::sync::Mutex<()>,
+    pub(crate) mutate: tokio::sync::Mutex<()>,
     /// Attestation verifier: the AWS root plus `--trust-root`s, with a chain cache.
-    pub verifier: Verifier,
+    pub(crate) verifier: Verifier,
     limiter: Option<Mutex<TokenBucket>>,
-    reader: Mutex<Connection>,
-    /// The data directory.
-    pub data_dir: PathBuf,
+    /// A read-only connection, for principals added while the server runs.
+    reader: Mutex<Store>,
 }
 
 impl std::fmt::Debug for App {
@@ -61,91 +57,12 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// The ARN of the account's root principal.
-pub fn root_arn(account: &str) -> String {
-    format!("arn:aws:iam::{account}:root")
-}
-
-fn random_string(alphabet: &[u8], len: usize) -> Result<String> {
-    let mut bytes = vec![0u8; len];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| KmsError::Internal("no randomness".into()))?;
-    Ok(bytes
-        .iter()
-        .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
-        .collect())
-}
-
-/// Creates a principal row with fresh credentials; returns them.
-pub fn create_principal(conn: &Connection, root: &RootKey, arn: &str) -> Result<Principal> {
-    let access_key_id = format!(
-        "AKIA{}",
-        random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)?
-    );
-    let mut raw = [0u8; 30];
-    SystemRandom::new()
-        .fill(&mut raw)
-        .map_err(|_| KmsError::Internal("no randomness".into()))?;
-    let secret = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw));
-    let sealed = root.seal(&secret_label(&access_key_id), secret.as_bytes())?;
-    conn.execute(
-        "INSERT INTO principals (access_key_id, sealed_secret, arn, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![access_key_id, sealed, arn, now_ms()],
-    )
-    .map_err(KmsError::store)?;
-    Ok(Principal {
-        access_key_id,
-        secret,
-        arn: arn.to_owned(),
-    })
-}
-
-/// Opens (creating if needed) the store in `dir`: root key, schema, and the admin principal.
-pub fn init_store(dir: &Path, account: &str) -> anyhow::Result<(RootKey, Connection)> {
-    if !dir.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let root = RootKey::load_or_create(dir)?;
-    let mut conn = store::open(dir, false)?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let admin = root_arn(account);
-    let exists: i64 = tx.query_row(
-        "SELECT count(*) FROM principals WHERE arn = ?1",
-        [&admin],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
-        create_principal(&tx, &root, &admin)?;
-    }
-    tx.commit()?;
-    Ok((root, conn))
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    i64::try_from(cloister_attestation::Timestamp::now().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// What a cryptographic operation needs from a key, checked.
-#[derive(Debug, Clone)]
-pub struct UsableKey {
-    /// The key record.
-    pub key: KeyRecord,
-    /// Its ARN.
-    pub arn: String,
-}
-
 impl App {
-    /// Builds the application over an initialised store.
-    pub fn new(cfg: Config, root: RootKey, conn: Connection, data_dir: PathBuf) -> Result<Self> {
-        let state = State::load(&conn, &root)?;
-        let writer = Writer::start(conn)?;
-        let reader = store::open(&data_dir, true)?;
+    /// Builds the application over the store in `data_dir` that [`Store::init`] opened.
+    pub fn new(cfg: Config, root: RootKey, store: Store, data_dir: &Path) -> Result<Self> {
+        let state = store.load(&root)?;
+        let writer = store.start_writer()?;
+        let reader = Store::open_read_only(data_dir)?;
         let mut anchors = vec![TrustAnchor::aws_nitro_root_g1()];
         anchors.extend(cfg.trust_roots.iter().cloned());
         let limiter = cfg.rate.map(|r| Mutex::new(TokenBucket::new(r)));
@@ -158,22 +75,21 @@ impl App {
             mutate: tokio::sync::Mutex::new(()),
             limiter,
             reader: Mutex::new(reader),
-            data_dir,
         })
     }
 
     /// Read access to the in-memory state.
-    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+    pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies a change to the in-memory state (after it was persisted).
-    pub fn apply(&self, f: impl FnOnce(&mut State)) {
+    pub(crate) fn apply(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner));
     }
 
     /// `arn:aws:kms:<region>:<account>:key/<id>`.
-    pub fn key_arn(&self, key_id: &str) -> String {
+    pub(crate) fn key_arn(&self, key_id: &str) -> String {
         format!(
             "arn:aws:kms:{}:{}:key/{key_id}",
             self.cfg.region, self.cfg.account
@@ -181,7 +97,7 @@ impl App {
     }
 
     /// `arn:aws:kms:<region>:<account>:<alias/name>`.
-    pub fn alias_arn(&self, name: &str) -> String {
+    pub(crate) fn alias_arn(&self, name: &str) -> String {
         format!(
             "arn:aws:kms:{}:{}:{name}",
             self.cfg.region, self.cfg.account
@@ -190,13 +106,13 @@ impl App {
 
     /// Finds a principal by access key id: memory first, then the store (for principals added by
     /// `cloister-kms principal add` while the server runs).
-    pub fn principal(&self, access_key_id: &str) -> Result<Option<Principal>> {
+    pub(crate) fn principal(&self, access_key_id: &str) -> Result<Option<Principal>> {
         if let Some(p) = self.state().principals.get(access_key_id) {
             return Ok(Some(p.clone()));
         }
         let found = {
-            let conn = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            crate::state::load_principals(&conn, &self.root)?
+            let store = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            store.principals(&self.root)?
         };
         let hit = found
             .iter()
@@ -211,7 +127,7 @@ impl App {
     }
 
     /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
-    pub fn resolve(&self, key_ref: &str) -> Result<String> {
+    pub(crate) fn resolve(&self, key_ref: &str) -> Result<String> {
         let not_found = |what: &str| KmsError::NotFound(format!("{what} does not exist"));
         let prefix = format!("arn:aws:kms:{}:{}:", self.cfg.region, self.cfg.account);
         let local = if let Some(rest) = key_ref.strip_prefix(&prefix) {
@@ -246,7 +162,7 @@ impl App {
     }
 
     /// The key record for an id (after [`App::resolve`]).
-    pub fn key(&self, key_id: &str) -> Result<KeyRecord> {
+    pub(crate) fn key(&self, key_id: &str) -> Result<KeyRecord> {
         self.state().keys.get(key_id).cloned().ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(key_id)))
         })
@@ -275,7 +191,7 @@ impl App {
     }
 
     /// Checks the key policy for `action` with condition keys `conditions`.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         principal: &Principal,
         action: &str,
@@ -297,19 +213,34 @@ impl App {
     }
 
     /// Refuses cryptographic use of a key that is not Enabled.
-    pub fn check_usable(&self, key: &KeyRecord) -> Result<()> {
-        let arn = self.key_arn(&key.key_id);
+    pub(crate) fn check_usable(&self, key: &KeyRecord) -> Result<()> {
         match key.state {
             KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
-            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
-                "{arn} is pending deletion."
+            KeyState::Disabled => Err(KmsError::Disabled(format!(
+                "{} is disabled.",
+                self.key_arn(&key.key_id)
             ))),
+            KeyState::PendingDeletion => self.refuse_pending(key),
         }
     }
 
+    /// Refuses any change to a key pending deletion (KMSInvalidStateException).
+    pub(crate) fn refuse_pending(&self, key: &KeyRecord) -> Result<()> {
+        if key.state == KeyState::PendingDeletion {
+            return Err(KmsError::InvalidState(format!(
+                "{} is pending deletion.",
+                self.key_arn(&key.key_id)
+            )));
+        }
+        Ok(())
+    }
+
     /// The current key material of a key.
-    pub fn material(&self, key_id: &str, version: u32) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    pub(crate) fn material(
+        &self,
+        key_id: &str,
+        version: u32,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>> {
         self.state()
             .material
             .get(&(key_id.to_owned(), version))
@@ -318,7 +249,7 @@ impl App {
     }
 
     /// Takes a token for a cryptographic operation, or ThrottlingException.
-    pub fn throttle(&self) -> Result<()> {
+    pub(crate) fn throttle(&self) -> Result<()> {
         if let Some(l) = &self.limiter
             && !l.lock().unwrap_or_else(PoisonError::into_inner).take()
         {
@@ -328,7 +259,7 @@ impl App {
     }
 
     /// Parses a key policy and, unless bypassed, checks that it still lets the caller manage it.
-    pub fn checked_policy(
+    pub(crate) fn checked_policy(
         &self,
         text: &str,
         principal: &Principal,

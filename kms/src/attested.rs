@@ -12,14 +12,24 @@ use std::collections::HashMap;
 use cloister_attestation::recipient::{self, RecipientKey};
 use cloister_attestation::{PcrIndex, Policy, VerifiedDocument, VerifyAt};
 
+use serde::Deserialize;
+
 use crate::app::App;
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
-use crate::input::Input;
+use crate::input::{Base64, Member};
+
+/// The `Recipient` structure of an input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(crate) struct RecipientInput {
+    key_encryption_algorithm: Member<String>,
+    attestation_document: Member<Base64>,
+}
 
 /// A verified recipient.
 #[derive(Debug)]
-pub struct Recipient {
+pub(crate) struct Recipient {
     doc: VerifiedDocument,
     key: RecipientKey,
 }
@@ -27,18 +37,19 @@ pub struct Recipient {
 /// Largest attestation document accepted in a request, as AWS's model allows.
 const MAX_DOCUMENT: usize = 262_144;
 
-/// Reads and verifies `Recipient` if the input has one; records the attempt in the audit entry.
-pub fn from_input(app: &App, input: &Input, audit: &mut AuditEntry) -> Result<Option<Recipient>> {
-    let Some(r) = input.object("Recipient")? else {
-        return Ok(None);
-    };
-    r.enum_str("KeyEncryptionAlgorithm", &["RSAES_OAEP_SHA_256"])?;
-    if r.str("KeyEncryptionAlgorithm")?.is_none() {
+/// Verifies a `Recipient`; records the attempt in the audit entry.
+pub(crate) fn verify(app: &App, r: &RecipientInput, audit: &mut AuditEntry) -> Result<Recipient> {
+    let algorithm = r
+        .key_encryption_algorithm
+        .one_of("KeyEncryptionAlgorithm", &["RSAES_OAEP_SHA_256"])?;
+    if algorithm.is_none() {
         return Err(KmsError::validation(
             "Value null at 'recipient.keyEncryptionAlgorithm' failed to satisfy constraint: Member must not be null",
         ));
     }
-    let doc = r.req_blob("AttestationDocument", 1, MAX_DOCUMENT)?;
+    let doc = r
+        .attestation_document
+        .req_blob("AttestationDocument", 1, MAX_DOCUMENT)?;
     // Record what the document claims even if it is refused, for the audit trail.
     if let Ok(d) = cloister_attestation::decode(&doc) {
         audit.module_id = Some(d.document.module_id.clone());
@@ -59,12 +70,12 @@ pub fn from_input(app: &App, input: &Input, audit: &mut AuditEntry) -> Result<Op
             "Value at 'recipient.attestationDocument' does not carry a usable public key: {e}"
         ))
     })?;
-    Ok(Some(Recipient { doc: verified, key }))
+    Ok(Recipient { doc: verified, key })
 }
 
 impl Recipient {
     /// The `kms:RecipientAttestation:*` condition keys (lower-case names, lower-case hex values).
-    pub fn conditions(&self) -> HashMap<String, Vec<String>> {
+    pub(crate) fn conditions(&self) -> HashMap<String, Vec<String>> {
         let mut out = HashMap::new();
         for (index, value) in self.doc.pcrs.iter() {
             out.insert(
@@ -82,13 +93,13 @@ impl Recipient {
     }
 
     /// Encrypts `plaintext` to the enclave's key.
-    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        recipient::seal(&self.key, plaintext).map_err(|e| KmsError::Internal(e.to_string()))
+    pub(crate) fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        Ok(recipient::seal(&self.key, plaintext)?)
     }
 }
 
 /// Adds a recipient's condition keys (if any) to `conditions`.
-pub fn with_conditions(
+pub(crate) fn with_conditions(
     mut conditions: HashMap<String, Vec<String>>,
     r: Option<&Recipient>,
 ) -> HashMap<String, Vec<String>> {

@@ -23,13 +23,13 @@ const KEY_ID_LEN: usize = 36;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + 4;
 const TAG_LEN: usize = 16;
 /// Largest blob KMS accepts.
-pub const MAX_BLOB: usize = 6144;
+pub(crate) const MAX_BLOB: usize = 6144;
 
 /// An encryption context: string pairs, ordered by key.
-pub type EncryptionContext = BTreeMap<String, String>;
+pub(crate) type EncryptionContext = BTreeMap<String, String>;
 
 /// The length-prefixed, sorted encoding of a context.
-pub fn canonical_context(ec: &EncryptionContext) -> Vec<u8> {
+pub(crate) fn canonical_context(ec: &EncryptionContext) -> Vec<u8> {
     let mut out = Vec::new();
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
     out.extend_from_slice(&len32(ec.len()));
@@ -80,7 +80,7 @@ fn aead(material: &[u8; 32]) -> LessSafeKey {
 }
 
 /// Seals `plaintext` under `material` (key `key_id`, version `version`) bound to `ec`.
-pub fn seal(
+pub(crate) fn seal(
     key_id: &str,
     version: u32,
     material: &[u8; 32],
@@ -93,7 +93,7 @@ pub fn seal(
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
-        .map_err(|_| KmsError::Internal("no randomness".into()))?;
+        .map_err(|_| KmsError::no_randomness())?;
     let mut blob = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
     blob.push(VERSION);
     blob.extend_from_slice(key_id.as_bytes());
@@ -114,7 +114,7 @@ pub fn seal(
 }
 
 /// Opens a blob with the material its header names; any mismatch is InvalidCiphertext.
-pub fn open(
+pub(crate) fn open(
     blob: &[u8],
     material: &[u8; 32],
     ec: &EncryptionContext,

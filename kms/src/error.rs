@@ -1,11 +1,19 @@
-//! The KMS's one error type: every variant is an AWS KMS error name with AWS's HTTP status.
+//! The KMS's errors: [`KmsError`] for requests (every variant an AWS KMS error name with AWS's
+//! HTTP status), [`StoreError`] for the SQLite store, [`SetupError`] for starting up.
 //!
-//! The AWS error name (`__type`) is the stable code users search for; SDKs dispatch on it.
+//! The AWS error name (`__type`) is the stable code users search for; SDKs dispatch on it, and
+//! [`cloister_common::ErrorCode::code`] returns it.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
+use cloister_attestation::recipient::CmsError;
+use cloister_sigv4::SigV4Error;
 
 /// A refused or failed request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum KmsError {
     /// The key, alias or resource does not exist.
@@ -56,26 +64,56 @@ pub enum KmsError {
     /// No such operation.
     #[error("{0}")]
     UnknownOperation(String),
-    /// Authentication failed (SigV4), with the AWS name chosen by the signer check.
-    #[error("{message}")]
-    Auth {
-        /// AWS error name.
-        name: &'static str,
-        /// Message.
-        message: String,
-    },
+    /// Authentication failed (SigV4); the AWS name is the signer check's.
+    #[error("{0}")]
+    Auth(#[from] SigV4Error),
     /// Unknown access key.
     #[error("The security token included in the request is invalid.")]
     UnrecognizedClient,
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
-    /// Something failed inside the KMS (store, crypto); the message is safe to show.
+    /// The key store failed.
+    #[error("key store failure: {0}")]
+    Store(#[from] StoreError),
+    /// The answer for an attested recipient could not be built.
+    #[error("{0}")]
+    Recipient(#[from] CmsError),
+    /// Something else failed inside the KMS (randomness, crypto); the message is safe to show.
     #[error("{0}")]
     Internal(String),
 }
 
+/// Every AWS error name a [`KmsError`] can carry.
+pub(crate) const CODES: &[&str] = &[
+    "NotFoundException",
+    "DisabledException",
+    "KMSInvalidStateException",
+    "AlreadyExistsException",
+    "InvalidCiphertextException",
+    "IncorrectKeyException",
+    "ValidationException",
+    "AccessDeniedException",
+    "MalformedPolicyDocumentException",
+    "InvalidAliasNameException",
+    "InvalidArnException",
+    "InvalidMarkerException",
+    "UnsupportedOperationException",
+    "ThrottlingException",
+    "SerializationException",
+    "UnknownOperationException",
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "UnrecognizedClientException",
+    "LimitExceededException",
+    "KMSInternalException",
+];
+
 impl KmsError {
+    /// Every AWS error name this type can produce (see [`CODES`]).
+    pub const CODES: &'static [&'static str] = CODES;
+
     /// The AWS error name (`__type`).
     pub fn aws_name(&self) -> &'static str {
         match self {
@@ -95,10 +133,10 @@ impl KmsError {
             Self::Throttling(_) => "ThrottlingException",
             Self::Serialization(_) => "SerializationException",
             Self::UnknownOperation(_) => "UnknownOperationException",
-            Self::Auth { name, .. } => name,
+            Self::Auth(e) => e.aws_error(),
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::LimitExceeded(_) => "LimitExceededException",
-            Self::Internal(_) => "KMSInternalException",
+            Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
     }
 
@@ -109,25 +147,222 @@ impl KmsError {
             Self::Disabled(_) | Self::InvalidState(_) | Self::AlreadyExists(_) => {
                 StatusCode::CONFLICT
             }
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Auth {
-                name: "MissingAuthenticationTokenException",
-                ..
-            } => StatusCode::FORBIDDEN,
+            Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Auth(SigV4Error::Missing) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     /// `1 validation error detected: ...`, AWS's wording.
-    pub fn validation(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn validation(detail: impl std::fmt::Display) -> Self {
         Self::Validation(format!("1 validation error detected: {detail}"))
     }
 
-    /// A store failure.
-    pub fn store(e: impl std::fmt::Display) -> Self {
-        Self::Internal(format!("key store failure: {e}"))
+    /// The error a failed random number generator gives.
+    pub(crate) fn no_randomness() -> Self {
+        Self::Internal("no randomness".into())
+    }
+}
+
+impl cloister_common::ErrorCode for KmsError {
+    fn code(&self) -> Cow<'static, str> {
+        Cow::Borrowed(self.aws_name())
+    }
+
+    /// Every KMS error ends its request; only throttling invites the same request again.
+    fn is_fatal(&self) -> bool {
+        !matches!(self, Self::Throttling(_))
+    }
+}
+
+/// The SQLite store failed, or holds something it should not.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("{0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// An audit entry could not be encoded.
+    #[error("{0}")]
+    Json(#[source] Arc<serde_json::Error>),
+    /// A stored key policy no longer parses.
+    #[error("{0}")]
+    Policy(#[source] Box<KmsError>),
+    /// A stored principal secret is not UTF-8.
+    #[error("{0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+    /// A row holds a value no version of cloister-kms writes.
+    #[error("{0}")]
+    Corrupt(&'static str),
+    /// A key row holds an unknown state.
+    #[error("unknown key state {0:?}")]
+    UnknownState(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(Arc::new(e))
+    }
+}
+
+impl From<rusqlite::Error> for KmsError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Starting the KMS failed: the data directory, the root key, the store or the TLS material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The root key file is readable by group or others.
+    #[error("{} has mode {mode:o}; it must be 0600", path.display())]
+    RootKeyMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The root key file has the wrong size.
+    #[error("{} must hold exactly 32 bytes", path.display())]
+    RootKeySize {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The store could not be opened or initialised.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// The TLS certificates could not be made.
+    #[error("TLS certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The TLS material does not parse.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl From<StoreError> for SetupError {
+    fn from(e: StoreError) -> Self {
+        Self::Kms(e.into())
+    }
+}
+
+impl From<rusqlite::Error> for SetupError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Kms(e.into())
+    }
+}
+
+impl SetupError {
+    /// An I/O error on `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
     }
 }
 
 /// Result alias.
-pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use cloister_common::ErrorCode;
+
+    use super::*;
+
+    fn every_variant() -> Vec<KmsError> {
+        let s = || String::from("m");
+        vec![
+            KmsError::NotFound(s()),
+            KmsError::Disabled(s()),
+            KmsError::InvalidState(s()),
+            KmsError::AlreadyExists(s()),
+            KmsError::InvalidCiphertext(s()),
+            KmsError::IncorrectKey(s()),
+            KmsError::Validation(s()),
+            KmsError::AccessDenied(s()),
+            KmsError::MalformedPolicy(s()),
+            KmsError::InvalidAliasName(s()),
+            KmsError::InvalidArn(s()),
+            KmsError::InvalidMarker(s()),
+            KmsError::Unsupported(s()),
+            KmsError::Throttling(s()),
+            KmsError::Serialization(s()),
+            KmsError::UnknownOperation(s()),
+            KmsError::Auth(SigV4Error::Missing),
+            KmsError::Auth(SigV4Error::Malformed(s())),
+            KmsError::Auth(SigV4Error::Date(s())),
+            KmsError::Auth(SigV4Error::Scope(s())),
+            KmsError::Auth(SigV4Error::Mismatch),
+            KmsError::UnrecognizedClient,
+            KmsError::LimitExceeded(s()),
+            KmsError::Store(StoreError::Corrupt("x")),
+            KmsError::Recipient(CmsError::Encrypt(s())),
+            KmsError::Internal(s()),
+        ]
+    }
+
+    #[test]
+    fn every_variant_names_a_listed_aws_error() {
+        let all = every_variant();
+        for e in &all {
+            assert!(KmsError::CODES.contains(&e.aws_name()), "{e:?}");
+            assert_eq!(e.code(), e.aws_name());
+        }
+        // And every listed name is produced by some variant.
+        for code in CODES {
+            assert!(all.iter().any(|e| e.aws_name() == *code), "{code} unused");
+        }
+    }
+
+    #[test]
+    fn statuses_and_messages_are_aws_s() {
+        assert_eq!(
+            KmsError::Auth(SigV4Error::Missing).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            KmsError::NotFound("x".into()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            KmsError::Disabled("x".into()).status(),
+            StatusCode::CONFLICT
+        );
+        let store = KmsError::Store(StoreError::Corrupt("bad row"));
+        assert_eq!(store.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(store.to_string(), "key store failure: bad row");
+        assert!(std::error::Error::source(&store).is_some());
+        assert!(!KmsError::Throttling("x".into()).is_fatal());
+        assert!(KmsError::AccessDenied("x".into()).is_fatal());
+        assert_eq!(
+            KmsError::validation("Value x").to_string(),
+            "1 validation error detected: Value x"
+        );
+    }
+}

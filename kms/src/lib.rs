@@ -5,21 +5,37 @@
 //! key policies (including `kms:RecipientAttestation:*` conditions on verified PCRs), binds
 //! encryption context unambiguously, keeps every rotated key version, refuses disabled and
 //! pending-deletion keys, audits every request in a hash chain, and persists durably in SQLite.
+//!
+//! The API is what the `cloister-kms` binary needs: [`Store::init`] opens a data directory,
+//! [`App::new`] builds the service over it, [`router`] serves it (and [`server_config`] its TLS),
+//! [`App::housekeeping`] rotates and deletes keys when due. [`blob`] reads a ciphertext blob's
+//! header; [`policy`] and [`decode_input`] are public for the fuzz targets.
 
-pub mod app;
-pub mod attested;
-pub mod audit;
+mod app;
+mod attested;
+mod audit;
 pub mod blob;
-pub mod error;
-pub mod input;
-pub mod ops;
+mod error;
+mod input;
+mod ops;
 pub mod policy;
-pub mod ratelimit;
-pub mod rootkey;
-pub mod server;
-pub mod state;
-pub mod store;
-pub mod tls;
+mod ratelimit;
+mod rootkey;
+mod server;
+mod state;
+mod store;
+mod tls;
 
 pub use app::{App, Config};
-pub use error::KmsError;
+pub use error::{KmsError, SetupError, StoreError};
+pub use rootkey::RootKey;
+pub use server::router;
+pub use state::Principal;
+pub use store::{AuditCheck, Store, StoredEntry};
+pub use tls::server_config;
+
+/// Decodes a request body as operation `op`'s typed input (what the server does before it
+/// touches any key); an error is the answer the server would give.
+pub fn decode_input(op: &str, body: &[u8]) -> Result<(), KmsError> {
+    ops::decode(op, body)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
-use cloister_kms::{App, Config, app, audit, server, store, tls};
+use cloister_kms::{App, AuditCheck, Config, Principal, Store, router, server_config};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,9 +102,9 @@ enum AuditCommand {
     },
 }
 
-fn print_credentials(p: &cloister_kms::state::Principal) {
-    println!("AWS_ACCESS_KEY_ID={}", p.access_key_id);
-    println!("AWS_SECRET_ACCESS_KEY={}", p.secret.as_str());
+fn print_credentials(p: &Principal) {
+    println!("AWS_ACCESS_KEY_ID={}", p.access_key_id());
+    println!("AWS_SECRET_ACCESS_KEY={}", p.secret());
 }
 
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     TrustAnchor::all_from_pem(&pem).with_context(|| format!("{}", p.display()))?,
                 );
             }
-            let (root, conn) = app::init_store(&data_dir, &account)?;
+            let (root, store) = Store::init(&data_dir, &account)?;
             let _lock = lock_data_dir(&data_dir)?;
             let cfg = Config {
                 region,
@@ -169,10 +169,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 trust_roots: roots,
             };
             let tls = match tls_listen {
-                Some(addr) => Some((addr, tls::server_config(&data_dir)?)),
+                Some(addr) => Some((addr, server_config(&data_dir)?)),
                 None => None,
             };
-            let app = Arc::new(App::new(cfg, root, conn, data_dir)?);
+            let app = Arc::new(App::new(cfg, root, store, &data_dir)?);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -180,14 +180,11 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Credentials { data_dir, account } => {
-            let (root, conn) = app::init_store(&data_dir, &account)?;
-            let admin = app::root_arn(&account);
-            let all = cloister_kms::state::load_principals(&conn, &root)?;
-            let p = all
-                .iter()
-                .find(|p| p.arn == admin)
+            let (root, store) = Store::init(&data_dir, &account)?;
+            let p = store
+                .admin(&root, &account)?
                 .context("no admin principal for this account")?;
-            print_credentials(p);
+            print_credentials(&p);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Principal(PrincipalCommand::Add {
@@ -198,14 +195,13 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if !(arn.starts_with("arn:aws:iam::") || arn.starts_with("arn:aws:sts::")) {
                 bail!("--arn must be an IAM or STS ARN (arn:aws:iam::<account>:...)");
             }
-            let (root, conn) = app::init_store(&data_dir, &account)?;
-            let p = app::create_principal(&conn, &root, &arn)?;
+            let (root, store) = Store::init(&data_dir, &account)?;
+            let p = store.add_principal(&root, &arn)?;
             print_credentials(&p);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Tail { data_dir, n }) => {
-            let conn = open_existing(&data_dir)?;
-            for e in audit::tail(&conn, n)? {
+            for e in open_existing(&data_dir)?.audit_tail(n)? {
                 println!(
                     "{{\"seq\":{},\"hash\":\"{}\",\"entry\":{}}}",
                     e.seq, e.hash, e.json
@@ -214,13 +210,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify { data_dir }) => {
-            let conn = open_existing(&data_dir)?;
-            match audit::verify(&conn)? {
-                Ok(n) => {
+            match open_existing(&data_dir)?.verify_audit()? {
+                AuditCheck::Intact(n) => {
                     println!("audit log intact: {n} entries");
                     Ok(std::process::ExitCode::SUCCESS)
                 }
-                Err((seq, reason)) => {
+                AuditCheck::Broken { seq, reason } => {
                     println!("audit log BROKEN at entry {seq}: {reason}");
                     Ok(std::process::ExitCode::from(1))
                 }
@@ -229,13 +224,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-fn open_existing(dir: &Path) -> Result<rusqlite::Connection> {
-    anyhow::ensure!(
-        dir.join(store::DB_FILE).exists(),
-        "no KMS store in {}",
-        dir.display()
-    );
-    Ok(store::open(dir, true)?)
+fn open_existing(dir: &Path) -> Result<Store> {
+    anyhow::ensure!(Store::exists(dir), "no KMS store in {}", dir.display());
+    Ok(Store::open_read_only(dir)?)
 }
 
 async fn shutdown_signal(tx: watch::Sender<bool>) {
@@ -258,7 +249,7 @@ async fn serve(
     listen: SocketAddr,
     tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 ) -> Result<()> {
-    let router = server::router(app.clone());
+    let router = router(app.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
 
@@ -317,7 +308,7 @@ async fn serve(
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                 _ = rx.wait_for(|s| *s) => return Ok(()),
             }
-            match cloister_kms::ops::housekeeping(&housekeeping_app).await {
+            match housekeeping_app.housekeeping().await {
                 Ok((0, 0)) => {}
                 Ok((r, d)) => tracing::info!(rotated = r, deleted = d, "housekeeping"),
                 Err(e) => tracing::error!("housekeeping: {e}"),

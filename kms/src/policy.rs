@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::error::{KmsError, Result};
 
 /// The largest policy document accepted.
-pub const MAX_POLICY_LEN: usize = 131_072;
+pub(crate) const MAX_POLICY_LEN: usize = 131_072;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
@@ -163,7 +163,7 @@ impl KeyPolicy {
     }
 
     /// The default policy: the account root may do everything.
-    pub fn default_text(account: &str) -> String {
+    pub(crate) fn default_text(account: &str) -> String {
         serde_json::json!({
             "Version": "2012-10-17",
             "Id": "key-default-1",
@@ -195,11 +195,6 @@ impl KeyPolicy {
         } else {
             Decision::ImplicitDeny
         }
-    }
-
-    /// Sids of the statements, for tests and messages.
-    pub fn sids(&self) -> Vec<Option<&str>> {
-        self.statements.iter().map(|s| s.sid.as_deref()).collect()
     }
 }
 
@@ -324,7 +319,7 @@ fn parse_statement(v: &Value) -> Result<Statement> {
 }
 
 /// `*` and `?` glob matching, optionally case-insensitive.
-pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
         (
             pattern.to_lowercase().chars().collect(),

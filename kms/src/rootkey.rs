@@ -5,19 +5,18 @@
 //! every key. Records are sealed with AES-256-GCM, the record's identity bound as AAD so a sealed
 //! value cannot be moved to another row.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::error::{KmsError, Result};
+use crate::error::{KmsError, Result, SetupError};
 
 /// File name of the root key inside the data directory.
-pub const ROOT_KEY_FILE: &str = "root.key";
+pub(crate) const ROOT_KEY_FILE: &str = "root.key";
 
 /// The loaded root key.
 pub struct RootKey(LessSafeKey);
@@ -31,58 +30,46 @@ impl std::fmt::Debug for RootKey {
 impl RootKey {
     /// Loads `<dir>/root.key`, creating it (0600) on first start. Refuses a key file readable by
     /// group or others, or of the wrong size.
-    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+    pub fn load_or_create(dir: &Path) -> Result<Self, SetupError> {
         let path = dir.join(ROOT_KEY_FILE);
         let mut bytes = Zeroizing::new([0u8; 32]);
         if path.exists() {
-            let meta = std::fs::metadata(&path)?;
+            let meta = std::fs::metadata(&path).map_err(SetupError::io(&path))?;
             let mode = meta.permissions().mode() & 0o777;
-            anyhow::ensure!(
-                mode & 0o077 == 0,
-                "{} has mode {mode:o}; it must be 0600",
-                path.display()
-            );
-            let mut f = std::fs::File::open(&path)?;
+            if mode & 0o077 != 0 {
+                return Err(SetupError::RootKeyMode { path, mode });
+            }
             let mut buf = Zeroizing::new(Vec::new());
-            f.read_to_end(&mut buf)?;
-            anyhow::ensure!(
-                buf.len() == 32,
-                "{} must hold exactly 32 bytes",
-                path.display()
-            );
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(SetupError::io(&path))?;
+            if buf.len() != 32 {
+                return Err(SetupError::RootKeySize { path });
+            }
             bytes.copy_from_slice(&buf);
         } else {
             SystemRandom::new()
                 .fill(bytes.as_mut())
-                .map_err(|_| anyhow::anyhow!("no randomness"))?;
-            let tmp = dir.join(".root.key.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(bytes.as_ref())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
+                .map_err(|_| KmsError::no_randomness())?;
+            cloister_common::fs::write_atomically(&path, bytes.as_ref(), 0o600)
+                .map_err(SetupError::io(&path))?;
         }
         Ok(Self::from_bytes(&bytes))
     }
 
     /// A root key from raw bytes (tests).
-    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+    pub(crate) fn from_bytes(bytes: &[u8; 32]) -> Self {
         // A 32-byte key is always valid for AES-256-GCM.
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
         Self(LessSafeKey::new(unbound))
     }
 
     /// Seals `plaintext` bound to `label` (e.g. `key-material/<id>/<version>`): nonce ‖ ct ‖ tag.
-    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
-            .map_err(|_| KmsError::Internal("no randomness".into()))?;
+            .map_err(|_| KmsError::no_randomness())?;
         let mut buf = plaintext.to_vec();
         self.0
             .seal_in_place_append_tag(
@@ -97,7 +84,7 @@ impl RootKey {
     }
 
     /// Opens what [`RootKey::seal`] sealed under the same label.
-    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub(crate) fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let bad = || {
             KmsError::Internal(format!(
                 "stored record {label} does not open under the root key"

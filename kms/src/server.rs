@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 
-use crate::app::{App, now_ms};
-use crate::audit::{self, AuditEntry};
+use crate::app::App;
+use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
-use crate::input::Input;
-use crate::ops::{self, Call};
+use crate::input::Body;
+use crate::ops;
 use crate::state::Principal;
+use crate::store::now_ms;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 512 * 1024;
@@ -38,12 +39,11 @@ fn authenticate(
 ) -> Result<Principal> {
     let auth_header = headers
         .get(header::AUTHORIZATION)
-        .ok_or(cloister_sigv4::SigV4Error::Missing)
-        .map_err(auth_err)?;
+        .ok_or(cloister_sigv4::SigV4Error::Missing)?;
     let auth_header = auth_header
         .to_str()
-        .map_err(|_| auth_err(cloister_sigv4::SigV4Error::Malformed("not ASCII".into())))?;
-    let auth = cloister_sigv4::parse_authorization(auth_header).map_err(auth_err)?;
+        .map_err(|_| cloister_sigv4::SigV4Error::Malformed("not ASCII".into()))?;
+    let auth = cloister_sigv4::parse_authorization(auth_header)?;
     let principal = app
         .principal(&auth.access_key_id)?
         .ok_or(KmsError::UnrecognizedClient)?;
@@ -65,16 +65,8 @@ fn authenticate(
         &app.cfg.region,
         "kms",
         time::OffsetDateTime::now_utc(),
-    )
-    .map_err(auth_err)?;
+    )?;
     Ok(principal)
-}
-
-fn auth_err(e: cloister_sigv4::SigV4Error) -> KmsError {
-    KmsError::Auth {
-        name: e.aws_error(),
-        message: e.to_string(),
-    }
 }
 
 async fn handle(
@@ -119,11 +111,7 @@ async fn handle(
     };
     tracing::info!(request_id, principal = %entry.principal, op = %entry.operation, key = ?entry.key_id, outcome = %status_line, "request");
     // The answer waits until its audit entry is durable.
-    let result = match app
-        .writer
-        .write(move |tx, st| audit::append(tx, st, &entry))
-        .await
-    {
+    let result = match app.writer.append_audit(entry).await {
         Ok(()) => result,
         Err(e) => Err(e),
     };
@@ -151,20 +139,11 @@ async fn serve(
             "Missing or unknown X-Amz-Target".into(),
         ));
     }
-    let input = Input::parse(body)?;
+    let body = Body::parse(body)?;
     if ops::is_cryptographic(op) {
         app.throttle()?;
     }
-    ops::dispatch(
-        op,
-        Call {
-            app,
-            principal: &principal,
-            input,
-            audit: entry,
-        },
-    )
-    .await
+    ops::dispatch(op, app, &principal, body, entry).await
 }
 
 fn respond(result: Result<Value>, request_id: &str) -> Response {

@@ -4,43 +4,42 @@
 //! against this CA (baked into its image), so the host relays bytes it can neither read nor
 //! forge. `<data-dir>/tls/ca.pem` is what clients pin; the server key is 0600.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
 
-/// The CA certificate clients pin.
-pub const CA_FILE: &str = "tls/ca.pem";
+use crate::error::SetupError;
+
+/// The CA certificate clients pin, relative to the data directory.
+pub(crate) const CA_FILE: &str = "tls/ca.pem";
 const CERT_FILE: &str = "tls/server.pem";
 const KEY_FILE: &str = "tls/server.key";
 
 /// DNS names and addresses the server certificate covers.
-pub const SERVER_NAMES: [&str; 3] = ["localhost", "kms.cloister.internal", "127.0.0.1"];
+pub(crate) const SERVER_NAMES: [&str; 3] = ["localhost", "kms.cloister.internal", "127.0.0.1"];
 
-/// Loads the server certificate, creating a CA and certificate on first use.
-pub fn server_config(dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// Loads the server certificate from `<dir>/tls`, creating a CA and certificate on first use.
+pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError> {
     let (cert_pem, key_pem) = if dir.join(CERT_FILE).exists() {
-        (
-            std::fs::read_to_string(dir.join(CERT_FILE))?,
-            zeroize::Zeroizing::new(std::fs::read_to_string(dir.join(KEY_FILE))?),
-        )
+        (read(dir, CERT_FILE)?, read(dir, KEY_FILE)?)
     } else {
         create(dir)?
     };
-    let cert = pem_blocks(&cert_pem, "CERTIFICATE")?
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect::<Vec<_>>();
-    let key_der = pem_blocks(&key_pem, "PRIVATE KEY")?
-        .into_iter()
-        .next()
-        .context("no private key in server.key")?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    let pem_err = |rel: &str| {
+        let path = dir.join(rel);
+        move |source| SetupError::Pem { path, source }
+    };
+    let cert = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(CERT_FILE))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(pem_err(KEY_FILE))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -49,30 +48,24 @@ pub fn server_config(dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-fn pem_blocks(text: &str, label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    use base64::Engine as _;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let after = &rest[start + begin.len()..];
-        let stop = after.find(&end).context("unterminated PEM block")?;
-        let body: String = after[..stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        out.push(base64::engine::general_purpose::STANDARD.decode(body)?);
-        rest = &after[stop + end.len()..];
-    }
-    Ok(out)
+/// PEM text; the server key's is secret.
+type Pem = Zeroizing<Vec<u8>>;
+
+fn read(dir: &Path, rel: &str) -> Result<Pem, SetupError> {
+    let path = dir.join(rel);
+    std::fs::read(&path)
+        .map(Zeroizing::new)
+        .map_err(SetupError::io(path))
 }
 
-fn create(dir: &Path) -> anyhow::Result<(String, zeroize::Zeroizing<String>)> {
+/// Makes the CA and the server certificate; returns the certificate's and the key's PEM.
+fn create(dir: &Path) -> Result<(Pem, Pem), SetupError> {
+    let tls_dir = dir.join("tls");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir.join("tls"))?;
+        .create(&tls_dir)
+        .map_err(SetupError::io(&tls_dir))?;
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name
@@ -104,26 +97,40 @@ fn create(dir: &Path) -> anyhow::Result<(String, zeroize::Zeroizing<String>)> {
     p.not_before = not_before;
     p.not_after = now + time::Duration::days(825);
     let cert = p.signed_by(&key, &issuer)?;
-    let cert_pem = cert.pem();
-    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let cert_pem = Zeroizing::new(cert.pem().into_bytes());
+    let key_pem = Zeroizing::new(key.serialize_pem().into_bytes());
     write(dir, CA_FILE, ca_cert.pem().as_bytes(), 0o644)?;
-    write(dir, KEY_FILE, key_pem.as_bytes(), 0o600)?;
-    write(dir, CERT_FILE, cert_pem.as_bytes(), 0o644)?;
+    write(dir, KEY_FILE, &key_pem, 0o600)?;
+    write(dir, CERT_FILE, &cert_pem, 0o644)?;
     Ok((cert_pem, key_pem))
 }
 
-fn write(dir: &Path, rel: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
+fn write(dir: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), SetupError> {
     let path = dir.join(rel);
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
+    cloister_common::fs::write_atomically(&path, bytes, mode).map_err(SetupError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn material_is_made_once_with_a_private_key_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        server_config(dir.path()).unwrap();
+        let ca = std::fs::read(dir.path().join(CA_FILE)).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        server_config(dir.path()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(CA_FILE)).unwrap(), ca);
+        std::fs::write(dir.path().join(KEY_FILE), b"not pem").unwrap();
+        let err = server_config(dir.path()).unwrap_err();
+        assert!(matches!(err, SetupError::Pem { .. }), "{err}");
+    }
 }

@@ -1,13 +1,16 @@
 //! The KMS API over real HTTP against a started cloister-kms: operations, errors, auth, state.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::io::{Read, Write};
 
 use cloister_kms_client::{ClientError, b64, blob};
-use common::*;
+use cloister_tests::kms::{KmsBinary, rt};
 use serde_json::{Value, json};
+
+/// The binary under test.
+fn kms_bin() -> KmsBinary {
+    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
+}
 
 fn code(r: Result<Value, ClientError>) -> String {
     match r {
@@ -19,8 +22,8 @@ fn code(r: Result<Value, ClientError>) -> String {
 #[test]
 fn key_lifecycle_and_cryptography() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let server = start(dir.path(), &[]);
+    let creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &[]);
     let kms = server.client(creds);
     rt().block_on(async {
         let key = kms.call("CreateKey", &json!({"Description": "test"})).await.unwrap()["KeyMetadata"].clone();
@@ -135,8 +138,8 @@ fn raw_post(addr: &str, headers: &str, body: &str) -> String {
 #[test]
 fn authentication_is_required_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let mut creds = admin(dir.path());
-    let server = start(dir.path(), &[]);
+    let mut creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &[]);
     let r = raw_post(
         &server.addr,
         "X-Amz-Target: TrentService.ListKeys\r\nContent-Type: application/x-amz-json-1.1\r\n",
@@ -187,10 +190,10 @@ fn authentication_is_required_and_checked() {
 #[test]
 fn key_policies_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let root = admin(dir.path());
+    let root = kms_bin().admin(dir.path());
     let app_role = "arn:aws:iam::111122223333:role/app";
-    let app_creds = add_principal(dir.path(), app_role);
-    let server = start(dir.path(), &[]);
+    let app_creds = kms_bin().add_principal(dir.path(), app_role);
+    let server = kms_bin().start(dir.path(), &[]);
     let (kms, app) = (server.client(root), server.client(app_creds));
     rt().block_on(async {
         let id = kms.call("CreateKey", &json!({})).await.unwrap()["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
@@ -226,8 +229,8 @@ fn key_policies_are_enforced() {
 #[test]
 fn throttling_beyond_the_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let server = start(dir.path(), &["--rate", "5"]);
+    let creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &["--rate", "5"]);
     let kms = server.client(creds).with_retry(cloister_kms_client::Retry {
         attempts: 1,
         ..Default::default()
@@ -248,7 +251,7 @@ fn throttling_beyond_the_rate() {
         kms.call("ListKeys", &json!({})).await.unwrap();
     });
     // A client with retries gets through with backoff.
-    let patient = server.client(admin(dir.path()));
+    let patient = server.client(kms_bin().admin(dir.path()));
     rt().block_on(async {
         for _ in 0..8 {
             patient
@@ -262,8 +265,8 @@ fn throttling_beyond_the_rate() {
 #[test]
 fn a_second_server_on_the_same_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = start(dir.path(), &[]);
-    let out = std::process::Command::new(BIN)
+    let _first = kms_bin().start(dir.path(), &[]);
+    let out = std::process::Command::new(kms_bin().path())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -275,12 +278,12 @@ fn a_second_server_on_the_same_store_refuses_to_start() {
 #[test]
 fn tls_listener_serves_the_same_api_with_its_own_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let server = start(dir.path(), &["--tls-listen", "127.0.0.1:0"]);
+    let creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &["--tls-listen", "127.0.0.1:0"]);
     let https = {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let log = server.log.lock().unwrap().clone();
+            let log = server.log();
             if let Some(a) = log.split("listening on https://").nth(1) {
                 break a.lines().next().unwrap().trim().to_owned();
             }
@@ -303,7 +306,7 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
         assert_eq!(blob(&r, "Plaintext").unwrap().len(), 16);
         // A client that trusts another CA refuses the server.
         let other_dir = tempfile::tempdir().unwrap();
-        let _ = cloister_kms::tls::server_config(other_dir.path()).unwrap();
+        let _ = cloister_kms::server_config(other_dir.path()).unwrap();
         let other_ca = std::fs::read(other_dir.path().join("tls/ca.pem")).unwrap();
         let tcp = cloister_kms_client::TcpConnector(https.clone());
         let tls = cloister_kms_client::TlsConnector::new(tcp, "localhost", &other_ca).unwrap();
@@ -325,7 +328,7 @@ fn tls_listener_serves_the_same_api_with_its_own_ca() {
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), &[]);
+    let mut server = kms_bin().start(dir.path(), &[]);
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -344,5 +347,38 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(server.log.lock().unwrap().contains("stopped"));
+    assert!(server.log().contains("stopped"));
+}
+
+#[test]
+fn the_harness_serves_tls_with_extra_trust_roots_as_the_pipeline_needs() {
+    let pki =
+        cloister_attestation::dev_signer::DevPki::generate(cloister_attestation::Timestamp::now())
+            .unwrap();
+    let pki_dir = tempfile::tempdir().unwrap();
+    let root = pki_dir.path().join("root.pem");
+    std::fs::write(&root, pki.root_pem()).unwrap();
+    let server = kms_bin().start_temp(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--trust-root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(server.https.is_some(), "{}", server.log());
+    let env = server.admin_env();
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "AWS_ACCESS_KEY_ID" && v.starts_with("AKIA"))
+    );
+    let tls = server.tls_client(server.admin());
+    rt().block_on(async {
+        let r = tls
+            .call("GenerateRandom", &json!({"NumberOfBytes": 16}))
+            .await
+            .unwrap();
+        assert_eq!(blob(&r, "Plaintext").unwrap().len(), 16);
+    });
+    assert_eq!(server.audit_tail(5).len(), 1);
+    let (intact, out) = server.audit_verify();
+    assert!(intact, "{out}");
 }

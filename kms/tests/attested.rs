@@ -2,8 +2,6 @@
 //! whose PCRs satisfy the key policy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
@@ -12,8 +10,13 @@ use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
 use cloister_attestation::recipient::RecipientPrivateKey;
 use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
 use cloister_kms_client::{b64, blob};
-use common::*;
+use cloister_tests::kms::{KmsBinary, rt};
 use serde_json::{Value, json};
+
+/// The binary under test.
+fn kms_bin() -> KmsBinary {
+    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
+}
 
 const ENCLAVE_ROLE: &str = "arn:aws:iam::111122223333:role/enclave";
 
@@ -67,9 +70,9 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
     let root_pem = dir.path().join("dev-root.pem");
     std::fs::write(&root_pem, pki.root_pem()).unwrap();
     let data = dir.path().join("kms");
-    let admin_creds = admin(&data);
-    let enclave_creds = add_principal(&data, ENCLAVE_ROLE);
-    let server = start(
+    let admin_creds = kms_bin().admin(&data);
+    let enclave_creds = kms_bin().add_principal(&data, ENCLAVE_ROLE);
+    let server = kms_bin().start(
         &data,
         &[
             "--trust-root",
@@ -164,7 +167,7 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
             .contains("ATT-STALE")
     }));
     assert!(attested.iter().all(|e| e["principal"] == ENCLAVE_ROLE));
-    let v = std::process::Command::new(BIN)
+    let v = std::process::Command::new(kms_bin().path())
         .args(["audit", "verify", "--data-dir"])
         .arg(&data)
         .output()
@@ -175,8 +178,8 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
 #[test]
 fn without_trust_root_the_dev_pki_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let server = start(dir.path(), &[]);
+    let creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &[]);
     let kms = server.client(creds);
     let pki = DevPki::generate(Timestamp::now()).unwrap();
     let e = enclave();

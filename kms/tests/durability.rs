@@ -2,20 +2,23 @@
 //! the audit chain is intact.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloister_kms_client::blob;
-use common::*;
+use cloister_tests::kms::{KmsBinary, rt};
 use serde_json::{Value, json};
+
+/// The binary under test.
+fn kms_bin() -> KmsBinary {
+    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
+}
 
 #[test]
 fn answered_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let mut server = start(dir.path(), &[]);
+    let creds = kms_bin().admin(dir.path());
+    let mut server = kms_bin().start(dir.path(), &[]);
     /// (key id, ciphertext blob, data key) of every answered GenerateDataKey.
     type Answered = Vec<(String, Value, Vec<u8>)>;
     let answered: Arc<Mutex<Answered>> = Arc::default();
@@ -54,7 +57,7 @@ fn answered_writes_survive_kill_9() {
         answered.len()
     );
 
-    let server = start(dir.path(), &[]);
+    let server = kms_bin().start(dir.path(), &[]);
     let kms = server.client(creds);
     rt.block_on(async {
         for (id, ct, plain) in &answered {
@@ -71,7 +74,7 @@ fn answered_writes_survive_kill_9() {
             assert_eq!(&blob(&p, "Plaintext").unwrap(), plain);
         }
     });
-    let v = std::process::Command::new(BIN)
+    let v = std::process::Command::new(kms_bin().path())
         .args(["audit", "verify", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -82,8 +85,8 @@ fn answered_writes_survive_kill_9() {
 #[test]
 fn audit_verify_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = admin(dir.path());
-    let server = start(dir.path(), &[]);
+    let creds = kms_bin().admin(dir.path());
+    let server = kms_bin().start(dir.path(), &[]);
     let kms = server.client(creds);
     rt().block_on(async {
         for _ in 0..5 {
@@ -92,7 +95,7 @@ fn audit_verify_names_the_first_tampered_entry() {
     });
     drop(server);
     let verify = || {
-        std::process::Command::new(BIN)
+        std::process::Command::new(kms_bin().path())
             .args(["audit", "verify", "--data-dir"])
             .arg(dir.path())
             .output()

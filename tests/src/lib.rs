@@ -2,8 +2,11 @@
 //!
 //! Tests here drive `cloister` (and later `cloister-kms`, `cloister-enclave`) as a user does,
 //! as separate processes, so they exercise argument parsing, exit codes and real I/O. Helpers
-//! panic on a broken environment: they only ever run inside tests.
+//! panic on a broken environment: they only ever run inside tests. [`kms`] starts a real
+//! `cloister-kms` for any test that needs one.
 #![allow(clippy::panic)]
+
+pub mod kms;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

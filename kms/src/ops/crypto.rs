@@ -1,0 +1,556 @@
+//! Cryptography: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
+//! GenerateRandom. The encryption context is bound into every blob and offered to the key policy
+//! as condition keys; with an attested `Recipient`, the secret leaves only wrapped to the
+//! enclave's key.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::shared::{Call, MAX_KEY_ID, ec_conditions, random_bytes};
+use crate::attested::{self, Recipient, RecipientInput};
+use crate::blob::{self, EncryptionContext};
+use crate::error::{KmsError, Result};
+use crate::input::{Base64, Map, Member, Structure, b64};
+use crate::state::KeyRecord;
+
+/// Encrypt's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct EncryptInput {
+    key_id: Member<String>,
+    plaintext: Member<Base64>,
+    encryption_context: Member<Map>,
+    encryption_algorithm: Member<String>,
+}
+
+/// Decrypt's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct DecryptInput {
+    key_id: Member<String>,
+    ciphertext_blob: Member<Base64>,
+    encryption_context: Member<Map>,
+    encryption_algorithm: Member<String>,
+    recipient: Member<Structure<RecipientInput>>,
+}
+
+/// ReEncrypt's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct ReEncryptInput {
+    ciphertext_blob: Member<Base64>,
+    source_encryption_context: Member<Map>,
+    destination_encryption_context: Member<Map>,
+    source_encryption_algorithm: Member<String>,
+    destination_encryption_algorithm: Member<String>,
+    source_key_id: Member<String>,
+    destination_key_id: Member<String>,
+}
+
+/// GenerateDataKey's and GenerateDataKeyWithoutPlaintext's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct DataKeyInput {
+    key_id: Member<String>,
+    key_spec: Member<String>,
+    number_of_bytes: Member<i64>,
+    encryption_context: Member<Map>,
+    recipient: Member<Structure<RecipientInput>>,
+}
+
+/// GenerateRandom's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct RandomInput {
+    custom_key_store_id: Member<String>,
+    number_of_bytes: Member<i64>,
+    recipient: Member<Structure<RecipientInput>>,
+}
+
+fn algorithm(member: &Member<String>, field: &str) -> Result<()> {
+    match member.one_of(
+        field,
+        &[
+            "SYMMETRIC_DEFAULT",
+            "RSAES_OAEP_SHA_1",
+            "RSAES_OAEP_SHA_256",
+            "SM2PKE",
+        ],
+    )? {
+        None | Some("SYMMETRIC_DEFAULT") => Ok(()),
+        Some(other) => Err(KmsError::Unsupported(format!(
+            "{other} is not valid for a SYMMETRIC_DEFAULT key"
+        ))),
+    }
+}
+
+/// Seals `plaintext` under the key's newest material.
+fn seal_under(
+    call: &mut Call<'_>,
+    key: &KeyRecord,
+    plaintext: &[u8],
+    ec: &EncryptionContext,
+) -> Result<Vec<u8>> {
+    let version = key.current_version;
+    call.audit.key_version = Some(version);
+    let material = call.app.material(&key.key_id, version)?;
+    blob::seal(&key.key_id, version, &material, plaintext, ec)
+}
+
+/// The verified recipient, if the input has one; the attempt is audited.
+fn recipient(
+    call: &mut Call<'_>,
+    member: &Member<Structure<RecipientInput>>,
+) -> Result<Option<Recipient>> {
+    match member.structure("Recipient")? {
+        Some(r) => attested::verify(call.app, r, call.audit).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn encrypt(mut call: Call<'_>) -> Result<Value> {
+    let i: EncryptInput = call.input()?;
+    let plaintext = Zeroizing::new(i.plaintext.req_blob("Plaintext", 1, 4096)?);
+    let ec = i.encryption_context.context("EncryptionContext")?;
+    algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
+    call.audit.encryption_context = Some(ec.clone());
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let key = call.key_for(key_ref, "kms:Encrypt", ec_conditions(&ec))?;
+    call.app.check_usable(&key)?;
+    let ct = seal_under(&mut call, &key, &plaintext, &ec)?;
+    Ok(
+        json!({"CiphertextBlob": b64(&ct), "KeyId": call.app.key_arn(&key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
+    )
+}
+
+/// What [`open_blob`] needs to know besides the blob.
+struct Opening<'a> {
+    ec: &'a EncryptionContext,
+    key_member: &'a Member<String>,
+    key_field: &'a str,
+    action: &'a str,
+    recipient: Option<&'a Recipient>,
+}
+
+/// Opens a blob: finds its key, checks the named key if any, policy, state, context.
+fn open_blob(
+    call: &mut Call<'_>,
+    blob_bytes: &[u8],
+    o: Opening<'_>,
+) -> Result<(KeyRecord, Zeroizing<Vec<u8>>)> {
+    let header = blob::header(blob_bytes)?;
+    let key = call
+        .app
+        .key(&header.key_id)
+        .map_err(|_| KmsError::InvalidCiphertext(String::new()))?;
+    call.audit.key_id = Some(key.key_id.clone());
+    call.audit.key_version = Some(header.version);
+    if let Some(named) = o.key_member.text(o.key_field)?
+        && call.app.resolve(named)? != key.key_id
+    {
+        return Err(KmsError::IncorrectKey(
+            "The key ID in the request does not identify a CMK that can perform this operation."
+                .into(),
+        ));
+    }
+    call.app.authorize(
+        call.principal,
+        o.action,
+        &key,
+        attested::with_conditions(ec_conditions(o.ec), o.recipient),
+    )?;
+    call.app.check_usable(&key)?;
+    let material = call.app.material(&key.key_id, header.version)?;
+    let plain = blob::open(blob_bytes, &material, o.ec)?;
+    Ok((key, plain))
+}
+
+pub(super) fn decrypt(mut call: Call<'_>) -> Result<Value> {
+    let i: DecryptInput = call.input()?;
+    let blob_bytes = i
+        .ciphertext_blob
+        .req_blob("CiphertextBlob", 1, blob::MAX_BLOB)?;
+    let ec = i.encryption_context.context("EncryptionContext")?;
+    algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
+    call.audit.encryption_context = Some(ec.clone());
+    let recipient = recipient(&mut call, &i.recipient)?;
+    let (key, plain) = open_blob(
+        &mut call,
+        &blob_bytes,
+        Opening {
+            ec: &ec,
+            key_member: &i.key_id,
+            key_field: "KeyId",
+            action: "kms:Decrypt",
+            recipient: recipient.as_ref(),
+        },
+    )?;
+    let mut out =
+        json!({"KeyId": call.app.key_arn(&key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"});
+    match recipient {
+        Some(r) => out["CiphertextForRecipient"] = json!(b64(&r.seal(&plain)?)),
+        None => out["Plaintext"] = json!(b64(&plain)),
+    }
+    Ok(out)
+}
+
+pub(super) fn re_encrypt(mut call: Call<'_>) -> Result<Value> {
+    let i: ReEncryptInput = call.input()?;
+    let blob_bytes = i
+        .ciphertext_blob
+        .req_blob("CiphertextBlob", 1, blob::MAX_BLOB)?;
+    let source_ec = i
+        .source_encryption_context
+        .context("SourceEncryptionContext")?;
+    let dest_ec = i
+        .destination_encryption_context
+        .context("DestinationEncryptionContext")?;
+    algorithm(&i.source_encryption_algorithm, "SourceEncryptionAlgorithm")?;
+    algorithm(
+        &i.destination_encryption_algorithm,
+        "DestinationEncryptionAlgorithm",
+    )?;
+    let (source, plain) = open_blob(
+        &mut call,
+        &blob_bytes,
+        Opening {
+            ec: &source_ec,
+            key_member: &i.source_key_id,
+            key_field: "SourceKeyId",
+            action: "kms:ReEncryptFrom",
+            recipient: None,
+        },
+    )?;
+    call.audit.encryption_context = Some(dest_ec.clone());
+    let dest_ref = i
+        .destination_key_id
+        .required("DestinationKeyId", MAX_KEY_ID)?;
+    let dest = call.key_for(dest_ref, "kms:ReEncryptTo", ec_conditions(&dest_ec))?;
+    call.app.check_usable(&dest)?;
+    let ct = seal_under(&mut call, &dest, &plain, &dest_ec)?;
+    Ok(json!({
+        "CiphertextBlob": b64(&ct),
+        "SourceKeyId": call.app.key_arn(&source.key_id),
+        "KeyId": call.app.key_arn(&dest.key_id),
+        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }))
+}
+
+fn data_key_len(i: &DataKeyInput) -> Result<usize> {
+    let spec = i.key_spec.one_of("KeySpec", &["AES_256", "AES_128"])?;
+    let n = i.number_of_bytes.int_in("NumberOfBytes", 1, 1024)?;
+    match (spec, n) {
+        (Some("AES_128"), None) => Ok(16),
+        (Some(_), None) => Ok(32),
+        (None, Some(n)) => Ok(usize::try_from(n).unwrap_or(32)),
+        (Some(_), Some(_)) => Err(KmsError::validation(
+            "Please specify either number of bytes or key spec, not both.",
+        )),
+        (None, None) => Err(KmsError::validation(
+            "Please specify either number of bytes or key spec.",
+        )),
+    }
+}
+
+pub(super) fn generate_data_key(mut call: Call<'_>, with_plaintext: bool) -> Result<Value> {
+    let i: DataKeyInput = call.input()?;
+    let len = data_key_len(&i)?;
+    let ec = i.encryption_context.context("EncryptionContext")?;
+    call.audit.encryption_context = Some(ec.clone());
+    let recipient = if with_plaintext {
+        recipient(&mut call, &i.recipient)?
+    } else {
+        None
+    };
+    let action = if with_plaintext {
+        "kms:GenerateDataKey"
+    } else {
+        "kms:GenerateDataKeyWithoutPlaintext"
+    };
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let key = call.key_for(
+        key_ref,
+        action,
+        attested::with_conditions(ec_conditions(&ec), recipient.as_ref()),
+    )?;
+    call.app.check_usable(&key)?;
+    let data_key = random_bytes(len)?;
+    let ct = seal_under(&mut call, &key, &data_key, &ec)?;
+    let mut out = json!({"CiphertextBlob": b64(&ct), "KeyId": call.app.key_arn(&key.key_id)});
+    match (with_plaintext, recipient) {
+        (true, Some(r)) => out["CiphertextForRecipient"] = json!(b64(&r.seal(&data_key)?)),
+        (true, None) => out["Plaintext"] = json!(b64(&data_key)),
+        (false, _) => {}
+    }
+    Ok(out)
+}
+
+pub(super) fn generate_random(mut call: Call<'_>) -> Result<Value> {
+    let i: RandomInput = call.input()?;
+    if i.custom_key_store_id.text("CustomKeyStoreId")?.is_some() {
+        return Err(KmsError::Unsupported(
+            "custom key stores are not supported".into(),
+        ));
+    }
+    let n = i
+        .number_of_bytes
+        .int_in("NumberOfBytes", 1, 1024)?
+        .unwrap_or(32);
+    let recipient = recipient(&mut call, &i.recipient)?;
+    let bytes = random_bytes(usize::try_from(n).unwrap_or(32))?;
+    Ok(match recipient {
+        Some(r) => json!({"CiphertextForRecipient": b64(&r.seal(&bytes)?)}),
+        None => json!({"Plaintext": b64(&bytes)}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+    use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+    use cloister_attestation::recipient::RecipientPrivateKey;
+    use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+    use serde_json::json;
+
+    use crate::input::b64;
+    use crate::ops::testkit::{Kms, config};
+
+    #[tokio::test]
+    async fn encrypt_decrypt_and_context_binding() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let ct = kms
+            .ok(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"hello"), "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(ct["KeyId"], kms.key_arn(&id));
+        assert_eq!(kms.last_audit().encryption_context.unwrap()["ab"], "c");
+        let blob = ct["CiphertextBlob"].clone();
+        let p = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(Kms::blob(&p["Plaintext"]), b"hello");
+        for wrong in [json!({"a": "bc"}), json!({}), json!({"AB": "c"})] {
+            let (status, body) = kms
+                .call(
+                    "Decrypt",
+                    json!({"CiphertextBlob": blob, "EncryptionContext": wrong}),
+                )
+                .await;
+            assert_eq!(
+                (status, body["__type"].as_str().unwrap()),
+                (400, "InvalidCiphertextException"),
+                "{wrong}"
+            );
+        }
+        let other = kms.new_key().await;
+        let (_, body) = kms
+            .call(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}, "KeyId": other}),
+            )
+            .await;
+        assert_eq!(body["__type"], "IncorrectKeyException");
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(&[0; 4097])}),
+            )
+            .await;
+        assert_eq!(
+            body["message"],
+            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096"
+        );
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionContext": {"a": 1}}),
+            )
+            .await;
+        assert_eq!(
+            (
+                body["__type"].as_str().unwrap(),
+                body["message"].as_str().unwrap()
+            ),
+            (
+                "SerializationException",
+                "EncryptionContext values must be strings"
+            )
+        );
+        let (_, body) = kms
+            .call("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"x"), "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}))
+            .await;
+        assert_eq!(body["__type"], "UnsupportedOperationException");
+        kms.ok("DisableKey", json!({"KeyId": id})).await;
+        let (status, body) = kms
+            .call(
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "EncryptionContext": {"ab": "c"}}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["__type"].as_str().unwrap()),
+            (409, "DisabledException")
+        );
+    }
+
+    #[tokio::test]
+    async fn data_keys_re_encryption_and_random() {
+        let kms = Kms::new();
+        let a = kms.new_key().await;
+        let b = kms.new_key().await;
+        let gdk = kms
+            .ok("GenerateDataKey", json!({"KeyId": a, "KeySpec": "AES_128"}))
+            .await;
+        let dk = Kms::blob(&gdk["Plaintext"]);
+        assert_eq!(dk.len(), 16);
+        let n = kms
+            .ok("GenerateDataKey", json!({"KeyId": a, "NumberOfBytes": 7}))
+            .await;
+        assert_eq!(Kms::blob(&n["Plaintext"]).len(), 7);
+        for bad in [
+            json!({"KeyId": a}),
+            json!({"KeyId": a, "KeySpec": "AES_256", "NumberOfBytes": 8}),
+        ] {
+            let (_, body) = kms.call("GenerateDataKey", bad.clone()).await;
+            assert_eq!(body["__type"], "ValidationException", "{bad}");
+        }
+        let without = kms
+            .ok(
+                "GenerateDataKeyWithoutPlaintext",
+                json!({"KeyId": a, "KeySpec": "AES_256"}),
+            )
+            .await;
+        assert!(without.get("Plaintext").is_none());
+
+        let re = kms
+            .ok(
+                "ReEncrypt",
+                json!({"CiphertextBlob": gdk["CiphertextBlob"], "DestinationKeyId": b,
+                "DestinationEncryptionContext": {"to": "b"}}),
+            )
+            .await;
+        assert_eq!(re["SourceKeyId"], kms.key_arn(&a));
+        assert_eq!(re["KeyId"], kms.key_arn(&b));
+        let p = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": re["CiphertextBlob"], "EncryptionContext": {"to": "b"}}),
+            )
+            .await;
+        assert_eq!(Kms::blob(&p["Plaintext"]), dk);
+        let (_, body) = kms
+            .call(
+                "ReEncrypt",
+                json!({"CiphertextBlob": gdk["CiphertextBlob"]}),
+            )
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+
+        let r = kms.ok("GenerateRandom", json!({"NumberOfBytes": 64})).await;
+        assert_eq!(Kms::blob(&r["Plaintext"]).len(), 64);
+        let (_, body) = kms
+            .call("GenerateRandom", json!({"NumberOfBytes": 1025}))
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+        let (_, body) = kms
+            .call("GenerateRandom", json!({"CustomKeyStoreId": "cks-1"}))
+            .await;
+        assert_eq!(body["__type"], "UnsupportedOperationException");
+    }
+
+    #[tokio::test]
+    async fn policy_conditions_on_the_context_bind_other_principals() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let role = "arn:aws:iam::111122223333:role/app";
+        let app = kms.add_principal(role);
+        let policy = json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": role}, "Action": "kms:GenerateDataKey", "Resource": "*",
+             "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}}}
+        ]});
+        kms.ok(
+            "PutKeyPolicy",
+            json!({"KeyId": id, "Policy": policy.to_string()}),
+        )
+        .await;
+        let (status, _) = kms
+            .call_as(
+                &app,
+                "GenerateDataKey",
+                json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "acme"}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (_, body) = kms
+            .call_as(&app, "GenerateDataKey", json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "other"}}))
+            .await;
+        assert_eq!(body["__type"], "AccessDeniedException");
+        assert!(body["message"].as_str().unwrap().contains(role));
+        assert_eq!(kms.last_audit().principal, role);
+    }
+
+    #[tokio::test]
+    async fn attested_recipients_get_only_wrapped_secrets() {
+        let pki = DevPki::generate(Timestamp::now()).unwrap();
+        let mut cfg = config();
+        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
+        let kms = Kms::with(cfg);
+        let id = kms.new_key().await;
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
+        let key = RecipientPrivateKey::new(private).unwrap();
+        let mut pcrs = Pcrs::new();
+        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
+        let req = DocumentRequest {
+            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+            pcrs,
+            public_key: Some(spki),
+            user_data: None,
+            nonce: None,
+        };
+        let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
+        let recipient =
+            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
+        let ct = kms
+            .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"secret")}))
+            .await;
+        let out = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": ct["CiphertextBlob"], "Recipient": recipient}),
+            )
+            .await;
+        assert!(out.get("Plaintext").is_none());
+        let opened = key
+            .open(&Kms::blob(&out["CiphertextForRecipient"]))
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"secret");
+        let audit = kms.last_audit();
+        assert_eq!(audit.pcr0, Some(PcrValue::measure(b"image").to_hex()));
+        let (_, body) = kms
+            .call(
+                "GenerateRandom",
+                json!({"Recipient": {"AttestationDocument": doc}}),
+            )
+            .await;
+        assert_eq!(body["__type"], "ValidationException");
+        let (_, body) = kms.call("GenerateRandom", json!({"Recipient": [1]})).await;
+        assert_eq!(
+            (
+                body["__type"].as_str().unwrap(),
+                body["message"].as_str().unwrap()
+            ),
+            ("SerializationException", "Recipient must be a structure")
+        );
+    }
+}

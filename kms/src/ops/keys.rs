@@ -1,0 +1,298 @@
+//! Keys: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey, and the key metadata that
+//! several operations return.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::shared::{
+    Call, KeyIdInput, MAX_KEY_ID, PageInput, new_material, page, paged, persist_key, secs,
+};
+use crate::app::App;
+use crate::error::{KmsError, Result};
+use crate::input::Member;
+use crate::policy::KeyPolicy;
+use crate::state::{KeyRecord, KeyState};
+use crate::store::now_ms;
+
+/// CreateKey's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct CreateKeyInput {
+    description: Member<String>,
+    key_usage: Member<String>,
+    key_spec: Member<String>,
+    customer_master_key_spec: Member<String>,
+    origin: Member<String>,
+    multi_region: Member<bool>,
+    policy: Member<String>,
+    bypass_policy_lockout_safety_check: Member<bool>,
+}
+
+const USAGES: [&str; 5] = [
+    "ENCRYPT_DECRYPT",
+    "SIGN_VERIFY",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+    "ENCAPSULATE_DECAPSULATE",
+];
+
+/// A key's `KeyMetadata`.
+pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
+    let mut m = json!({
+        "AWSAccountId": app.cfg.account,
+        "KeyId": k.key_id,
+        "Arn": app.key_arn(&k.key_id),
+        "CreationDate": secs(k.created_ms),
+        "Enabled": k.state == KeyState::Enabled,
+        "Description": k.description,
+        "KeyUsage": "ENCRYPT_DECRYPT",
+        "KeyState": k.state.as_str(),
+        "Origin": "AWS_KMS",
+        "KeyManager": "CUSTOMER",
+        "CustomerMasterKeySpec": "SYMMETRIC_DEFAULT",
+        "KeySpec": "SYMMETRIC_DEFAULT",
+        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        "MultiRegion": false,
+    });
+    if let (Some(d), Some(days)) = (k.deletion_ms, k.pending_days) {
+        m["DeletionDate"] = json!(secs(d));
+        m["PendingDeletionWindowInDays"] = json!(days);
+    }
+    m
+}
+
+pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
+    let i: CreateKeyInput = call.input()?;
+    let description = i
+        .description
+        .text("Description")?
+        .unwrap_or_default()
+        .to_owned();
+    if description.chars().count() > 8192 {
+        return Err(KmsError::validation(
+            "Value at 'description' failed to satisfy constraint: Member must have length less than or equal to 8192",
+        ));
+    }
+    if let Some(u) = i.key_usage.one_of("KeyUsage", &USAGES)?
+        && u != "ENCRYPT_DECRYPT"
+    {
+        return Err(KmsError::Unsupported(format!(
+            "KeyUsage {u} is not supported: only ENCRYPT_DECRYPT (symmetric) keys"
+        )));
+    }
+    for (field, member) in [
+        ("KeySpec", &i.key_spec),
+        ("CustomerMasterKeySpec", &i.customer_master_key_spec),
+    ] {
+        if let Some(s) = member.text(field)?
+            && s != "SYMMETRIC_DEFAULT"
+        {
+            return Err(KmsError::Unsupported(format!(
+                "{field} {s} is not supported: only SYMMETRIC_DEFAULT"
+            )));
+        }
+    }
+    if let Some(o) = i.origin.text("Origin")?
+        && o != "AWS_KMS"
+    {
+        return Err(KmsError::Unsupported(format!(
+            "Origin {o} is not supported: only AWS_KMS"
+        )));
+    }
+    if i.multi_region.flag("MultiRegion")? {
+        return Err(KmsError::Unsupported(
+            "multi-Region keys are not supported".into(),
+        ));
+    }
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let (policy_text, policy) = match i.policy.text("Policy")? {
+        Some(text) => {
+            let bypass = i
+                .bypass_policy_lockout_safety_check
+                .flag("BypassPolicyLockoutSafetyCheck")?;
+            let p = call
+                .app
+                .checked_policy(text, call.principal, bypass, &key_id)?;
+            (text.to_owned(), p)
+        }
+        None => {
+            let text = KeyPolicy::default_text(&call.app.cfg.account);
+            let p = KeyPolicy::parse(&text)?;
+            (text, p)
+        }
+    };
+    let now = now_ms();
+    let key = KeyRecord {
+        key_id: key_id.clone(),
+        description,
+        created_ms: now,
+        state: KeyState::Enabled,
+        deletion_ms: None,
+        pending_days: None,
+        rotation_enabled: false,
+        rotation_period_days: 365,
+        last_rotation_ms: now,
+        current_version: 1,
+        policy_text,
+        policy: Arc::new(policy),
+    };
+    call.audit.key_id = Some(key_id);
+    call.audit.key_version = Some(1);
+    persist_key(call.app, key.clone(), Some((1, new_material()?))).await?;
+    Ok(json!({ "KeyMetadata": metadata(call.app, &key) }))
+}
+
+pub(super) fn describe_key(mut call: Call<'_>) -> Result<Value> {
+    let i: KeyIdInput = call.input()?;
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let key = call.key_for(key_ref, "kms:DescribeKey", HashMap::new())?;
+    Ok(json!({ "KeyMetadata": metadata(call.app, &key) }))
+}
+
+pub(super) fn list_keys(call: Call<'_>) -> Result<Value> {
+    let i: PageInput = call.input()?;
+    let mut ids: Vec<String> = call.app.state().keys.keys().cloned().collect();
+    ids.sort();
+    let items = ids
+        .into_iter()
+        .map(|id| {
+            (
+                id.clone(),
+                json!({"KeyId": id, "KeyArn": call.app.key_arn(&id)}),
+            )
+        })
+        .collect();
+    let (items, next) = page(items, &i)?;
+    Ok(paged("Keys", items, next))
+}
+
+/// EnableKey and DisableKey.
+pub(super) async fn set_state(mut call: Call<'_>, action: &str, to: KeyState) -> Result<Value> {
+    let i: KeyIdInput = call.input()?;
+    let _guard = call.app.mutate.lock().await;
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let mut key = call.key_for(key_ref, action, HashMap::new())?;
+    call.app.refuse_pending(&key)?;
+    key.state = to;
+    persist_key(call.app, key, None).await?;
+    Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::ops::testkit::Kms;
+
+    #[tokio::test]
+    async fn create_describe_list_enable_disable() {
+        let kms = Kms::new();
+        let created = kms
+            .ok("CreateKey", json!({"Description": "first", "Unknown": 1}))
+            .await;
+        let md = &created["KeyMetadata"];
+        let id = md["KeyId"].as_str().unwrap().to_owned();
+        assert_eq!(md["Description"], "first");
+        assert_eq!(md["KeyState"], "Enabled");
+        assert_eq!(md["Arn"], kms.key_arn(&id));
+        let d = kms
+            .ok("DescribeKey", json!({"KeyId": kms.key_arn(&id)}))
+            .await;
+        assert_eq!(d["KeyMetadata"]["KeyId"], id.as_str());
+
+        kms.ok("DisableKey", json!({"KeyId": id})).await;
+        let d = kms.ok("DescribeKey", json!({"KeyId": id})).await;
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Disabled");
+        assert_eq!(d["KeyMetadata"]["Enabled"], false);
+        kms.ok("EnableKey", json!({"KeyId": id})).await;
+        let d = kms.ok("DescribeKey", json!({"KeyId": id})).await;
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+
+        kms.ok("CreateKey", json!({})).await;
+        kms.ok("CreateKey", json!({})).await;
+        let first = kms.ok("ListKeys", json!({"Limit": 2})).await;
+        assert_eq!(first["Keys"].as_array().unwrap().len(), 2);
+        assert_eq!(first["Truncated"], true);
+        let rest = kms
+            .ok(
+                "ListKeys",
+                json!({"Limit": 2, "Marker": first["NextMarker"]}),
+            )
+            .await;
+        assert_eq!(rest["Keys"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["Truncated"], false);
+        // The audit entry names the key.
+        assert_eq!(kms.last_audit().key_id.as_deref(), None);
+        kms.ok("DescribeKey", json!({"KeyId": id})).await;
+        assert_eq!(kms.last_audit().key_id.as_deref(), Some(id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn create_key_refuses_what_it_does_not_support() {
+        let kms = Kms::new();
+        let cases = [
+            (
+                json!({"KeyUsage": "SIGN_VERIFY"}),
+                "UnsupportedOperationException",
+                400,
+            ),
+            (json!({"KeyUsage": "NOPE"}), "ValidationException", 400),
+            (
+                json!({"KeySpec": "RSA_2048"}),
+                "UnsupportedOperationException",
+                400,
+            ),
+            (
+                json!({"Origin": "EXTERNAL"}),
+                "UnsupportedOperationException",
+                400,
+            ),
+            (
+                json!({"MultiRegion": true}),
+                "UnsupportedOperationException",
+                400,
+            ),
+            (json!({"MultiRegion": "yes"}), "SerializationException", 400),
+            (
+                json!({"Description": "x".repeat(8193)}),
+                "ValidationException",
+                400,
+            ),
+            (
+                json!({"Policy": "{}"}),
+                "MalformedPolicyDocumentException",
+                400,
+            ),
+        ];
+        for (input, name, status) in cases {
+            let (got_status, body) = kms.call("CreateKey", input.clone()).await;
+            assert_eq!(
+                (got_status, body["__type"].as_str().unwrap()),
+                (status, name),
+                "{input}"
+            );
+        }
+        let (status, body) = kms.call("DescribeKey", json!({})).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["message"],
+            "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null"
+        );
+        let (status, body) = kms
+            .call(
+                "DescribeKey",
+                json!({"KeyId": "00000000-0000-4000-8000-000000000000"}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["__type"].as_str().unwrap()),
+            (404, "NotFoundException")
+        );
+        let (_, body) = kms.call("ListKeys", json!({"Marker": "nope"})).await;
+        assert_eq!(body["__type"], "InvalidMarkerException");
+        assert_eq!(kms.key_count(), 0);
+    }
+}

@@ -1,0 +1,168 @@
+//! What the operation families share: the request being served, key lookup with its policy
+//! check, persisting a key, the input shapes several operations use, paging, randomness.
+
+use std::collections::HashMap;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::app::App;
+use crate::audit::AuditEntry;
+use crate::blob::EncryptionContext;
+use crate::error::{KmsError, Result};
+use crate::input::{Body, Member};
+use crate::state::{KeyRecord, Principal, material_label};
+
+/// A day in milliseconds.
+pub(super) const DAY_MS: i64 = 86_400_000;
+/// Longest key id, key ARN, alias name or alias ARN.
+pub(super) const MAX_KEY_ID: usize = 2048;
+
+/// One request being served.
+#[derive(Debug)]
+pub(super) struct Call<'a> {
+    /// The application.
+    pub(super) app: &'a App,
+    /// The authenticated caller.
+    pub(super) principal: &'a Principal,
+    /// The request body.
+    pub(super) body: Body,
+    /// The audit entry for this request.
+    pub(super) audit: &'a mut AuditEntry,
+}
+
+/// The input of operations that name only a key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct KeyIdInput {
+    pub(super) key_id: Member<String>,
+}
+
+/// The paging members of the List operations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct PageInput {
+    pub(super) limit: Member<i64>,
+    pub(super) marker: Member<String>,
+}
+
+impl Call<'_> {
+    /// The body as the operation's input shape.
+    pub(super) fn input<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.body.decode()
+    }
+
+    /// Resolves `key_ref`, records the key in the audit entry, and authorizes `action`.
+    pub(super) fn key_for(
+        &mut self,
+        key_ref: &str,
+        action: &str,
+        conditions: HashMap<String, Vec<String>>,
+    ) -> Result<KeyRecord> {
+        let key_id = self.app.resolve(key_ref)?;
+        let key = self.app.key(&key_id)?;
+        self.audit.key_id = Some(key.key_id.clone());
+        self.app
+            .authorize(self.principal, action, &key, conditions)?;
+        Ok(key)
+    }
+}
+
+/// Seconds since the epoch, as AWS's dates are sent.
+pub(super) fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// `n` random bytes.
+pub(super) fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let mut v = Zeroizing::new(vec![0u8; n]);
+    SystemRandom::new()
+        .fill(&mut v)
+        .map_err(|_| KmsError::no_randomness())?;
+    Ok(v)
+}
+
+/// Fresh key material.
+pub(super) fn new_material() -> Result<Zeroizing<[u8; 32]>> {
+    let mut m = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(m.as_mut())
+        .map_err(|_| KmsError::no_randomness())?;
+    Ok(m)
+}
+
+/// Condition keys of an encryption context.
+pub(super) fn ec_conditions(ec: &EncryptionContext) -> HashMap<String, Vec<String>> {
+    let mut c: HashMap<String, Vec<String>> = ec
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!("kms:encryptioncontext:{}", k.to_ascii_lowercase()),
+                vec![v.clone()],
+            )
+        })
+        .collect();
+    c.insert(
+        "kms:encryptioncontextkeys".into(),
+        ec.keys().cloned().collect(),
+    );
+    c
+}
+
+/// Persists a key row (and a new key material version, sealed under the root key), then applies
+/// both to the in-memory state.
+pub(super) async fn persist_key(
+    app: &App,
+    key: KeyRecord,
+    new_material: Option<(u32, Zeroizing<[u8; 32]>)>,
+) -> Result<()> {
+    let sealed = match &new_material {
+        Some((v, m)) => Some((
+            *v,
+            app.root
+                .seal(&material_label(&key.key_id, *v), m.as_ref())?,
+        )),
+        None => None,
+    };
+    app.writer.put_key(key.clone(), sealed).await?;
+    app.apply(|s| {
+        if let Some((v, m)) = new_material {
+            s.material.insert((key.key_id.clone(), v), m);
+        }
+        s.keys.insert(key.key_id.clone(), key);
+    });
+    Ok(())
+}
+
+/// One page of `items` (sorted by their marker) after `Marker`, at most `Limit` long.
+pub(super) fn page<T: Clone>(
+    items: Vec<(String, T)>,
+    input: &PageInput,
+) -> Result<(Vec<T>, Option<String>)> {
+    let limit =
+        usize::try_from(input.limit.int_in("Limit", 1, 1000)?.unwrap_or(100)).unwrap_or(100);
+    let start = match input.marker.text("Marker")? {
+        None => 0,
+        Some(m) => items
+            .iter()
+            .position(|(k, _)| k == m)
+            .ok_or_else(|| KmsError::InvalidMarker(format!("Marker '{m}' is not valid")))?,
+    };
+    let rest = &items[start..];
+    let next = rest.get(limit).map(|(k, _)| k.clone());
+    Ok((
+        rest.iter().take(limit).map(|(_, v)| v.clone()).collect(),
+        next,
+    ))
+}
+
+/// A List operation's output.
+pub(super) fn paged(list_name: &str, items: Vec<Value>, next: Option<String>) -> Value {
+    let mut out = json!({ list_name: items, "Truncated": next.is_some() });
+    if let Some(n) = next {
+        out["NextMarker"] = json!(n);
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! For the operations' tests: an [`App`] over a temporary data directory, driven through the
+//! router with SigV4-signed requests as a client sends them, without a server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use base64::Engine as _;
+use cloister_sigv4::{Credentials, RequestParts};
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use crate::app::{App, Config};
+use crate::audit::AuditEntry;
+use crate::store::Store;
+
+/// The account's root: the admin principal.
+pub(crate) const ADMIN: &str = "arn:aws:iam::111122223333:root";
+const HOST: &str = "kms.test";
+
+/// A KMS in a temporary directory, with the admin's credentials.
+pub(crate) struct Kms {
+    pub(crate) app: Arc<App>,
+    router: axum::Router,
+    admin: Credentials,
+    dir: tempfile::TempDir,
+}
+
+pub(crate) fn config() -> Config {
+    Config {
+        region: "us-east-1".into(),
+        account: "111122223333".into(),
+        max_attestation_age: Duration::from_secs(300),
+        rate: None,
+        trust_roots: Vec::new(),
+    }
+}
+
+impl Kms {
+    pub(crate) fn new() -> Self {
+        Self::with(config())
+    }
+
+    pub(crate) fn with(cfg: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), &cfg.account).unwrap();
+        let admin = store.admin(&root, &cfg.account).unwrap().unwrap();
+        let admin = credentials(admin.access_key_id(), admin.secret());
+        let app = Arc::new(App::new(cfg, root, store, dir.path()).unwrap());
+        Self {
+            router: crate::server::router(app.clone()),
+            app,
+            admin,
+            dir,
+        }
+    }
+
+    /// A new principal's credentials.
+    pub(crate) fn add_principal(&self, arn: &str) -> Credentials {
+        let (root, store) = Store::init(self.dir.path(), "111122223333").unwrap();
+        let p = store.add_principal(&root, arn).unwrap();
+        credentials(p.access_key_id(), p.secret())
+    }
+
+    /// Calls `op` as the admin: (HTTP status, JSON body).
+    pub(crate) async fn call(&self, op: &str, input: Value) -> (u16, Value) {
+        self.call_as(&self.admin, op, input).await
+    }
+
+    /// Calls `op` signed with `creds`.
+    pub(crate) async fn call_as(
+        &self,
+        creds: &Credentials,
+        op: &str,
+        input: Value,
+    ) -> (u16, Value) {
+        let body = input.to_string();
+        let target = format!("TrentService.{op}");
+        let base = [
+            ("host", HOST),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let parts = RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &base,
+            body: body.as_bytes(),
+        };
+        let signed = cloister_sigv4::sign(
+            &parts,
+            creds,
+            "us-east-1",
+            "kms",
+            time::OffsetDateTime::now_utc(),
+        );
+        let mut req = Request::post("/");
+        for (n, v) in base
+            .iter()
+            .map(|(n, v)| (*n, *v))
+            .chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
+            req = req.header(n, v);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Calls `op` as the admin and expects success.
+    pub(crate) async fn ok(&self, op: &str, input: Value) -> Value {
+        let (status, body) = self.call(op, input).await;
+        assert_eq!(status, 200, "{op}: {body}");
+        body
+    }
+
+    /// Creates a key with the default policy; its id.
+    pub(crate) async fn new_key(&self) -> String {
+        let k = self.ok("CreateKey", serde_json::json!({})).await;
+        k["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) fn key_arn(&self, id: &str) -> String {
+        format!("arn:aws:kms:us-east-1:111122223333:key/{id}")
+    }
+
+    /// The newest audit entry.
+    pub(crate) fn last_audit(&self) -> AuditEntry {
+        let tail = Store::open_read_only(self.dir.path())
+            .unwrap()
+            .audit_tail(1)
+            .unwrap();
+        serde_json::from_str(&tail[0].json).unwrap()
+    }
+
+    /// How many keys the KMS holds in memory.
+    pub(crate) fn key_count(&self) -> usize {
+        self.app.state().keys.len()
+    }
+
+    /// A base64 member of an output, decoded.
+    pub(crate) fn blob(v: &Value) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    }
+}
+
+pub(crate) fn credentials(id: &str, secret: &str) -> Credentials {
+    Credentials {
+        access_key_id: id.to_owned(),
+        secret_access_key: zeroize::Zeroizing::new(secret.to_owned()),
+        session_token: None,
+    }
+}

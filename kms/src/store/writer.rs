@@ -1,0 +1,158 @@
+//! The store's one writer: a thread that commits every change with group commit.
+//!
+//! Every write (a key change, an audit entry) is a job for the writer thread. The thread takes
+//! all jobs that are waiting, runs each in its own savepoint inside one transaction, commits
+//! (WAL, `synchronous=FULL`: the commit is on disk when it returns), and only then answers each
+//! job. So an answered write survives `kill -9`, and concurrent requests share one fsync. The
+//! thread owns the audit chain's head, so entries are chained in commit order.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{Connection, Transaction};
+use tokio::sync::oneshot;
+
+use super::ChainHead;
+use crate::audit::AuditEntry;
+use crate::error::{KmsError, Result, StoreError};
+use crate::state::{Alias, KeyRecord};
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut ChainHead) -> Deliver + Send>;
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+fn stopped() -> KmsError {
+    KmsError::Internal("store writer stopped".into())
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`, extending the audit chain from `head`.
+    pub(super) fn start(mut conn: Connection, mut head: ChainHead) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("kms-store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, &mut head, batch);
+                }
+            })
+            .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
+        Ok(Self { tx })
+    }
+
+    /// Stores a key row and, if given, a new sealed key material version; resolves when durable.
+    pub(crate) async fn put_key(
+        &self,
+        key: KeyRecord,
+        material: Option<(u32, Vec<u8>)>,
+    ) -> Result<()> {
+        self.write(move |tx, _| {
+            super::put_key(tx, &key)?;
+            if let Some((version, sealed)) = material {
+                super::put_material(tx, &key.key_id, version, &sealed)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores (creates or retargets) an alias; resolves when durable.
+    pub(crate) async fn put_alias(&self, alias: Alias) -> Result<()> {
+        self.write(move |tx, _| super::put_alias(tx, &alias)).await
+    }
+
+    /// Deletes an alias; resolves when durable.
+    pub(crate) async fn delete_alias(&self, name: String) -> Result<()> {
+        self.write(move |tx, _| super::delete_alias(tx, &name))
+            .await
+    }
+
+    /// Deletes a key with its material and aliases; resolves when durable.
+    pub(crate) async fn delete_key(&self, key_id: String) -> Result<()> {
+        self.write(move |tx, _| super::delete_key(tx, &key_id))
+            .await
+    }
+
+    /// Appends `entry` to the audit chain; resolves when durable.
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |tx, head| head.append(tx, &entry)).await
+    }
+
+    /// Runs `f` in the writer's transaction; resolves after the transaction is durably committed.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut ChainHead) -> Result<T> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx, head| {
+            let saved = head.clone();
+            let outcome = match tx.savepoint() {
+                Ok(mut sp) => {
+                    let r = f(&sp, head);
+                    let finished = if r.is_ok() {
+                        sp.commit()
+                    } else {
+                        sp.rollback()
+                    };
+                    match (r, finished) {
+                        (Ok(v), Ok(())) => Ok(v),
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(e)) => Err(e.into()),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            };
+            if outcome.is_err() {
+                *head = saved;
+            }
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = done.send(committed.map_err(KmsError::from).and(outcome));
+            })
+        });
+        self.tx.send(job).map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+fn run_batch(conn: &mut Connection, head: &mut ChainHead, batch: Vec<Job>) {
+    let before = head.clone();
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Run nothing: dropping the jobs tells every waiter the write failed.
+            tracing::error!("store: cannot begin a transaction: {e}");
+            drop(batch);
+            return;
+        }
+    };
+    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(&mut tx, head)).collect();
+    let committed = tx.commit().map_err(StoreError::from);
+    if committed.is_err() {
+        *head = before;
+    }
+    for d in delivers {
+        d(committed.clone());
+    }
+}
