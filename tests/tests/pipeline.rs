@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloister_attestation::PcrValue;
+use cloister_tests::kms::{KmsBinary, KmsServer};
 use cloister_tests::{binary, outcome};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha384};
@@ -55,20 +56,9 @@ fn spawn(bin: &str, args: &[&str], ready: &str) -> Proc {
     Proc(child, log)
 }
 
-fn after<'a>(log: &'a str, marker: &str) -> &'a str {
-    log.split(marker)
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-}
-
 struct Pipeline {
     dir: tempfile::TempDir,
-    kms_data: PathBuf,
-    kms_http: String,
+    kms: KmsServer,
     env: Vec<(String, String)>,
     proxy_addr: String,
     relay_socket: PathBuf,
@@ -76,31 +66,6 @@ struct Pipeline {
     key_arn: String,
     _procs: Vec<Proc>,
     proxy: Arc<Mutex<String>>,
-}
-
-fn kms_cli(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(binary("cloister-kms"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The owner's SigV4 credentials from the pipeline's environment lines.
-fn credentials(env: &[(String, String)]) -> cloister_sigv4::Credentials {
-    let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    cloister_sigv4::Credentials {
-        access_key_id: get("AWS_ACCESS_KEY_ID"),
-        secret_access_key: zeroize::Zeroizing::new(get("AWS_SECRET_ACCESS_KEY")),
-        session_token: None,
-    }
 }
 
 fn enclave_pcr0() -> String {
@@ -119,37 +84,19 @@ impl Pipeline {
             .args(["dev-pki", "init", "--dir", pki.to_str().unwrap()])
             .status()
             .unwrap();
-        let kms_data = p("kms");
-        let creds = kms_cli(&kms_data, &["credentials"]);
-        let mut env: Vec<(String, String)> = creds
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        env.push(("AWS_REGION".into(), "us-east-1".into()));
-        env.push(("HOME".into(), "/nonexistent".into()));
-        let kms = spawn(
-            "cloister-kms",
+        let kms = KmsBinary::new(binary("cloister-kms")).start(
+            &p("kms"),
             &[
-                "serve",
-                "--data-dir",
-                kms_data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
                 "--tls-listen",
                 "127.0.0.1:0",
                 "--trust-root",
                 pki.join("root.pem").to_str().unwrap(),
             ],
-            "listening on https://",
         );
-        let (kms_http, kms_tls) = {
-            let log = kms.1.lock().unwrap();
-            (
-                after(&log, "listening on http://").to_owned(),
-                after(&log, "listening on https://").to_owned(),
-            )
-        };
+        let kms_tls = kms.https.clone().unwrap();
+        let mut env = kms.admin_env();
+        env.push(("AWS_REGION".into(), "us-east-1".into()));
+        env.push(("HOME".into(), "/nonexistent".into()));
         let nsm_sock = p("launcher/nsm.sock");
         let nsm = spawn(
             "cloister",
@@ -166,20 +113,9 @@ impl Pipeline {
             "serving the emulated NSM",
         );
         // The key and its policy, as the owner sets them up.
-        let http = |op: &str, body: Value| -> Value {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let creds = credentials(&env);
-            let c = cloister_kms_client::KmsClient::http(
-                &format!("http://{kms_http}"),
-                "us-east-1",
-                creds,
-            )
-            .unwrap();
-            rt.block_on(c.call(op, &body)).unwrap()
-        };
+        let owner = kms.client(kms.admin());
+        let rt = cloister_tests::kms::rt();
+        let http = |op: &str, body: Value| -> Value { rt.block_on(owner.call(op, &body)).unwrap() };
         let key_arn = http("CreateKey", json!({}))["KeyMetadata"]["Arn"]
             .as_str()
             .unwrap()
@@ -210,7 +146,7 @@ impl Pipeline {
                 "--kms-endpoint",
                 &kms_tls,
                 "--kms-ca",
-                kms_data.join("tls/ca.pem").to_str().unwrap(),
+                kms.ca_pem_path().to_str().unwrap(),
                 "--accept-key",
                 &key_arn,
             ],
@@ -235,14 +171,13 @@ impl Pipeline {
         let proxy_log = proxy.1.clone();
         Self {
             dir,
-            kms_data,
-            kms_http,
+            kms,
             env,
             proxy_addr,
             relay_socket,
             kms_tls,
             key_arn,
-            _procs: vec![kms, nsm, enclave, proxy],
+            _procs: vec![nsm, enclave, proxy],
             proxy: proxy_log,
         }
     }
@@ -268,7 +203,7 @@ impl Pipeline {
         let (code, _, err) = self.cloister(&[
             "seal",
             "--kms",
-            &format!("http://{}", self.kms_http),
+            &self.kms.url(),
             "--key-id",
             &self.key_arn,
             "--context",
@@ -284,9 +219,10 @@ impl Pipeline {
     }
 
     fn audit(&self) -> Vec<Value> {
-        kms_cli(&self.kms_data, &["audit", "tail", "-n", "100000"])
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["entry"].clone())
+        self.kms
+            .audit_tail(100_000)
+            .into_iter()
+            .map(|l| l["entry"].clone())
             .collect()
     }
 }
@@ -471,9 +407,9 @@ fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
             &p.kms_tls,
         )
         .unwrap();
-        let ca = std::fs::read(p.kms_data.join("tls/ca.pem")).unwrap();
+        let ca = std::fs::read(p.kms.ca_pem_path()).unwrap();
         let tls = cloister_kms_client::TlsConnector::new(connector, "localhost", &ca).unwrap();
-        let creds = credentials(&p.env);
+        let creds = p.kms.admin();
         let client = cloister_kms_client::KmsClient::new(tls, "localhost", "us-east-1", creds)
             .with_retry(cloister_kms_client::Retry {
                 attempts: 1,
@@ -523,7 +459,7 @@ open(out, "wb").write(ct)
             out.to_str().unwrap(),
         ])
         .envs(p.env.iter().map(|(k, v)| (k, v)))
-        .env("AWS_ENDPOINT_URL_KMS", format!("http://{}", p.kms_http))
+        .env("AWS_ENDPOINT_URL_KMS", p.kms.url())
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .stdin(Stdio::piped())
