@@ -1,4 +1,5 @@
-//! A printable summary of a certificate, for tools that display documents.
+//! A printable summary of a certificate, for tools that display documents, and the one check of
+//! a certificate's key type that the chain verifier and the EIF signer share.
 
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
@@ -31,4 +32,17 @@ impl CertificateInfo {
             sha256: hex::encode(Sha256::digest(der)),
         })
     }
+}
+
+/// The certificate's public key as an uncompressed SEC1 point, if it is an EC P-384 key.
+pub fn p384_public_key<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
+    let spki = cert.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok());
+    (spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(OID_NIST_EC_P384))
+        .then_some(&spki.subject_public_key.data[..])
 }

@@ -9,9 +9,7 @@
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::oid_registry::{
-    OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ECDSA_WITH_SHA384,
-};
+use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384;
 use x509_parser::prelude::FromDer;
 
 use crate::ecdsa;
@@ -65,14 +63,7 @@ impl<'a> ParsedCert<'a> {
         {
             return Err(bad("signature algorithm is not ecdsa-with-SHA384".into()));
         }
-        let spki = cert.public_key();
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_NIST_EC_P384)
-        {
+        if crate::certinfo::p384_public_key(&cert).is_none() {
             return Err(bad("public key is not EC P-384".into()));
         }
         for ext in cert.extensions() {
@@ -124,12 +115,16 @@ impl<'a> ParsedCert<'a> {
         Ok(())
     }
 
-    /// CA constraints for a certificate followed by `below` more CA certificates before the leaf.
-    fn check_ca(&self, below: usize) -> Result<()> {
-        let broken = |reason: String| Error::Chain {
+    fn broken(&self, reason: String) -> Error {
+        Error::Chain {
             position: self.position,
             reason,
-        };
+        }
+    }
+
+    /// CA constraints for a certificate followed by `below` more CA certificates before the leaf.
+    fn check_ca(&self, below: usize) -> Result<()> {
+        let broken = |reason: String| self.broken(reason);
         let bc = self
             .cert
             .basic_constraints()
@@ -159,10 +154,7 @@ impl<'a> ParsedCert<'a> {
     }
 
     fn check_leaf(&self) -> Result<()> {
-        let broken = |reason: String| Error::Chain {
-            position: self.position,
-            reason,
-        };
+        let broken = |reason: String| self.broken(reason);
         let bc = self
             .cert
             .basic_constraints()

@@ -33,7 +33,7 @@ mod verifier;
 pub mod dev_signer;
 
 pub use cache::ChainCache;
-pub use certinfo::CertificateInfo;
+pub use certinfo::{CertificateInfo, p384_public_key};
 pub use document::{AttestationDocument, MAX_FIELD_LEN};
 pub use error::{CODES, CertPosition, Error, Result};
 pub use pcr::{PCR_COUNT, PCR_LEN, ParsePcrError, PcrIndex, PcrValue, Pcrs};

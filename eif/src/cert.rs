@@ -3,7 +3,6 @@
 //! its P-384 public key. No chain, validity-period or revocation check: what the certificate is
 //! worth is the verifier's policy, expressed through PCR8.
 
-use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
 use x509_parser::pem::Pem;
 
 use crate::error::EifError;
@@ -37,19 +36,10 @@ impl Certificate {
         if !rest.is_empty() {
             return Err(bad("bytes after the certificate".into()));
         }
-        let spki = cert.public_key();
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY
-            || curve.as_ref() != Some(&OID_NIST_EC_P384)
-        {
-            return Err(bad("the key is not an EC P-384 key".into()));
-        }
+        let public_key = cloister_attestation::p384_public_key(&cert)
+            .ok_or_else(|| bad("the key is not an EC P-384 key".into()))?
+            .to_vec();
         let subject = cert.subject().to_string();
-        let public_key = spki.subject_public_key.data.to_vec();
         Ok(Self {
             der,
             subject,

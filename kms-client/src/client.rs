@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use cloister_sigv4::{Credentials, RequestParts};
+use cloister_sigv4::Credentials;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -144,32 +144,17 @@ impl KmsClient {
     }
 
     async fn once(&self, op: &str, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        let target = format!("TrentService.{op}");
-        let base = [
-            ("host", self.host.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let parts = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &base,
+        let headers = cloister_sigv4::sign_json_request(
+            &self.host,
+            &format!("TrentService.{op}"),
             body,
-        };
-        let signed = cloister_sigv4::sign(
-            &parts,
             &self.creds,
             &self.region,
             "kms",
             time::OffsetDateTime::now_utc(),
         );
         let mut req = hyper::Request::post("/");
-        for (n, v) in base
-            .iter()
-            .map(|(n, v)| (*n, *v))
-            .chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        {
+        for (n, v) in &headers {
             req = req.header(n, v);
         }
         let req = req

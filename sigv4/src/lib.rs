@@ -232,6 +232,37 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Every header of a signed AWS JSON 1.1 `POST /` request: `host`, `content-type`
+/// (`application/x-amz-json-1.1`), `x-amz-target` (e.g. `TrentService.Decrypt`), and the
+/// SigV4 headers [`sign`] adds. What both cloister's KMS client and the KMS's own tests send.
+pub fn sign_json_request(
+    host: &str,
+    target: &str,
+    body: &[u8],
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: OffsetDateTime,
+) -> Vec<(String, String)> {
+    let base = [
+        ("host", host),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target),
+    ];
+    let parts = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &base,
+        body,
+    };
+    let signed = sign(&parts, creds, region, service, now);
+    base.iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .chain(signed)
+        .collect()
+}
+
 /// Signs a request: returns the headers to add (`X-Amz-Date`, optional `X-Amz-Security-Token`,
 /// `Authorization`). `parts.headers` must already hold `host` and every other header to sign.
 pub fn sign(

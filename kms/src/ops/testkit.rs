@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use base64::Engine as _;
-use cloister_sigv4::{Credentials, RequestParts};
+use cloister_sigv4::Credentials;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -77,32 +77,17 @@ impl Kms {
         input: Value,
     ) -> (u16, Value) {
         let body = input.to_string();
-        let target = format!("TrentService.{op}");
-        let base = [
-            ("host", HOST),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let parts = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &base,
-            body: body.as_bytes(),
-        };
-        let signed = cloister_sigv4::sign(
-            &parts,
+        let headers = cloister_sigv4::sign_json_request(
+            HOST,
+            &format!("TrentService.{op}"),
+            body.as_bytes(),
             creds,
             "us-east-1",
             "kms",
             time::OffsetDateTime::now_utc(),
         );
         let mut req = Request::post("/");
-        for (n, v) in base
-            .iter()
-            .map(|(n, v)| (*n, *v))
-            .chain(signed.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        {
+        for (n, v) in &headers {
             req = req.header(n, v);
         }
         let resp = self
