@@ -165,3 +165,51 @@ fn secs(s: i64) -> String {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_s_code_is_listed() {
+        let p = CertPosition::Leaf;
+        let all = [
+            Error::Cose(String::new()),
+            Error::Syntax(String::new()),
+            Error::Root(String::new()),
+            Error::Cert {
+                position: p,
+                reason: String::new(),
+            },
+            Error::Chain {
+                position: p,
+                reason: String::new(),
+            },
+            Error::ChainSig(p),
+            Error::CertTime {
+                position: p,
+                at: 0,
+                not_before: 0,
+                not_after: 0,
+            },
+            Error::Sig,
+            Error::Pcr {
+                index: 0,
+                reason: String::new(),
+            },
+            Error::Debug,
+            Error::Nonce(String::new()),
+            Error::Stale {
+                age_ms: 0,
+                max_ms: 0,
+            },
+            Error::NoPublicKey,
+            Error::Anchor(String::new()),
+            Error::DevPki(String::new()),
+        ];
+        assert_eq!(all.len(), CODES.len());
+        for e in all {
+            assert!(CODES.contains(&e.code()), "{}", e.code());
+        }
+    }
+}

@@ -485,6 +485,20 @@ mod ber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variant_s_code_is_listed() {
+        let all = [
+            CmsError::RecipientKey(String::new()),
+            CmsError::Malformed(String::new()),
+            CmsError::Decrypt(String::new()),
+            CmsError::Encrypt(String::new()),
+        ];
+        assert_eq!(all.len(), CMS_CODES.len());
+        for e in all {
+            assert!(CMS_CODES.contains(&e.code()), "{}", e.code());
+        }
+    }
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::rsa::KeySize;
 

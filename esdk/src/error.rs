@@ -48,3 +48,23 @@ impl cloister_common::ErrorCode for EsdkError {
         EsdkError::code(self).into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_s_code_is_listed() {
+        let all = [
+            EsdkError::Malformed(String::new()),
+            EsdkError::Unsupported(String::new()),
+            EsdkError::Commitment,
+            EsdkError::Authentication(String::new()),
+            EsdkError::Seal(String::new()),
+        ];
+        assert_eq!(all.len(), CODES.len());
+        for e in all {
+            assert!(CODES.contains(&e.code()), "{}", e.code());
+        }
+    }
+}

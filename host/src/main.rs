@@ -139,6 +139,16 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn codes_come_from_the_innermost_coded_error_else_cli_failed() {
+        let plain = anyhow::anyhow!("no code here");
+        assert_eq!(super::code_of(&plain), "CLI-FAILED");
+        let wrapped = anyhow::Error::from(cloister_esdk::EsdkError::Commitment)
+            .context("message 3")
+            .context("opening sealed.bin");
+        assert_eq!(super::code_of(&wrapped), "ESDK-COMMITMENT");
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
