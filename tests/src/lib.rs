@@ -1,6 +1,6 @@
 //! Helpers for cross-crate tests: locate the workspace's binaries and test vectors.
 //!
-//! Tests here drive `cloister` (and later `cloister-kms`, `cloister-enclave`) as a user does,
+//! Tests here drive `cloister`, `cloister-kms` and `cloister-enclave` as a user does,
 //! as separate processes, so they exercise argument parsing, exit codes and real I/O. Helpers
 //! panic on a broken environment: they only ever run inside tests. [`kms`] starts a real
 //! `cloister-kms` for any test that needs one.
