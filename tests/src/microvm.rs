@@ -2,16 +2,16 @@
 //! `qemu/fetch-kernel` caches, and `cloister-vinit` (a minimal PID 1 that loads the vsock
 //! modules and echoes on vsock port 5000) built as a static binary.
 //!
-//! The image has cloister's layout: a bootstrap ramdisk with `/init`, `/dev/console`,
-//! `/lib/modules/*.ko` and `/etc/cloister/modules` (one module path a line, in load order), and an
-//! app ramdisk with `/etc/cloister/enclave.toml`. Like the rest of this crate it panics on a
+//! The image has cloister's layout (`cloister_eif::layout`): a bootstrap ramdisk with `/init`,
+//! `/dev/console`, `/lib/modules/*.ko` and `/etc/cloister/modules`, and an application ramdisk
+//! with `/etc/cloister/enclave.toml`. Like the rest of this crate it panics on a
 //! broken environment: it only ever runs inside tests and benchmarks.
 #![allow(clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cloister_eif::cpio::Entry;
+use cloister_eif::layout;
 use cloister_eif::{Image, Pcrs, Ramdisk};
 
 use crate::workspace;
@@ -19,8 +19,38 @@ use crate::workspace;
 /// The kernel command line of the test images (the reference recipe's).
 pub const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 
-/// The enclave configuration's vsock section, as cloister's images carry it.
-pub const CONFIG: &str = "[vsock]\njobs_port = 5000\nrelay_port = 8000\nnsm_port = 9000\n";
+/// An enclave configuration (the image's form) for a KMS at `endpoint` with CA `ca_pem`,
+/// accepting `key`, with cloister's default ports (jobs 5000, relay 8000, NSM 9000).
+pub fn config(endpoint: &str, ca_pem: &str, key: &str) -> String {
+    format!(
+        r#"nsm = "vsock"
+[kms]
+endpoint = "{endpoint}"
+server_name = "localhost"
+ca_pem = """{ca_pem}"""
+accepted_keys = ["{key}"]
+[cache]
+max_age_secs = 300
+max_uses = 10000
+[vsock]
+jobs_port = 5000
+relay_port = 8000
+nsm_port = 9000
+[operations]
+"#
+    )
+}
+
+/// A placeholder configuration, for images that never reach a KMS (`cloister-vinit`).
+pub fn placeholder_config() -> String {
+    let ca = std::fs::read_to_string(crate::testdata("nitro/aws_nitro_enclaves_root_g1.pem"))
+        .expect("the AWS root in testdata");
+    config(
+        "127.0.0.1:1",
+        &ca,
+        "arn:aws:kms:us-east-1:111122223333:key/placeholder",
+    )
+}
 
 /// The guest kernel and the vsock modules, in load order.
 #[derive(Debug, Clone)]
@@ -87,32 +117,28 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// The two ramdisks of an image whose `/init` is `init`.
+/// The two ramdisks of an image whose `/init` is `init` (cloister's layout).
 pub fn ramdisks(init: &Path, kernel: &Kernel, config: &str) -> Vec<Ramdisk> {
-    let mut boot = vec![
-        Entry::file("init", 0o755, read(init)),
-        Entry::char_device("dev/console", 0o600, 5, 1),
-    ];
-    let mut list = String::new();
-    for m in &kernel.modules {
-        let name = m.file_name().and_then(|n| n.to_str()).expect("module name");
-        boot.push(Entry::file(format!("lib/modules/{name}"), 0o644, read(m)));
-        list.push_str(&format!("/lib/modules/{name}\n"));
-    }
-    boot.push(Entry::file("etc/cloister/modules", 0o644, list));
-    let app = vec![Entry::file("etc/cloister/enclave.toml", 0o644, config)];
+    let modules: Vec<(String, Vec<u8>)> = kernel
+        .modules
+        .iter()
+        .map(|m| {
+            let name = m.file_name().and_then(|n| n.to_str()).expect("module name");
+            (name.to_owned(), read(m))
+        })
+        .collect();
     vec![
-        Ramdisk::from_entries(&boot).expect("bootstrap ramdisk"),
-        Ramdisk::from_entries(&app).expect("app ramdisk"),
+        layout::bootstrap_ramdisk(read(init), &modules).expect("bootstrap ramdisk"),
+        layout::application_ramdisk(config.as_bytes().to_vec()).expect("application ramdisk"),
     ]
 }
 
-/// Writes an EIF whose `/init` is `init` to `out`; returns its PCRs.
-pub fn image(out: &Path, init: &Path, kernel: &Kernel) -> Pcrs {
+/// Writes an EIF (kernel, `/init` = `init`, `config`) to `out`; returns its PCRs.
+pub fn image(out: &Path, init: &Path, kernel: &Kernel, config: &str) -> Pcrs {
     let image = Image::new(
         read(&kernel.vmlinuz),
         CMDLINE,
-        ramdisks(init, kernel, CONFIG),
+        ramdisks(init, kernel, config),
     );
     let (bytes, pcrs) = image.build().expect("building the EIF");
     std::fs::write(out, bytes).expect("writing the EIF");
@@ -121,5 +147,5 @@ pub fn image(out: &Path, init: &Path, kernel: &Kernel) -> Pcrs {
 
 /// Writes the `cloister-vinit` image to `out`: kernel, vinit as `/init`, the modules.
 pub fn vinit_image(out: &Path) -> Pcrs {
-    image(out, &vinit(), &kernel())
+    image(out, &vinit(), &kernel(), &placeholder_config())
 }

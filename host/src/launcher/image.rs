@@ -12,7 +12,7 @@ use cloister_eif::SectionType;
 
 use crate::measure::ImagePcrs;
 
-/// The vsock ports of an image (its `[vsock]` configuration; these are cloister's defaults).
+/// The vsock ports of an image (its configuration's `[vsock]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ports {
     /// Where the enclave listens for jobs.
@@ -21,16 +21,6 @@ pub(crate) struct Ports {
     pub(crate) relay: u32,
     /// Host port of the emulated NSM.
     pub(crate) nsm: u32,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self {
-            jobs: 5000,
-            relay: 8000,
-            nsm: 9000,
-        }
-    }
 }
 
 /// An image in memory, with its measurement.
@@ -93,21 +83,36 @@ impl Image {
     }
 }
 
-/// The enclave binary and its configuration, taken from the image's ramdisks (process mode).
+/// The enclave binary, its configuration, and the ports that configuration gives.
 #[derive(Debug)]
 pub(crate) struct EnclaveFiles {
     /// `/init`.
     pub(crate) init: Vec<u8>,
-    /// `/etc/cloister/enclave.toml`.
+    /// `/etc/cloister/enclave.toml`, as the image holds it.
     pub(crate) config: Vec<u8>,
+    /// Its `[vsock]` ports.
+    pub(crate) ports: Ports,
+    /// Whether the image is for process mode only (its kernel is not a kernel).
+    pub(crate) process_only: bool,
 }
 
 impl Image {
-    /// `/init` and the configuration, from the measured bytes.
+    /// `/init` and the configuration, from the measured bytes, in cloister's image layout (the
+    /// configuration checked as the enclave checks it).
     pub(crate) fn enclave_files(&self) -> Result<EnclaveFiles> {
-        anyhow::bail!(
-            "process mode needs cloister-eif's cpio reader (branch image), not merged yet ({} bytes)",
-            self.bytes.len()
-        )
+        let files = cloister_eif::image_files(&self.bytes)
+            .context("the image is not in cloister's layout")?;
+        let config = cloister_enclave::config::Config::from_bytes(&files.config)
+            .context("the image's configuration")?;
+        Ok(EnclaveFiles {
+            ports: Ports {
+                jobs: config.vsock.jobs_port,
+                relay: config.vsock.relay_port,
+                nsm: config.vsock.nsm_port,
+            },
+            init: files.init,
+            config: files.config,
+            process_only: files.process_only,
+        })
     }
 }

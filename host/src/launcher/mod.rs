@@ -116,12 +116,14 @@ fn random_id() -> String {
 /// `cloister run`.
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
     let image = image::Image::load(&args.eif)?;
-    let files = if args.process {
-        Some(image.enclave_files()?)
-    } else {
-        None
-    };
-    let ports = image::Ports::default();
+    let files = image.enclave_files()?;
+    if files.process_only && !args.process {
+        bail!(
+            "{} is a process-only image (no kernel): add --process",
+            args.eif.display()
+        );
+    }
+    let ports = files.ports;
     let pcrs = if args.debug_console {
         ImagePcrs::debug()
     } else {
@@ -197,9 +199,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         std::io::stdout().flush()?;
         Ok(())
     };
-    let ended = match &files {
-        Some(files) => process::run(&args, files, &dir, ports, nsm, &mut signals, started).await?,
-        None => microvm::run(&args, &image, &dir, ports, nsm, &mut signals, started).await?,
+    let ended = if args.process {
+        process::run(&args, &files, &dir, ports, nsm, &mut signals, started).await?
+    } else {
+        microvm::run(&args, &image, &dir, ports, nsm, &mut signals, started).await?
     };
     let Ended::Signal(s) = ended;
     eprintln!("cloister run: enclave {id} stopped ({s})");

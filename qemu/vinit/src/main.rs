@@ -2,9 +2,9 @@
 //! (`scripts/bench-boot`) and the launcher's tests. It is not the enclave: no NSM client, no
 //! jobs, no configuration beyond the module list.
 //!
-//! As PID 1 it mounts devtmpfs, proc and sysfs, loads the kernel modules listed one path a line
-//! in `/etc/cloister/modules` (the layout of cloister's enclave images; `#` comments and blank
-//! lines skipped, already-loaded modules ignored), then serves vsock port 5000: each connection
+//! As PID 1 it mounts devtmpfs, proc and sysfs, loads the kernel modules listed in
+//! `/etc/cloister/modules` (cloister's image layout: one file name of `/lib/modules` a line, in
+//! load order; blank lines skipped, already-loaded modules ignored), then serves vsock port 5000: each connection
 //! is echoed back, except one whose first line is `HOST <port>`, which is spliced to the host
 //! (CID 2) on that port, so a test can check the guest's way to the launcher's sockets. PID 1
 //! never returns. Static build: `scripts/bench-boot` shows how.
@@ -44,12 +44,9 @@ fn load_modules() {
         return;
     };
     let empty = CString::default();
-    for path in list
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let loaded = std::fs::File::open(path)
+    for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = format!("/lib/modules/{name}");
+        let loaded = std::fs::File::open(&path)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 nix::kmod::finit_module(&f, &empty, nix::kmod::ModuleInitFlags::empty())

@@ -10,10 +10,10 @@ fn main() {
     };
     let kernel = cloister_tests::microvm::kernel();
     let vinit = cloister_tests::microvm::vinit();
-    let pcrs = cloister_tests::microvm::image(&out, &vinit, &kernel);
+    let config = cloister_tests::microvm::placeholder_config();
+    let pcrs = cloister_tests::microvm::image(&out, &vinit, &kernel, &config);
     if let Some(initrd) = args.next() {
-        let disks =
-            cloister_tests::microvm::ramdisks(&vinit, &kernel, cloister_tests::microvm::CONFIG);
+        let disks = cloister_tests::microvm::ramdisks(&vinit, &kernel, &config);
         let mut bytes = Vec::new();
         for d in &disks {
             bytes.extend_from_slice(d.as_bytes());
