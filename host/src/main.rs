@@ -2,9 +2,9 @@
 //!
 //! This binary holds no secrets: it seals and opens records as the key owner's tool
 //! (`seal`/`open`), submits jobs and runs the proxy as the untrusted parent (`submit`/`proxy`),
-//! runs the emulated NSM as the launcher (`nsm`), starts enclaves as their launcher
-//! (`run`, `ps`, `stop`, `console`), and inspects and verifies attestation
-//! documents (`attest`, `dev-pki`).
+//! runs the emulated NSM as the launcher (`nsm`), starts enclaves as their launcher (`run`,
+//! `ps`, `stop`, `console`), builds and describes enclave images (`build-image`,
+//! `describe-image`), and inspects and verifies attestation documents (`attest`, `dev-pki`).
 //!
 //! Exit codes: 0 success, 1 a document was rejected (or a command failed), 2 usage error or
 //! unreadable input.
@@ -12,6 +12,7 @@
 mod attest;
 mod aws_env;
 mod dev_pki;
+mod image;
 mod input;
 mod launcher;
 mod measure;
@@ -64,6 +65,13 @@ enum Command {
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
     Open(seal::OpenArgs),
+    /// Build the enclave image (EIF): kernel, cmdline, the static enclave and its configuration;
+    /// prints its PCRs.
+    #[command(name = "build-image")]
+    BuildImage(image::BuildArgs),
+    /// Describe an enclave image: sections, sizes, PCRs and its configuration.
+    #[command(name = "describe-image")]
+    DescribeImage(image::DescribeArgs),
 }
 
 /// How a command failed, which decides the exit code.
@@ -138,6 +146,8 @@ fn main() -> ExitCode {
         Command::Spawn(args) => launcher::children::spawn_shim(args).map_err(Failure::Input),
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
+        Command::BuildImage(args) => image::build(args),
+        Command::DescribeImage(args) => image::describe(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
