@@ -156,6 +156,34 @@ fn a_process_only_image_is_refused_without_process_and_a_dead_enclave_fails_the_
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("process-only image"), "{err}");
 
+    // A debug enclave reports all-zero PCR0/1/2/8, as Nitro does.
+    let debug = launcher::run(
+        &binary("cloister"),
+        &state,
+        &[
+            "--eif",
+            eif.to_str().unwrap(),
+            "--process",
+            "--debug-console",
+        ],
+        Duration::from_secs(60),
+    );
+    for n in [0, 1, 2, 8] {
+        assert_eq!(debug.get(&format!("pcr{n}")), "0".repeat(96), "PCR{n}");
+    }
+    // A launcher killed outright (no cleanup possible) still takes its enclave with it
+    // (PR_SET_PDEATHSIG).
+    let orphan = children(debug.pid())[0];
+    drop(debug);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while exists(orphan) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the enclave outlived a killed launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // The enclave killed behind the launcher's back: reported, non-zero, nothing left.
     let run = launcher::run(
         &binary("cloister"),
