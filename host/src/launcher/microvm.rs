@@ -17,6 +17,9 @@ use super::{Ended, RunArgs, Started};
 
 /// Grace given to QEMU and the backend to exit on SIGTERM.
 const GRACE: Duration = Duration::from_secs(3);
+/// TCG: how long one boot may take before it is taken for hung, and how many are tried.
+const TCG_ATTEMPT: Duration = Duration::from_secs(20);
+const TCG_ATTEMPTS: u32 = 5;
 
 /// Boots `image` in a microVM; returns once the enclave is stopped or has died.
 pub(crate) async fn run(
@@ -49,31 +52,54 @@ pub(crate) async fn run(
         cpus: args.cpus,
         accel: &accel,
     };
-    let mut vm = qemu::start(&cfg, &parts)?;
+    qemu::write_boot_files(&private, &parts)?;
     let address = Address::Unix {
         path: dir.vsock(),
         port: Some(ports.jobs),
     };
-    let ended = {
-        let mut watched = vec![
-            ("qemu", &mut vm),
-            ("vhost-device-vsock", &mut backend.child),
-        ];
-        match supervise::ready(&address, signals, &mut watched).await {
-            Ok(Event::Ready) => {
-                started(Started {
-                    mode: "microvm",
-                    accel: Some(format!("{} ({})", accel.name, accel.reason)),
-                    boot: t0.elapsed(),
-                })?;
-                supervise::running(signals, &mut watched).await
+    // Under TCG, Debian's kernel sometimes fails to calibrate its clock against QEMU 7.2's PIT
+    // and hangs before /init (about one boot in three on a loaded machine). Nothing measured
+    // changes between attempts, so a boot that has not answered in ATTEMPT is restarted.
+    let (attempts, per_attempt) = if accel.name == "tcg" {
+        (TCG_ATTEMPTS, TCG_ATTEMPT)
+    } else {
+        (1, supervise::READY_TIMEOUT)
+    };
+    let mut started = Some(started);
+    let mut attempt = 1;
+    let (ended, mut vm) = loop {
+        let mut vm = qemu::start(&cfg, &parts.cmdline)?;
+        let event = {
+            let mut watched = vec![
+                ("qemu", &mut vm),
+                ("vhost-device-vsock", &mut backend.child),
+            ];
+            match supervise::ready(&address, per_attempt, signals, &mut watched).await {
+                Event::Ready => {
+                    if let Some(report) = started.take() {
+                        report(Started {
+                            mode: "microvm",
+                            accel: Some(format!("{} ({})", accel.name, accel.reason)),
+                            boot: t0.elapsed(),
+                            attempts: attempt,
+                        })?;
+                    }
+                    supervise::running(signals, &mut watched).await
+                }
+                other => other,
             }
-            Ok(other) => other,
-            Err(e) => {
-                report_crash(&private);
-                Err(e)?
-            }
+        };
+        if matches!(event, Event::TimedOut) && attempt < attempts {
+            eprintln!(
+                "cloister run: boot attempt {attempt} did not answer within {per_attempt:?}; \
+                 restarting QEMU (console: {})",
+                qemu::tail(&qemu::console(&private), 1)
+            );
+            super::children::stop(&mut vm, GRACE).await;
+            attempt += 1;
+            continue;
         }
+        break (event, vm);
     };
     nsm_task.abort();
     super::children::stop(&mut vm, GRACE).await;
@@ -83,6 +109,10 @@ pub(crate) async fn run(
         Event::Exited(name, status) => {
             report_crash(&private);
             bail!("{name} exited ({status}) while the enclave was running")
+        }
+        Event::TimedOut => {
+            report_crash(&private);
+            bail!("the enclave's jobs port did not answer after {attempts} boot attempt(s)")
         }
         Event::Ready => Ok(Ended::Signal("none")),
     }

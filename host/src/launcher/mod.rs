@@ -96,6 +96,7 @@ pub(crate) struct Started {
     mode: &'static str,
     accel: Option<String>,
     boot: Duration,
+    attempts: u32,
 }
 
 /// How a supervised enclave ended without error.
@@ -183,6 +184,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             println!("pcr{n} {}", v.to_hex());
         }
         println!("ready_ms {}", s.boot.as_millis());
+        println!("boot_attempts {}", s.attempts);
         println!("proxy --enclave {enclave}");
         match &relay {
             Some(r) => println!(

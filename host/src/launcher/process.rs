@@ -104,12 +104,13 @@ pub(crate) async fn run(
     };
     let ended = {
         let mut watched = vec![("cloister-enclave", &mut enclave)];
-        match supervise::ready(&address, signals, &mut watched).await? {
+        match supervise::ready(&address, supervise::READY_TIMEOUT, signals, &mut watched).await {
             Event::Ready => {
                 started(Started {
                     mode: "process",
                     accel: None,
                     boot: t0.elapsed(),
+                    attempts: 1,
                 })?;
                 supervise::running(signals, &mut watched).await
             }
@@ -125,6 +126,13 @@ pub(crate) async fn run(
             let tail = super::qemu::tail(&console, 20);
             bail!(
                 "{name} exited ({status}) while the enclave was running\n--- console (last lines)\n{tail}"
+            )
+        }
+        Event::TimedOut => {
+            let tail = super::qemu::tail(&console, 20);
+            bail!(
+                "the enclave did not answer on its jobs port within {:?}\n--- console (last lines)\n{tail}",
+                supervise::READY_TIMEOUT
             )
         }
         Event::Ready => Ok(Ended::Signal("none")),

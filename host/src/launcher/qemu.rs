@@ -97,12 +97,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the kernel and initrd into the private folder and starts QEMU.
-pub(crate) fn start(cfg: &VmConfig<'_>, parts: &BootParts) -> Result<Child> {
+/// Writes the kernel and initrd (from the measured image) into the private folder.
+pub(crate) fn write_boot_files(private: &Path, parts: &BootParts) -> Result<()> {
+    write_private(&private.join("vmlinuz"), &parts.kernel)?;
+    write_private(&private.join("initrd"), &parts.initrd)
+}
+
+/// Starts QEMU on the files [`write_boot_files`] wrote, with the image's cmdline.
+pub(crate) fn start(cfg: &VmConfig<'_>, cmdline: &str) -> Result<Child> {
     let kernel = cfg.private.join("vmlinuz");
     let initrd = cfg.private.join("initrd");
-    write_private(&kernel, &parts.kernel)?;
-    write_private(&initrd, &parts.initrd)?;
     let program = children::find_program("qemu-system-x86_64")?;
     let mem = format!("{}M", cfg.memory);
     let mut args: Vec<OsString> = Vec::new();
@@ -129,7 +133,7 @@ pub(crate) fn start(cfg: &VmConfig<'_>, parts: &BootParts) -> Result<Child> {
         "-initrd",
         &initrd.to_string_lossy(),
         "-append",
-        &parts.cmdline,
+        cmdline,
         "-display",
         "none",
         "-serial",

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cloister_wire::Address;
 use tokio::process::Child;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// How long an enclave may take to answer on its jobs port (TCG boots take ~3 s unloaded).
+/// How long an enclave may take to answer on its jobs port, in all (TCG boots take 2-3 s).
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// SIGTERM and SIGINT.
@@ -44,6 +44,8 @@ impl Signals {
 pub(crate) enum Event {
     /// The enclave's jobs port answered.
     Ready,
+    /// It did not answer in the time given.
+    TimedOut,
     /// A signal.
     Signal(&'static str),
     /// The named child ended.
@@ -74,19 +76,20 @@ async fn first_exit(children: &mut Watched<'_>) -> (&'static str, std::process::
     }
 }
 
-/// Waits until `address` answers, a signal, or a child ends.
+/// Waits until `address` answers (or `timeout` passes), a signal, or a child ends.
 pub(crate) async fn ready(
     address: &Address,
+    timeout: Duration,
     signals: &mut Signals,
     children: &mut Watched<'_>,
-) -> Result<Event> {
+) -> Event {
     tokio::select! {
-        t = tokio::time::timeout(READY_TIMEOUT, until_ready(address)) => match t {
-            Ok(()) => Ok(Event::Ready),
-            Err(_) => bail!("the enclave's jobs port did not answer within {READY_TIMEOUT:?}"),
+        t = tokio::time::timeout(timeout, until_ready(address)) => match t {
+            Ok(()) => Event::Ready,
+            Err(_) => Event::TimedOut,
         },
-        s = signals.next() => Ok(Event::Signal(s)),
-        (name, status) = first_exit(children) => Ok(Event::Exited(name, status)),
+        s = signals.next() => Event::Signal(s),
+        (name, status) = first_exit(children) => Event::Exited(name, status),
     }
 }
 
