@@ -178,3 +178,194 @@ pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// One attested job end to end through `cloister run`: cloister-kms (TLS) trusting the
+/// launcher's dev PKI, a key whose policy releases data keys only to the image's PCR0, the image
+/// (`cloister build-image`, its configuration naming that KMS and key), `cloister run` with
+/// `--kms-relay`, `cloister proxy` on the addresses the launcher printed, `cloister seal` and
+/// `cloister submit --op stats`. Returns submit's output rows and the KMS's Decrypt audit entries
+/// (with the image's PCR0).
+///
+/// `image_args` are build-image's kernel arguments (`--process-only`, or `--kernel ...
+/// --enclave-binary <static>`); `run_args` go to `cloister run` (e.g. `--process`).
+pub fn attested_job(
+    dir: &Path,
+    image_args: &[&str],
+    run_args: &[&str],
+    ready: Duration,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, String) {
+    use serde_json::{Value, json};
+
+    use crate::kms::KmsBinary;
+    use crate::{binary, outcome};
+
+    let cloister = binary("cloister");
+    let pki = dir.join("dev-pki");
+    let (code, _, err) = outcome(
+        &Command::new(&cloister)
+            .args(["dev-pki", "init", "--dir", pki.to_str().expect("utf-8")])
+            .output()
+            .expect("dev-pki init"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let kms = KmsBinary::new(binary("cloister-kms")).start(
+        &dir.join("kms"),
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--trust-root",
+            pki.join("root.pem").to_str().expect("utf-8"),
+        ],
+    );
+    let https = kms.https.clone().expect("TLS listener");
+    let env = kms.admin_env();
+    let client = kms.client(kms.admin());
+    let rt = crate::kms::rt();
+    let key_arn = rt
+        .block_on(client.call("CreateKey", &json!({})))
+        .expect("CreateKey")["KeyMetadata"]["Arn"]
+        .as_str()
+        .expect("arn")
+        .to_owned();
+
+    // The image names this KMS and key; its PCR0 goes into the key's policy.
+    std::fs::copy(kms.ca_pem_path(), dir.join("kms-ca.pem")).expect("CA");
+    let config = crate::microvm::config(&https, "", &key_arn)
+        .replace("ca_pem = \"\"\"\"\"\"", "ca_file = \"kms-ca.pem\"");
+    std::fs::write(dir.join("enclave.toml"), config).expect("config");
+    let eif = dir.join("enclave.eif");
+    let config_path = dir.join("enclave.toml");
+    let mut args = vec![
+        "build-image",
+        "--config",
+        config_path.to_str().expect("utf-8"),
+        "--out",
+        eif.to_str().expect("utf-8"),
+        "--json",
+    ];
+    args.extend_from_slice(image_args);
+    let (code, out, err) = outcome(&Command::new(&cloister).args(&args).output().expect("build"));
+    assert_eq!(code, 0, "{err}");
+    let built: Value = serde_json::from_str(&out).expect("build-image --json");
+    let pcr0 = built["Measurements"]["PCR0"]
+        .as_str()
+        .expect("PCR0")
+        .to_owned();
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": crate::kms::ADMIN_ARN},
+         "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": crate::kms::ADMIN_ARN}, "Action": "kms:Decrypt", "Resource": "*",
+         "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}}]});
+    rt.block_on(client.call(
+        "PutKeyPolicy",
+        &json!({"KeyId": key_arn, "Policy": policy.to_string()}),
+    ))
+    .expect("PutKeyPolicy");
+
+    // The launcher, then the proxy on the addresses it printed.
+    std::fs::create_dir_all(dir.join("proxy")).expect("proxy dir");
+    let relay = dir.join("proxy/relay.sock");
+    let mut run_all = vec![
+        "--eif",
+        eif.to_str().expect("utf-8"),
+        "--dev-pki",
+        pki.to_str().expect("utf-8"),
+        "--kms-relay",
+        relay.to_str().expect("utf-8"),
+    ];
+    run_all.extend_from_slice(run_args);
+    let launched = run(&cloister, &dir.join("state"), &run_all, ready);
+    assert_eq!(launched.get("pcr0"), pcr0);
+    let enclave = launched
+        .get("proxy")
+        .trim_start_matches("--enclave ")
+        .to_owned();
+    let jobs = format!("unix://{}", dir.join("proxy/jobs.sock").display());
+    let mut proxy = Command::new(&cloister)
+        .args([
+            "proxy",
+            "--listen",
+            &jobs,
+            "--enclave",
+            &enclave,
+            "--relay-listen",
+            &format!("unix://{}", relay.display()),
+            "--kms-endpoint",
+            &https,
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("proxy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !dir.join("proxy/jobs.sock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Seal as the key's owner, submit as a user.
+    let input = dir.join("records.jsonl");
+    let records: String = (0..60)
+        .map(|i| {
+            let country = ["NZ", "FR", "JP"][i % 3];
+            format!(
+                "{}\n",
+                json!({"id": i, "name": format!("patient-{i}"), "amount": i, "country": country})
+            )
+        })
+        .collect();
+    std::fs::write(&input, records).expect("records");
+    let sealed = dir.join("records.sealed");
+    let with_env = |args: &[&str]| {
+        outcome(
+            &Command::new(&cloister)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .env("AWS_REGION", crate::kms::REGION)
+                .output()
+                .expect("cloister"),
+        )
+    };
+    let (code, _, err) = with_env(&[
+        "seal",
+        "--kms",
+        &kms.url(),
+        "--key-id",
+        &key_arn,
+        "--context",
+        "dataset=test",
+        "--records-per-message",
+        "20",
+        input.to_str().expect("utf-8"),
+        "-o",
+        sealed.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with_env(&[
+        "submit",
+        "--proxy",
+        &jobs,
+        "--op",
+        "stats",
+        "--group-by",
+        "country",
+        sealed.to_str().expect("utf-8"),
+    ]);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    drop(launched);
+    assert_eq!(code, 0, "submit failed: {err}");
+    let rows = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let decrypts = kms
+        .audit_tail(1000)
+        .into_iter()
+        .map(|e| e["entry"].clone())
+        .filter(|e| e["operation"] == "Decrypt")
+        .collect();
+    (rows, decrypts, pcr0)
+}

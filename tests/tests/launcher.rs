@@ -204,3 +204,23 @@ fn a_process_only_image_is_refused_without_process_and_a_dead_enclave_fails_the_
     assert!(!folder.exists());
     assert!(!exists(enclave));
 }
+
+#[test]
+fn an_attested_job_runs_end_to_end_through_cloister_run_in_process_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let enclave = binary("cloister-enclave");
+    let (rows, decrypts, pcr0) = launcher::attested_job(
+        dir.path(),
+        &[
+            "--process-only",
+            "--enclave-binary",
+            enclave.to_str().unwrap(),
+        ],
+        &["--process"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(decrypts.len(), 1, "{decrypts:?}");
+    assert_eq!(decrypts[0]["outcome"], "ok");
+    assert_eq!(decrypts[0]["pcr0"], pcr0.as_str());
+}
