@@ -163,7 +163,7 @@ fn an_image_boots_in_qemu_and_only_the_launcher_user_reaches_its_nsm() {
     let probe = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
                  s.sendall(b'CONNECT 5000\\n')\nprint(s.recv(64).decode().strip())";
     let vsock = folder.join("vm.vsock");
-    let (code, out, err) = as_proxy("python3", &["-c", probe, vsock.to_str().unwrap()]);
+    let (code, out, err) = as_proxy("/usr/bin/python3", &["-c", probe, vsock.to_str().unwrap()]);
     assert_eq!((code, out.trim()), (0, "OK 5000"), "{err}");
 
     // ps shows it; then QEMU dies: reported with the console, non-zero, nothing left behind.
