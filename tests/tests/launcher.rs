@@ -79,6 +79,12 @@ fn process_mode_runs_the_measured_binary_with_no_nsm_on_the_file_system() {
     // The one socket under the state directory is the enclave's hybrid-vsock listener: no NSM
     // path for anyone to find.
     assert_eq!(sockets_under(&state), vec![folder.join("vm.vsock")]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(folder.join("vm.vsock"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o666, "the proxy runs as another user");
 
     // The running enclave is the measured binary, from a memfd, with an empty environment.
     let kids = children(run.pid());

@@ -106,6 +106,10 @@ pub(crate) async fn run(
         let mut watched = vec![("cloister-enclave", &mut enclave)];
         match supervise::ready(&address, supervise::READY_TIMEOUT, signals, &mut watched).await {
             Event::Ready => {
+                // The enclave made its listener for its own user; the proxy runs as another.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.vsock(), std::fs::Permissions::from_mode(0o666))
+                    .context("making vm.vsock connectable by the proxy's user")?;
                 started(Started {
                     mode: "process",
                     accel: None,

@@ -8,9 +8,9 @@
 //! <state>/dev-pki/               0700, the emulated NSM's dev PKI (default --dev-pki)
 //! <state>/<id>/                  0755, the launcher's user
 //!   enclave.json                 0644: id, mode, cid, launcher pid, PCRs, addresses (for `ps`)
-//!   vm.vsock                     the enclave's hybrid-vsock socket (microVM: vhost-device-vsock's,
-//!                                made 0666 so the proxy's user can connect; process mode: the
-//!                                enclave's own listener)
+//!   vm.vsock                     the enclave's hybrid-vsock socket (microVM: vhost-device-vsock's;
+//!                                process mode: the enclave's own listener), made 0666 once it
+//!                                exists so the proxy's user can connect (the folder is 0755)
 //!   vm.vsock_<relay_port>  ->    the proxy's relay listener (--kms-relay), in the proxy's own dir
 //!   vm.vsock_<nsm_port>    ->    private/nsm.sock (microVM only)
 //!   private/                     0700, the launcher's user only
