@@ -132,10 +132,13 @@ impl EnclaveDir {
         self.path.join(format!("{VSOCK}_{port}"))
     }
 
-    /// Points `vm.vsock_<port>` at `target`.
+    /// Points `vm.vsock_<port>` at `target` (made absolute: a relative link would resolve from
+    /// the enclave's folder).
     pub(crate) fn link_host_port(&self, port: u32, target: &Path) -> Result<()> {
         let link = self.host_port(port);
-        std::os::unix::fs::symlink(target, &link)
+        let target = std::path::absolute(target)
+            .with_context(|| format!("resolving {}", target.display()))?;
+        std::os::unix::fs::symlink(&target, &link)
             .with_context(|| format!("linking {} to {}", link.display(), target.display()))
     }
 
