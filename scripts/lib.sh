@@ -21,9 +21,10 @@ ensure_cargo_tool() {
   fi
 }
 
-# ensure_apt PACKAGE...: install Debian packages that are missing.
+# ensure_apt [--no-install-recommends] PACKAGE...: install Debian packages that are missing.
 ensure_apt() {
-  local missing=()
+  local missing=() opts=()
+  if [ "${1:-}" = "--no-install-recommends" ]; then opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
@@ -32,7 +33,7 @@ ensure_apt() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
   fi
 }
 

@@ -6,6 +6,9 @@
 //! numbered 1, 2, ... in that order, and the archive ends with the `TRAILER!!!` entry. Paths
 //! are relative (`init`, `dev/console`); a leading `/` is dropped. No compression (the kernel
 //! reads an uncompressed cpio as is).
+//!
+//! [`read`] is the reader of untrusted archives (an EIF's ramdisks): newc only, every header
+//! field checked, names and sizes bounded by the input, no panic.
 
 use std::collections::BTreeMap;
 
@@ -185,9 +188,183 @@ fn write_entry(out: &mut Vec<u8>, name: &str, f: &Fields, data: &[u8]) -> Result
     Ok(())
 }
 
+/// Longest name [`read`] accepts (Linux's `PATH_MAX`, with its NUL).
+pub const MAX_NAME: usize = 4096;
+const HEADER_LEN: usize = 110;
+const S_IFMT: u32 = 0o170_000;
+
+/// Reads one header field: exactly 8 ASCII hex digits.
+fn hex_field(header: &[u8], index: usize) -> Result<u32, EifError> {
+    let bad = || EifError::Cpio(format!("header field {index} is not 8 hex digits"));
+    let start = 6 + 8 * index;
+    let digits = header.get(start..start + 8).ok_or_else(bad)?;
+    digits.iter().try_fold(0u32, |acc, &b| {
+        let d = char::from(b).to_digit(16).ok_or_else(bad)?;
+        Ok((acc << 4) | d)
+    })
+}
+
+fn to_usize(v: u32) -> Result<usize, EifError> {
+    usize::try_from(v).map_err(|_| EifError::Cpio("size does not fit in memory".into()))
+}
+
+/// Reads a newc archive (magic `070701`) up to its `TRAILER!!!`, after which only zero padding
+/// may follow. Regular files, directories, character devices and symbolic links are returned
+/// in archive order, paths normalized as [`archive`] writes them (a `.` entry is skipped and a
+/// leading `./` dropped); anything else (another magic, a bad field, a name or size past the
+/// end, a block device, FIFO or socket, a repeated path, a missing trailer) is an error.
+pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, EifError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut at = 0usize;
+    loop {
+        let header = bytes
+            .get(at..at + HEADER_LEN)
+            .ok_or_else(|| EifError::Cpio(format!("truncated header at offset {at}")))?;
+        if &header[..6] != MAGIC.as_bytes() {
+            return Err(EifError::Cpio(format!(
+                "no newc magic 070701 at offset {at}"
+            )));
+        }
+        let mode = hex_field(header, 1)?;
+        let size = to_usize(hex_field(header, 6)?)?;
+        let rdev = (hex_field(header, 9)?, hex_field(header, 10)?);
+        let namesize = to_usize(hex_field(header, 11)?)?;
+        if hex_field(header, 12)? != 0 {
+            return Err(EifError::Cpio(format!(
+                "non-zero check field at offset {at}"
+            )));
+        }
+        for i in [0, 2, 3, 4, 5, 7, 8] {
+            hex_field(header, i)?;
+        }
+        if namesize == 0 || namesize > MAX_NAME {
+            return Err(EifError::Cpio(format!(
+                "name size {namesize} at offset {at}"
+            )));
+        }
+        let name_start = at + HEADER_LEN;
+        let name = bytes
+            .get(name_start..name_start + namesize)
+            .ok_or_else(|| EifError::Cpio(format!("name past the end at offset {at}")))?;
+        let (name, nul) = name.split_at(namesize - 1);
+        if nul != [0] || name.contains(&0) {
+            return Err(EifError::Cpio(format!(
+                "name not NUL-terminated at offset {at}"
+            )));
+        }
+        let name = std::str::from_utf8(name)
+            .map_err(|_| EifError::Cpio(format!("name not UTF-8 at offset {at}")))?;
+        let data_start = (name_start + namesize).next_multiple_of(4);
+        let data_end = data_start
+            .checked_add(size)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| EifError::Cpio(format!("{name}: data past the end")))?;
+        let data = &bytes[data_start..data_end];
+        at = data_end.next_multiple_of(4);
+        if name == TRAILER {
+            let rest = bytes.get(at..).unwrap_or_default();
+            if rest.iter().any(|b| *b != 0) {
+                return Err(EifError::Cpio("bytes after the trailer".into()));
+            }
+            return Ok(entries);
+        }
+        if name == "." {
+            continue;
+        }
+        let path = normalize(name.strip_prefix("./").unwrap_or(name))?;
+        let kind = match mode & S_IFMT {
+            S_IFREG => EntryKind::File(data.to_vec()),
+            S_IFDIR if data.is_empty() => EntryKind::Directory,
+            S_IFCHR if data.is_empty() => EntryKind::CharDevice {
+                major: rdev.0,
+                minor: rdev.1,
+            },
+            S_IFLNK => EntryKind::Symlink(
+                String::from_utf8(data.to_vec())
+                    .map_err(|_| EifError::Cpio(format!("{path}: link target not UTF-8")))?,
+            ),
+            _ => {
+                return Err(EifError::Cpio(format!(
+                    "{path}: unsupported entry (mode {mode:o})"
+                )));
+            }
+        };
+        if !seen.insert(path.clone()) {
+            return Err(EifError::Cpio(format!("{path} appears twice")));
+        }
+        entries.push(Entry {
+            path,
+            mode: mode & 0o7777,
+            kind,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_returns_what_archive_wrote() {
+        let entries = [
+            Entry::file("init", 0o755, b"binary".to_vec()),
+            Entry::char_device("dev/console", 0o600, 5, 1),
+            Entry::directory("proc", 0o555),
+            Entry::symlink("bin/sh", "/init"),
+            Entry::file("etc/cloister/modules", 0o644, b"a.ko\n".to_vec()),
+        ];
+        let bytes = archive(&entries).unwrap();
+        let back = read(&bytes).unwrap();
+        let paths: Vec<&str> = back.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["bin", "bin/sh", "dev", "dev/console", "etc", "etc/cloister"]
+                .into_iter()
+                .chain(["etc/cloister/modules", "init", "proc"])
+                .collect::<Vec<_>>()
+        );
+        for e in &entries {
+            assert!(back.contains(e), "{e:?}");
+        }
+        assert_eq!(archive(&back).unwrap(), bytes);
+        // Zero padding after the trailer is accepted (initramfs images are often padded).
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 512]);
+        assert_eq!(read(&padded).unwrap(), back);
+    }
+
+    #[test]
+    fn read_refuses_malformed_archives() {
+        let good = archive(&[Entry::file("init", 0o755, b"hi".to_vec())]).unwrap();
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            good[..good.len() - 4].to_vec(),
+            good[..100].to_vec(),
+            [&good[..], b"x"].concat(),
+        ];
+        let mut magic = good.clone();
+        magic[5] = b'2';
+        cases.push(magic);
+        let mut sign = good.clone();
+        sign[6] = b'+';
+        cases.push(sign);
+        let mut huge = good.clone();
+        huge[6 + 8 * 6..6 + 8 * 7].copy_from_slice(b"FFFFFFFF");
+        cases.push(huge);
+        let mut name = good.clone();
+        name[6 + 8 * 11..6 + 8 * 12].copy_from_slice(b"00100000");
+        cases.push(name);
+        let mut block = good.clone();
+        block[6 + 8..6 + 16].copy_from_slice(b"000061ED");
+        cases.push(block);
+        let twice = [&good[..good.len() - 124], &good[..]].concat();
+        cases.push(twice);
+        for (i, c) in cases.iter().enumerate() {
+            let e = read(c).unwrap_err();
+            assert!(matches!(e, EifError::Cpio(_)), "case {i}: {e:?}");
+        }
+    }
 
     #[test]
     fn layout_of_one_file() {

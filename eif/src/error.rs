@@ -28,6 +28,7 @@ pub const CODES: &[&str] = &[
     "EIF-CMDLINE",
     "EIF-CPIO",
     "EIF-TOO-LARGE",
+    "EIF-LAYOUT",
 ];
 
 /// What is wrong with an image, a signature, a key or a ramdisk.
@@ -109,6 +110,9 @@ pub enum EifError {
     /// An input too large for the format (a size that does not fit its field).
     #[error("too large for an EIF: {0}")]
     TooLarge(&'static str),
+    /// The image is a valid EIF but not laid out as a cloister enclave image.
+    #[error("not a cloister enclave image: {0}")]
+    Layout(String),
 }
 
 impl ErrorCode for EifError {
@@ -132,6 +136,7 @@ impl ErrorCode for EifError {
             Self::Cmdline => "EIF-CMDLINE",
             Self::Cpio(_) => "EIF-CPIO",
             Self::TooLarge(_) => "EIF-TOO-LARGE",
+            Self::Layout(_) => "EIF-LAYOUT",
         })
     }
 }
@@ -167,6 +172,7 @@ mod tests {
             EifError::Cmdline,
             EifError::Cpio("x".into()),
             EifError::TooLarge("x"),
+            EifError::Layout("x".into()),
         ];
         let codes: Vec<_> = samples.iter().map(|e| e.code().into_owned()).collect();
         assert_eq!(codes, CODES);

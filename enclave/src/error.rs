@@ -8,7 +8,13 @@ use std::borrow::Cow;
 use cloister_common::ErrorCode;
 
 /// Every code [`EnclaveError`] produces itself (wrapped errors keep theirs).
-pub const CODES: &[&str] = &["ENC-NO-KEY", "ENC-RECORD", "ENC-PROTOCOL"];
+pub const CODES: &[&str] = &[
+    "ENC-NO-KEY",
+    "ENC-RECORD",
+    "ENC-PROTOCOL",
+    "ENC-CONFIG",
+    "ENC-START",
+];
 
 /// A failure inside the enclave.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,19 @@ pub enum EnclaveError {
     /// The host broke the protocol's order.
     #[error("protocol: {0}")]
     Protocol(&'static str),
+    /// The image's configuration is unreadable or invalid (the message names the field).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The enclave could not start: a mount, a module, a file of the image, an inherited
+    /// descriptor.
+    #[error("start: {what}")]
+    Start {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<cloister_kms_client::ClientError> for EnclaveError {
@@ -56,6 +75,8 @@ impl ErrorCode for EnclaveError {
             Self::Record { .. } => "ENC-RECORD".into(),
             Self::Wire(e) => ErrorCode::code(e),
             Self::Protocol(_) => "ENC-PROTOCOL".into(),
+            Self::Config(_) => "ENC-CONFIG".into(),
+            Self::Start { .. } => "ENC-START".into(),
         }
     }
 
@@ -84,6 +105,11 @@ mod tests {
             EnclaveError::NoAcceptedKey,
             EnclaveError::Record { line: 1 },
             EnclaveError::Protocol("x"),
+            EnclaveError::Config("x".into()),
+            EnclaveError::Start {
+                what: "x".into(),
+                source: std::io::Error::other("y"),
+            },
         ] {
             assert!(CODES.contains(&&*own.code()), "{}", own.code());
         }

@@ -1,6 +1,10 @@
 //! The enclave side of cloister: serving jobs over vsock, releasing data keys by attestation,
 //! and computing results over records that never leave it.
 //!
+//! - [`config`]: the image's configuration (`/etc/cloister/enclave.toml`), typed and checked;
+//! - [`init`]: PID 1 in the microVM (mounts, modules, power-off);
+//! - [`process`]: process mode's inherited descriptors and Unix-socket addresses;
+//! - [`serve`]: the accept loop;
 //! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; progress, failures,
 //!   rows, `Done`), each message authenticated whole before it counts;
 //! - [`kms`]: attested key release through the host's relay, with a bounded key cache;
@@ -9,9 +13,13 @@
 //! The NSM it asks for documents is any [`cloister_nsm::Nsm`]: `/dev/nsm` on Nitro, the
 //! launcher's emulated NSM elsewhere.
 
+pub mod config;
 pub mod error;
+pub mod init;
 pub mod job;
 pub mod kms;
+pub mod process;
+pub mod serve;
 pub mod stats;
 #[cfg(test)]
 mod testing;

@@ -1,97 +1,152 @@
-//! `cloister-enclave`: PID 1 of the microVM (or a process in process mode). Listens for jobs on
-//! vsock, obtains data keys by attested release, and returns only results.
+//! `cloister-enclave`: the attested worker. Everything that decides whom it trusts comes from
+//! the configuration in its own (measured) image; it reads no environment variable and takes
+//! no flag that could change that.
+//!
+//! - As PID 1 of a microVM (the image's `/init`): mounts, loads the image's kernel modules,
+//!   reads `/etc/cloister/enclave.toml`, asks the NSM the configuration names (`vsock`: the
+//!   emulated NSM on host CID 2; `device`: `/dev/nsm`), listens on `vsock://any:<jobs_port>`
+//!   and relays KMS traffic through `vsock://2:<relay_port>`. Arguments are ignored. On a fatal
+//!   error it prints `cloister-enclave: fatal: <error>` and powers the VM off.
+//! - In process mode (any other PID), started by the launcher:
+//!   `cloister-enclave --config-fd N --nsm-fd M --uds PATH`, where N holds the image's
+//!   configuration bytes, M is one end of a socket pair to the emulated NSM, and vsock is
+//!   emulated under PATH as vhost-device-vsock does (jobs on `unix://PATH#<jobs_port>`, the relay
+//!   at `unix://PATH_<relay_port>`).
+//!
+//! It prints `cloister-enclave: ready` once it listens.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cloister_common::ErrorCode;
-use cloister_enclave::job::{self, KmsConfig};
-use cloister_enclave::kms::CacheLimits;
+use cloister_enclave::config::{Config, HOST_CID, NsmKind};
+use cloister_enclave::{init, process, serve};
 use cloister_nsm::Nsm;
 use cloister_nsm::client::NsmClient;
 use cloister_nsm::device::DeviceNsm;
 use cloister_wire::Address;
 
-/// cloister-enclave: the attested worker.
+/// cloister-enclave in process mode (as PID 1 of a microVM it takes no argument).
 #[derive(Debug, Parser)]
 #[command(name = "cloister-enclave", version, about)]
-struct Cli {
-    /// Where jobs arrive: vsock://any:5000, or unix:///path in process mode.
-    #[arg(long)]
-    listen: Address,
-    /// The NSM: `device` for /dev/nsm, or the emulated NSM's address.
-    #[arg(long, default_value = "device")]
-    nsm: String,
-    /// The host's KMS relay.
-    #[arg(long)]
-    kms_relay: Address,
-    /// The KMS endpoint (host:port) the relay connects to.
-    #[arg(long)]
-    kms_endpoint: String,
-    /// TLS server name of the KMS.
-    #[arg(long, default_value = "localhost")]
-    kms_server_name: String,
-    /// The KMS CA certificate (PEM), part of the enclave image.
-    #[arg(long)]
-    kms_ca: PathBuf,
-    /// KMS key ARNs whose data keys this enclave requests. Repeatable.
-    #[arg(long = "accept-key", required = true)]
-    accept_keys: Vec<String>,
-    /// Longest a released data key is reused, seconds.
-    #[arg(long, default_value_t = 300)]
-    key_cache_age: u64,
-    /// Most messages one released data key opens.
-    #[arg(long, default_value_t = 10_000)]
-    key_cache_uses: u32,
+struct ProcessCli {
+    /// Inherited descriptor holding the image's configuration (what the launcher took out of
+    /// the measured image).
+    #[arg(long, value_name = "N")]
+    config_fd: RawFd,
+    /// Inherited connected stream socket to the emulated NSM (one end of a socket pair).
+    #[arg(long, value_name = "M")]
+    nsm_fd: RawFd,
+    /// The emulated vsock's Unix socket path: jobs on PATH#<jobs_port>, the relay at
+    /// PATH_<relay_port>.
+    #[arg(long, value_name = "PATH")]
+    uds: PathBuf,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let nsm: Arc<dyn Nsm> = if cli.nsm == "device" {
-        Arc::new(DeviceNsm::open()?)
-    } else {
-        Arc::new(NsmClient::dial(cli.nsm.parse().context("--nsm")?))
-    };
-    let cfg = Arc::new(KmsConfig {
-        relay: cli.kms_relay,
-        endpoint: cli.kms_endpoint,
-        server_name: cli.kms_server_name,
-        ca_pem: std::fs::read(&cli.kms_ca)
-            .with_context(|| format!("reading {}", cli.kms_ca.display()))?,
-        accepted_keys: cli.accept_keys,
-        cache: CacheLimits {
-            max_age: Duration::from_secs(cli.key_cache_age),
-            max_uses: cli.key_cache_uses,
-        },
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Listens, says so, and serves forever.
+async fn run(
+    config: &Config,
+    listen: Address,
+    relay: Address,
+    nsm: Arc<dyn Nsm>,
+) -> Result<std::convert::Infallible> {
+    let listener = listen.listen(0o660).await?;
+    eprintln!("cloister-enclave: listening on {listen}, relay {relay}");
+    eprintln!("cloister-enclave: ready");
+    let kms = Arc::new(config.kms_config(relay));
+    serve::serve_forever(listener, kms, nsm).await;
+    anyhow::bail!("the accept loop ended")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = cli.listen.listen(0o660).await?;
-        eprintln!("cloister-enclave: listening on {}", cli.listen);
-        loop {
-            let stream = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("cloister-enclave: accept: {e}");
-                    continue;
-                }
-            };
-            let (cfg, nsm) = (cfg.clone(), nsm.clone());
-            tokio::spawn(async move {
-                match job::serve(&cfg, nsm.as_ref(), stream).await {
-                    Ok(()) => eprintln!("cloister-enclave: job done"),
-                    Err(e) => eprintln!(
-                        "cloister-enclave: job failed: error[{}]: {}",
-                        e.code(),
-                        cloister_common::chain(&e)
-                    ),
-                }
-            });
-        }
+        .build()?)
+}
+
+/// PID 1: prepare, then serve on vsock.
+fn pid1() -> Result<std::convert::Infallible> {
+    let config = init::prepare()?;
+    let nsm: Arc<dyn Nsm> = match config.nsm {
+        NsmKind::Vsock => Arc::new(NsmClient::dial(Address::Vsock {
+            cid: HOST_CID,
+            port: config.vsock.nsm_port,
+        })),
+        NsmKind::Device => Arc::new(DeviceNsm::open().context("opening /dev/nsm")?),
+    };
+    let listen = Address::Vsock {
+        cid: u32::MAX,
+        port: config.vsock.jobs_port,
+    };
+    let relay = Address::Vsock {
+        cid: HOST_CID,
+        port: config.vsock.relay_port,
+    };
+    runtime()?.block_on(run(&config, listen, relay, nsm))
+}
+
+/// Process mode: the launcher's descriptors and socket path.
+fn process_mode(cli: ProcessCli) -> Result<std::convert::Infallible> {
+    anyhow::ensure!(
+        cli.config_fd != cli.nsm_fd,
+        "--config-fd and --nsm-fd are the same descriptor"
+    );
+    let config_fd = process::take_fd(cli.config_fd)?;
+    let nsm_fd = process::take_fd(cli.nsm_fd)?;
+    let config = process::read_config(config_fd)?;
+    anyhow::ensure!(
+        config.nsm == NsmKind::Vsock,
+        "process mode needs nsm = \"vsock\" (the launcher's NSM), the image says {:?}",
+        config.nsm
+    );
+    let nsm_socket = process::nsm_socket(nsm_fd)?;
+    let listen = process::jobs_address(&cli.uds, config.vsock.jobs_port);
+    let relay = process::relay_address(&cli.uds, config.vsock.relay_port);
+    runtime()?.block_on(async move {
+        let stream = tokio::net::UnixStream::from_std(nsm_socket)?;
+        let nsm: Arc<dyn Nsm> = Arc::new(NsmClient::over(stream));
+        run(&config, listen, relay, nsm).await
     })
+}
+
+/// The error and its causes on one line, with the first stable code found.
+fn describe(e: &anyhow::Error) -> String {
+    let code = e
+        .chain()
+        .find_map(|c| {
+            c.downcast_ref::<cloister_enclave::EnclaveError>()
+                .map(|e| cloister_common::ErrorCode::code(e).into_owned())
+        })
+        .unwrap_or_else(|| "ENC-START".to_owned());
+    format!("error[{code}]: {e:#}")
+}
+
+fn main() -> ExitCode {
+    if init::is_pid1() {
+        match pid1() {
+            Ok(never) => match never {},
+            Err(e) => init::power_off(&describe(&e)),
+        }
+    }
+    let cli = ProcessCli::parse();
+    match process_mode(cli) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("cloister-enclave: fatal: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::ProcessCli::command().debug_assert();
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! This binary holds no secrets: it seals and opens records as the key owner's tool
 //! (`seal`/`open`), submits jobs and runs the proxy as the untrusted parent (`submit`/`proxy`),
-//! runs the emulated NSM as the launcher (`nsm`), and inspects and verifies attestation
-//! documents (`attest`, `dev-pki`).
+//! runs the emulated NSM as the launcher (`nsm`), starts enclaves as their launcher (`run`,
+//! `ps`, `stop`, `console`), builds and describes enclave images (`build-image`,
+//! `describe-image`), and inspects and verifies attestation documents (`attest`, `dev-pki`).
 //!
 //! Exit codes: 0 success, 1 a document was rejected (or a command failed), 2 usage error or
 //! unreadable input.
@@ -11,7 +12,9 @@
 mod attest;
 mod aws_env;
 mod dev_pki;
+mod image;
 mod input;
+mod launcher;
 mod measure;
 mod nsm;
 mod proxy;
@@ -47,10 +50,28 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Submit sealed files for processing in the enclave; prints results as JSON lines.
     Submit(submit::SubmitArgs),
+    /// Measure an enclave image and start it (microVM, or --process), with its emulated NSM.
+    Run(launcher::RunArgs),
+    /// List the running enclaves (id, mode, cid, launcher pid, PCR0).
+    Ps(launcher::StateArgs),
+    /// Stop an enclave (SIGTERM to its launcher) and wait until it has cleaned up.
+    Stop(launcher::IdArgs),
+    /// Print an enclave's console log (the launcher's user only).
+    Console(launcher::IdArgs),
+    /// Internal: how the launcher starts its children (parent-death signal, then exec).
+    #[command(name = "__spawn", hide = true)]
+    Spawn(launcher::children::SpawnArgs),
     /// Seal JSON-lines records as AWS Encryption SDK messages under a KMS key.
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
     Open(seal::OpenArgs),
+    /// Build the enclave image (EIF): kernel, cmdline, the static enclave and its configuration;
+    /// prints its PCRs.
+    #[command(name = "build-image")]
+    BuildImage(image::BuildArgs),
+    /// Describe an enclave image: sections, sizes, PCRs and its configuration.
+    #[command(name = "describe-image")]
+    DescribeImage(image::DescribeArgs),
 }
 
 /// How a command failed, which decides the exit code.
@@ -118,8 +139,15 @@ fn main() -> ExitCode {
         Command::Nsm(cmd) => block_on(nsm::run(cmd)),
         Command::Proxy(args) => block_on(proxy::run(args)),
         Command::Submit(args) => block_on(submit::run(args)),
+        Command::Run(args) => block_on(launcher::run(args)),
+        Command::Ps(args) => launcher::ps(args).map_err(Failure::Input),
+        Command::Stop(args) => block_on(launcher::stop(args)),
+        Command::Console(args) => launcher::console(args).map_err(Failure::Input),
+        Command::Spawn(args) => launcher::children::spawn_shim(args).map_err(Failure::Input),
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
+        Command::BuildImage(args) => image::build(args),
+        Command::DescribeImage(args) => image::describe(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

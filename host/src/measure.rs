@@ -36,31 +36,76 @@ pub(crate) fn pcrs(
 ) -> Result<Pcrs> {
     let read =
         |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let [p0, p1, p2, p8] = match (eif, binary) {
+    let image = match (eif, binary) {
         (Some(path), None) => {
             let m = cloister_eif::measure(&read(path)?)
                 .with_context(|| format!("measuring {}", path.display()))?;
-            let p8 = match &m.pcr8 {
-                Some(p) => value(p)?,
-                None => PcrValue::ZERO,
-            };
-            [value(&m.pcr0)?, value(&m.pcr1)?, value(&m.pcr2)?, p8]
+            ImagePcrs::of_eif(&m)?
         }
         (None, Some(path)) => {
             let m = measure_all(&[&read(path)?]);
-            [m, measure_all(&[]), m, PcrValue::ZERO]
+            ImagePcrs {
+                pcr0: m,
+                pcr1: measure_all(&[]),
+                pcr2: m,
+                pcr8: PcrValue::ZERO,
+            }
         }
         _ => bail!("exactly one of --eif and --measure is required"),
     };
+    boot_pcrs(&image, role, instance)
+}
+
+/// PCR0/1/2/8 of an image, as the emulator holds them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImagePcrs {
+    pub(crate) pcr0: PcrValue,
+    pub(crate) pcr1: PcrValue,
+    pub(crate) pcr2: PcrValue,
+    pub(crate) pcr8: PcrValue,
+}
+
+impl ImagePcrs {
+    /// An EIF's measurement (PCR8 zero when unsigned, as on Nitro).
+    pub(crate) fn of_eif(m: &cloister_eif::Pcrs) -> Result<Self> {
+        Ok(Self {
+            pcr0: value(&m.pcr0)?,
+            pcr1: value(&m.pcr1)?,
+            pcr2: value(&m.pcr2)?,
+            pcr8: match &m.pcr8 {
+                Some(p) => value(p)?,
+                None => PcrValue::ZERO,
+            },
+        })
+    }
+
+    /// A debug enclave's: all zero, as Nitro reports an enclave started with a debug console.
+    pub(crate) fn debug() -> Self {
+        Self {
+            pcr0: PcrValue::ZERO,
+            pcr1: PcrValue::ZERO,
+            pcr2: PcrValue::ZERO,
+            pcr8: PcrValue::ZERO,
+        }
+    }
+}
+
+/// PCR0-15 at boot: the image's, PCR3 = the parent's role, PCR4 = the parent instance, the
+/// others zero.
+pub(crate) fn boot_pcrs(
+    image: &ImagePcrs,
+    role: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Pcrs> {
     let mut out = Pcrs::new();
     for i in 0..16u64 {
         let value = match i {
-            0 => p0,
-            1 => p1,
-            2 => p2,
+            0 => image.pcr0,
+            1 => image.pcr1,
+            2 => image.pcr2,
             3 => role.map_or(PcrValue::ZERO, |r| PcrValue::measure(r.as_bytes())),
             4 => instance.map_or(PcrValue::ZERO, |id| PcrValue::measure(id.as_bytes())),
-            8 => p8,
+            8 => image.pcr8,
             _ => PcrValue::ZERO,
         };
         out.insert(PcrIndex::new(i).context("index")?, value);

@@ -3,10 +3,12 @@
 //! Tests here drive `cloister`, `cloister-kms` and `cloister-enclave` as a user does,
 //! as separate processes, so they exercise argument parsing, exit codes and real I/O. Helpers
 //! panic on a broken environment: they only ever run inside tests. [`kms`] starts a real
-//! `cloister-kms` for any test that needs one.
+//! `cloister-kms` for any test that needs one; [`microvm`] builds bootable test images and [`launcher`] drives `cloister run`.
 #![allow(clippy::panic)]
 
 pub mod kms;
+pub mod launcher;
+pub mod microvm;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,6 +1,8 @@
-//! The attested pipeline in process mode: cloister-kms (TLS), the emulated NSM, the enclave, and
-//! the proxy with its KMS relay, each a real process talking over real sockets; driven by
-//! `cloister seal` and `cloister submit` as a user would.
+//! The attested pipeline in process mode: cloister-kms (TLS), the enclave image
+//! (`cloister build-image --process-only`) started by `cloister run --process` (which measures it
+//! and serves its emulated NSM over a socket pair), and the proxy with its KMS relay, each a real
+//! process talking over real sockets; driven by `cloister seal` and `cloister submit` as a user
+//! would.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -13,7 +15,6 @@ use cloister_attestation::PcrValue;
 use cloister_tests::kms::{KmsBinary, KmsServer};
 use cloister_tests::{binary, outcome};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha384};
 
 struct Proc(Child, Arc<Mutex<String>>);
 impl Drop for Proc {
@@ -64,19 +65,17 @@ struct Pipeline {
     relay_socket: PathBuf,
     kms_tls: String,
     key_arn: String,
+    /// PCR0 of the enclave image the launcher runs.
+    pcr0: String,
     _procs: Vec<Proc>,
+    _launched: cloister_tests::launcher::Launched,
     proxy: Arc<Mutex<String>>,
-}
-
-fn enclave_pcr0() -> String {
-    let bytes = std::fs::read(binary("cloister-enclave")).unwrap();
-    PcrValue::measure(&Sha384::digest(&bytes)).to_hex()
 }
 
 impl Pipeline {
     /// Starts everything. The key's policy lets the root manage and seal, and releases keys for
-    /// Decrypt only to an enclave whose PCR0 is `pcr0`.
-    fn start(pcr0: &str) -> Self {
+    /// Decrypt only to an enclave whose PCR0 is `policy_pcr0` (default: the image's own).
+    fn start(policy_pcr0: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p = |rel: &str| dir.path().join(rel);
         let pki = p("pki");
@@ -97,21 +96,6 @@ impl Pipeline {
         let mut env = kms.admin_env();
         env.push(("AWS_REGION".into(), "us-east-1".into()));
         env.push(("HOME".into(), "/nonexistent".into()));
-        let nsm_sock = p("launcher/nsm.sock");
-        let nsm = spawn(
-            "cloister",
-            &[
-                "nsm",
-                "serve",
-                "--dev-pki",
-                pki.to_str().unwrap(),
-                "--listen",
-                &format!("unix://{}", nsm_sock.display()),
-                "--measure",
-                binary("cloister-enclave").to_str().unwrap(),
-            ],
-            "serving the emulated NSM",
-        );
         // The key and its policy, as the owner sets them up.
         let owner = kms.client(kms.admin());
         let rt = cloister_tests::kms::rt();
@@ -120,38 +104,63 @@ impl Pipeline {
             .as_str()
             .unwrap()
             .to_owned();
+        // The image: the enclave binary and a configuration naming this KMS and key.
+        std::fs::write(
+            p("enclave.toml"),
+            format!(
+                "nsm = \"vsock\"\n[kms]\nendpoint = \"{kms_tls}\"\nserver_name = \"localhost\"\n\
+                 ca_file = \"{}\"\naccepted_keys = [\"{key_arn}\"]\n[cache]\nmax_age_secs = 300\n\
+                 max_uses = 10000\n[vsock]\njobs_port = 5000\nrelay_port = 8000\nnsm_port = 9000\n",
+                kms.ca_pem_path().display()
+            ),
+        )
+        .unwrap();
+        let eif = p("enclave.eif");
+        let (code, out, err) = outcome(
+            &Command::new(binary("cloister"))
+                .args(["build-image", "--process-only", "--json", "--config"])
+                .arg(p("enclave.toml"))
+                .arg("--enclave-binary")
+                .arg(binary("cloister-enclave"))
+                .arg("--out")
+                .arg(&eif)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(code, 0, "{err}");
+        let built: Value = serde_json::from_str(&out).unwrap();
+        let pcr0 = built["Measurements"]["PCR0"].as_str().unwrap().to_owned();
+        let policy_pcr0 = policy_pcr0.unwrap_or(&pcr0);
         let policy = json!({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
              "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*"},
             {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:Decrypt", "Resource": "*",
-             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}}]});
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": policy_pcr0}}}]});
         http(
             "PutKeyPolicy",
             json!({"KeyId": key_arn, "Policy": policy.to_string()}),
         );
 
         let relay_socket = p("proxy/relay.sock");
-        let enclave_sock = p("enclave/jobs.sock");
         std::fs::create_dir_all(p("proxy")).unwrap();
-        std::fs::create_dir_all(p("enclave")).unwrap();
-        let enclave = spawn(
-            "cloister-enclave",
+        let launched = cloister_tests::launcher::run(
+            &binary("cloister"),
+            &p("state"),
             &[
-                "--listen",
-                &format!("unix://{}#5000", enclave_sock.display()),
-                "--nsm",
-                &format!("unix://{}", nsm_sock.display()),
+                "--eif",
+                eif.to_str().unwrap(),
+                "--process",
+                "--dev-pki",
+                pki.to_str().unwrap(),
                 "--kms-relay",
-                &format!("unix://{}", relay_socket.display()),
-                "--kms-endpoint",
-                &kms_tls,
-                "--kms-ca",
-                kms.ca_pem_path().to_str().unwrap(),
-                "--accept-key",
-                &key_arn,
+                relay_socket.to_str().unwrap(),
             ],
-            "listening on",
+            Duration::from_secs(60),
         );
+        let enclave_addr = launched
+            .get("proxy")
+            .trim_start_matches("--enclave ")
+            .to_owned();
         let proxy_addr = format!("unix://{}", p("proxy/jobs.sock").display());
         let proxy = spawn(
             "cloister",
@@ -160,7 +169,7 @@ impl Pipeline {
                 "--listen",
                 &proxy_addr,
                 "--enclave",
-                &format!("unix://{}#5000", enclave_sock.display()),
+                &enclave_addr,
                 "--relay-listen",
                 &format!("unix://{}", relay_socket.display()),
                 "--kms-endpoint",
@@ -177,7 +186,9 @@ impl Pipeline {
             relay_socket,
             kms_tls,
             key_arn,
-            _procs: vec![nsm, enclave, proxy],
+            pcr0,
+            _procs: vec![proxy],
+            _launched: launched,
             proxy: proxy_log,
         }
     }
@@ -239,7 +250,7 @@ fn records(n: usize) -> Vec<Value> {
 
 #[test]
 fn stats_over_sealed_records_with_one_attested_key_release() {
-    let p = Pipeline::start(&enclave_pcr0());
+    let p = Pipeline::start(None);
     let recs = records(250);
     let sealed = p.seal(&recs, "data", 20); // 13 messages, one data key
     let (code, out, err) = p.cloister(&[
@@ -279,7 +290,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
         .collect();
     assert_eq!(decrypts.len(), 1, "{decrypts:?}");
     assert_eq!(decrypts[0]["outcome"], "ok");
-    assert_eq!(decrypts[0]["pcr0"], enclave_pcr0().as_str());
+    assert_eq!(decrypts[0]["pcr0"], p.pcr0.as_str());
     // The host saw no plaintext.
     let proxy_log = p.proxy.lock().unwrap().clone();
     assert!(!proxy_log.contains("patient-"));
@@ -288,7 +299,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
 
 #[test]
 fn a_policy_for_another_image_fails_the_job_and_is_audited() {
-    let p = Pipeline::start(&PcrValue::measure(b"some other image").to_hex());
+    let p = Pipeline::start(Some(&PcrValue::measure(b"some other image").to_hex()));
     let sealed = p.seal(&records(10), "data", 5);
     let (code, out, err) = p.cloister(&[
         "submit",
@@ -308,12 +319,12 @@ fn a_policy_for_another_image_fails_the_job_and_is_audited() {
         .collect();
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0]["error"], "AccessDeniedException");
-    assert_eq!(refused[0]["pcr0"], enclave_pcr0().as_str());
+    assert_eq!(refused[0]["pcr0"], p.pcr0.as_str());
 }
 
 #[test]
 fn a_tampered_message_is_named_and_nothing_from_it_is_used() {
-    let p = Pipeline::start(&enclave_pcr0());
+    let p = Pipeline::start(None);
     let good = p.seal(&records(30), "good", 30);
     let bad = p.seal(&records(7), "bad", 7);
     let mut bytes = std::fs::read(&bad).unwrap();
@@ -347,7 +358,7 @@ fn a_tampered_message_is_named_and_nothing_from_it_is_used() {
 #[test]
 fn the_relay_refuses_other_destinations_and_a_flipping_relay_breaks_tls() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let p = Pipeline::start(&enclave_pcr0());
+    let p = Pipeline::start(None);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -486,7 +497,7 @@ open(out, "wb").write(ct)
 #[test]
 #[ignore = "needs the project venv (Python Encryption SDK): scripts/test sets it up and runs ignored tests"]
 fn records_sealed_by_the_python_sdk_are_processed_in_the_enclave() {
-    let p = Pipeline::start(&enclave_pcr0());
+    let p = Pipeline::start(None);
     let recs = records(40);
     let mut files = Vec::new();
     for (suite, frame) in [

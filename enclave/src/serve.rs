@@ -1,0 +1,34 @@
+//! The enclave's accept loop: one task per job connection, for as long as the enclave runs.
+//! Logs say what happened to a job (its error code and message), never a secret.
+
+use std::sync::Arc;
+
+use cloister_common::ErrorCode;
+use cloister_nsm::Nsm;
+use cloister_wire::Listener;
+
+use crate::job::{self, KmsConfig};
+
+/// Serves jobs from `listener` forever; a failed accept is logged and the loop goes on.
+pub async fn serve_forever(listener: Listener, kms: Arc<KmsConfig>, nsm: Arc<dyn Nsm>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cloister-enclave: accept: error[{}]: {e}", e.code());
+                continue;
+            }
+        };
+        let (kms, nsm) = (kms.clone(), nsm.clone());
+        tokio::spawn(async move {
+            match job::serve(&kms, nsm.as_ref(), stream).await {
+                Ok(()) => eprintln!("cloister-enclave: job done"),
+                Err(e) => eprintln!(
+                    "cloister-enclave: job failed: error[{}]: {}",
+                    e.code(),
+                    cloister_common::chain(&e)
+                ),
+            }
+        });
+    }
+}
