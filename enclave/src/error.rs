@@ -115,7 +115,10 @@ mod tests {
         }
         let readme = include_str!("../README.md");
         for code in CODES {
-            assert!(readme.contains(&format!("`{code}`")), "{code} not in README");
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "{code} not in README"
+            );
         }
         assert_eq!(
             EnclaveError::from(cloister_wire::WireError::Closed).code(),
