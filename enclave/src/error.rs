@@ -113,6 +113,13 @@ mod tests {
         ] {
             assert!(CODES.contains(&&*own.code()), "{}", own.code());
         }
+        let readme = include_str!("../README.md");
+        for code in CODES {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "{code} not in README"
+            );
+        }
         assert_eq!(
             EnclaveError::from(cloister_wire::WireError::Closed).code(),
             "WIRE-CLOSED"

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use cloister_enclave::config::{Config, HOST_CID, NsmKind};
 use cloister_enclave::{init, process, serve};
@@ -75,7 +75,7 @@ fn pid1() -> Result<std::convert::Infallible> {
             cid: HOST_CID,
             port: config.vsock.nsm_port,
         })),
-        NsmKind::Device => Arc::new(DeviceNsm::open().context("opening /dev/nsm")?),
+        NsmKind::Device => Arc::new(DeviceNsm::open()?),
     };
     let listen = Address::Vsock {
         cid: u32::MAX,
@@ -117,8 +117,15 @@ fn describe(e: &anyhow::Error) -> String {
     let code = e
         .chain()
         .find_map(|c| {
-            c.downcast_ref::<cloister_enclave::EnclaveError>()
-                .map(|e| cloister_common::ErrorCode::code(e).into_owned())
+            use cloister_common::ErrorCode;
+            if let Some(e) = c.downcast_ref::<cloister_enclave::EnclaveError>() {
+                return Some(e.code().into_owned());
+            }
+            if let Some(e) = c.downcast_ref::<cloister_nsm::NsmError>() {
+                return Some(e.code().into_owned());
+            }
+            c.downcast_ref::<cloister_wire::WireError>()
+                .map(|e| ErrorCode::code(e).into_owned())
         })
         .unwrap_or_else(|| "ENC-START".to_owned());
     format!("error[{code}]: {e:#}")

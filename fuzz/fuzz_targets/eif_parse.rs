@@ -18,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
     }
     match cloister_eif::cpio::read(data) {
         Ok(entries) => {
-            // Whatever it read is a valid set of entries for the writer, and reads back (with the
-//! directories it implies).
+            // Whatever it read is a valid set of entries for the writer, and reads back with
+            // the directories it implies.
             if let Ok(again) = cloister_eif::cpio::archive(&entries) {
                 let back = cloister_eif::cpio::read(&again).expect("the writer's output reads");
                 assert!(entries.iter().all(|e| back.contains(e)));
