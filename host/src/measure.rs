@@ -1,59 +1,14 @@
 //! What the emulated NSM measures: PCRs computed by the launcher from the image it boots, never
-//! taken from the enclave's word.
-//!
-//! - `--eif`: an Enclave Image File, measured by `cloister-eif` exactly as Nitro does: PCR0 =
-//!   image (kernel, cmdline, all ramdisks), PCR1 = kernel + cmdline + first ramdisk, PCR2 = the
-//!   other ramdisks, PCR8 = the signing certificate of a signed image.
-//! - `--measure`: process mode, where the "image" is the enclave binary: PCR0 = PCR2 = the
-//!   binary, PCR1 = nothing (no kernel).
-//!
-//! PCR3 = parent role ARN and PCR4 = parent instance id when given, as on Nitro.
+//! taken from the enclave's word. An EIF is measured by `cloister-eif` exactly as Nitro does:
+//! PCR0 = image (kernel, cmdline, all ramdisks), PCR1 = kernel + cmdline + first ramdisk, PCR2 =
+//! the other ramdisks, PCR8 = the signing certificate of a signed image; PCR3 = parent role ARN
+//! and PCR4 = parent instance id when given.
 
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cloister_attestation::{PcrIndex, PcrValue, Pcrs};
-use sha2::{Digest, Sha384};
-
-fn measure_all(parts: &[&[u8]]) -> PcrValue {
-    let mut h = Sha384::new();
-    for p in parts {
-        h.update(p);
-    }
-    PcrValue::measure(&h.finalize())
-}
 
 fn value(p: &cloister_eif::Pcr) -> Result<PcrValue> {
     PcrValue::from_bytes(p.as_bytes()).context("a PCR is 48 bytes")
-}
-
-/// The boot PCRs 0..16 the emulated NSM reports for an image.
-pub(crate) fn pcrs(
-    eif: Option<&Path>,
-    binary: Option<&Path>,
-    role: Option<&str>,
-    instance: Option<&str>,
-) -> Result<Pcrs> {
-    let read =
-        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let image = match (eif, binary) {
-        (Some(path), None) => {
-            let m = cloister_eif::measure(&read(path)?)
-                .with_context(|| format!("measuring {}", path.display()))?;
-            ImagePcrs::of_eif(&m)?
-        }
-        (None, Some(path)) => {
-            let m = measure_all(&[&read(path)?]);
-            ImagePcrs {
-                pcr0: m,
-                pcr1: measure_all(&[]),
-                pcr2: m,
-                pcr8: PcrValue::ZERO,
-            }
-        }
-        _ => bail!("exactly one of --eif and --measure is required"),
-    };
-    boot_pcrs(&image, role, instance)
 }
 
 /// PCR0/1/2/8 of an image, as the emulator holds them.
@@ -119,8 +74,6 @@ mod tests {
 
     #[test]
     fn an_eif_is_measured_as_nitro_does_and_parents_fill_pcr3_and_4() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.eif");
         let image = cloister_eif::Image::new(
             b"kernel".to_vec(),
             "console=ttyS0",
@@ -130,21 +83,15 @@ mod tests {
             ],
         );
         let (bytes, built) = image.build().unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        let got = pcrs(
-            Some(&path),
-            None,
-            Some("arn:aws:iam::1:role/r"),
-            Some("i-1"),
-        )
-        .unwrap();
+        let measured = ImagePcrs::of_eif(&cloister_eif::measure(&bytes).unwrap()).unwrap();
+        let got = boot_pcrs(&measured, Some("arn:aws:iam::1:role/r"), Some("i-1")).unwrap();
         let at = |i: u64| *got.get(PcrIndex::new(i).unwrap()).unwrap();
         assert_eq!(at(0), value(&built.pcr0).unwrap());
         assert_eq!(at(2), value(&built.pcr2).unwrap());
         assert_eq!(at(3), PcrValue::measure(b"arn:aws:iam::1:role/r"));
         assert_eq!(at(4), PcrValue::measure(b"i-1"));
         assert_eq!(at(8), PcrValue::ZERO);
-        std::fs::write(&path, b"not an eif").unwrap();
-        assert!(pcrs(Some(&path), None, None, None).is_err());
+        assert_eq!(got.len(), 16);
+        assert!(cloister_eif::measure(b"not an eif").is_err());
     }
 }
