@@ -24,7 +24,7 @@ pub enum EnclaveError {
     #[error("no aws-kms encrypted data key for a key this enclave accepts")]
     NoAcceptedKey,
     /// The data key could not be released (KMS refusal, transport, attestation, envelope).
-    #[error("key release: {0}")]
+    #[error("key release failed")]
     KeyRelease(#[source] cloister_kms_client::ClientError),
     /// The NSM failed outside a key release.
     #[error(transparent)]

@@ -111,6 +111,9 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Resul
 fn code_of(e: &anyhow::Error) -> Cow<'static, str> {
     let root: &(dyn std::error::Error + 'static) = e.as_ref();
     cloister_common::code_of(root, |cause| {
+        if let Some(f) = cause.downcast_ref::<submit::EnclaveFailure>() {
+            return Some(Cow::Owned(f.code.clone()));
+        }
         macro_rules! coded {
             ($($t:ty),*) => {$(
                 if let Some(x) = cause.downcast_ref::<$t>() {

@@ -95,14 +95,15 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             }
             Some(Message::MessageFailed { name, code, reason }) => {
                 failed_messages += 1;
-                eprintln!("error[{code}]: {name}: {reason}");
+                let f = EnclaveFailure::new(&code, &reason);
+                eprintln!("error[{}]: {}: {}", f.code, printable(&name), f.reason);
             }
             Some(Message::Done { messages, records }) => {
                 eprintln!("done: {messages} messages, {records} records");
                 break;
             }
             Some(Message::Failed { code, reason }) => {
-                bail!("the enclave failed the job: error[{code}]: {reason}")
+                return Err(EnclaveFailure::new(&code, &reason).into());
             }
             Some(other) => bail!("unexpected message from the enclave: {other:?}"),
             None => bail!("the connection closed before the job finished"),
@@ -115,4 +116,66 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A job the enclave reported as failed, keeping the enclave's code so the user sees the code of
+/// what failed (`KMS-AccessDeniedException`), not a generic one. The frame crossed the untrusted
+/// host, so the code and reason are cleaned of anything but printable text and bounded.
+#[derive(Debug)]
+pub(crate) struct EnclaveFailure {
+    pub(crate) code: String,
+    reason: String,
+}
+
+/// Longest code or reason shown.
+const MAX_SHOWN: usize = 2048;
+
+/// `s` with control characters replaced and cut to [`MAX_SHOWN`] characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_SHOWN)
+        .collect()
+}
+
+impl EnclaveFailure {
+    fn new(code: &str, reason: &str) -> Self {
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(64)
+            .collect();
+        Self {
+            code: if code.is_empty() {
+                "ENC-UNKNOWN".into()
+            } else {
+                code
+            },
+            reason: printable(reason),
+        }
+    }
+}
+
+impl std::fmt::Display for EnclaveFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the enclave failed the job: {}", self.reason)
+    }
+}
+
+impl std::error::Error for EnclaveFailure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_enclave_s_code_is_kept_and_its_text_cleaned() {
+        let f = EnclaveFailure::new("KMS-AccessDeniedException", "denied");
+        assert_eq!(f.code, "KMS-AccessDeniedException");
+        assert_eq!(f.to_string(), "the enclave failed the job: denied");
+        let hostile = EnclaveFailure::new("X\u{1b}[2J]Y", "a\u{1b}[31mb\nc");
+        assert_eq!(hostile.code, "X2JY");
+        assert!(!hostile.reason.contains('\u{1b}') && !hostile.reason.contains('\n'));
+        assert_eq!(EnclaveFailure::new("", "x").code, "ENC-UNKNOWN");
+    }
 }

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeSet;
 
-/// The CLI's own codes (the `cloister` binary: `Failure::Input` and the fallback of `code_of`).
-const CLI_CODES: &[&str] = &["CLI-INPUT", "CLI-FAILED"];
+/// The CLI's own codes (the `cloister` binary: `Failure::Input`, the fallback of `code_of`, and
+/// `submit`'s stand-in for an enclave failure without a readable code).
+const CLI_CODES: &[&str] = &["CLI-INPUT", "CLI-FAILED", "ENC-UNKNOWN"];
 
 fn produced() -> BTreeSet<String> {
     [
