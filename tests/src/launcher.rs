@@ -183,8 +183,8 @@ pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
 /// launcher's dev PKI, a key whose policy releases data keys only to the image's PCR0, the image
 /// (`cloister build-image`, its configuration naming that KMS and key), `cloister run` with
 /// `--kms-relay`, `cloister proxy` on the addresses the launcher printed, `cloister seal` and
-/// `cloister submit --op stats`. Returns submit's output rows and the KMS's Decrypt audit entries
-/// (with the image's PCR0).
+/// `cloister submit --op stats`. Then the same with an image whose configuration differs by one
+/// byte (the cache's `max_uses`), which the KMS must refuse its key. Returns what both runs gave.
 ///
 /// `image_args` are build-image's kernel arguments (`--process-only`, or `--kernel ...
 /// --enclave-binary <static>`); `run_args` go to `cloister run` (e.g. `--process`).
@@ -193,7 +193,7 @@ pub fn attested_job(
     image_args: &[&str],
     run_args: &[&str],
     ready: Duration,
-) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, String) {
+) -> JobOutcome {
     use serde_json::{Value, json};
 
     use crate::kms::KmsBinary;
@@ -232,25 +232,37 @@ pub fn attested_job(
     std::fs::copy(kms.ca_pem_path(), dir.join("kms-ca.pem")).expect("CA");
     let config = crate::microvm::config(&https, "", &key_arn)
         .replace("ca_pem = \"\"\"\"\"\"", "ca_file = \"kms-ca.pem\"");
-    std::fs::write(dir.join("enclave.toml"), config).expect("config");
-    let eif = dir.join("enclave.eif");
-    let config_path = dir.join("enclave.toml");
-    let mut args = vec![
-        "build-image",
-        "--config",
-        config_path.to_str().expect("utf-8"),
-        "--out",
-        eif.to_str().expect("utf-8"),
-        "--json",
-    ];
-    args.extend_from_slice(image_args);
-    let (code, out, err) = outcome(&Command::new(&cloister).args(&args).output().expect("build"));
-    assert_eq!(code, 0, "{err}");
-    let built: Value = serde_json::from_str(&out).expect("build-image --json");
-    let pcr0 = built["Measurements"]["PCR0"]
-        .as_str()
-        .expect("PCR0")
-        .to_owned();
+    let build = |name: &str, config: &str| -> (PathBuf, String) {
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).expect("config");
+        let eif = dir.join(format!("{name}.eif"));
+        let mut args = vec![
+            "build-image",
+            "--config",
+            config_path.to_str().expect("utf-8"),
+            "--out",
+            eif.to_str().expect("utf-8"),
+            "--json",
+        ];
+        args.extend_from_slice(image_args);
+        let (code, out, err) =
+            outcome(&Command::new(&cloister).args(&args).output().expect("build"));
+        assert_eq!(code, 0, "{err}");
+        let built: Value = serde_json::from_str(&out).expect("build-image --json");
+        let pcr0 = built["Measurements"]["PCR0"]
+            .as_str()
+            .expect("PCR0")
+            .to_owned();
+        (eif, pcr0)
+    };
+    let (eif, pcr0) = build("enclave", &config);
+    let one_byte_apart = config.replace("max_uses = 10000", "max_uses = 10001");
+    assert_ne!(one_byte_apart, config);
+    let (other_eif, other_pcr0) = build("other", &one_byte_apart);
+    assert_ne!(
+        pcr0, other_pcr0,
+        "one byte of configuration is another image"
+    );
     let policy = json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": crate::kms::ADMIN_ARN},
          "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*"},
@@ -265,45 +277,50 @@ pub fn attested_job(
     // The launcher, then the proxy on the addresses it printed.
     std::fs::create_dir_all(dir.join("proxy")).expect("proxy dir");
     let relay = dir.join("proxy/relay.sock");
-    let mut run_all = vec![
-        "--eif",
-        eif.to_str().expect("utf-8"),
-        "--dev-pki",
-        pki.to_str().expect("utf-8"),
-        "--kms-relay",
-        relay.to_str().expect("utf-8"),
-    ];
-    run_all.extend_from_slice(run_args);
-    let launched = run(&cloister, &dir.join("state"), &run_all, ready);
-    assert_eq!(launched.get("pcr0"), pcr0);
-    let enclave = launched
-        .get("proxy")
-        .trim_start_matches("--enclave ")
-        .to_owned();
     let jobs = format!("unix://{}", dir.join("proxy/jobs.sock").display());
-    let mut proxy = Command::new(&cloister)
-        .args([
-            "proxy",
-            "--listen",
-            &jobs,
-            "--enclave",
-            &enclave,
-            "--relay-listen",
-            &format!("unix://{}", relay.display()),
-            "--kms-endpoint",
-            &https,
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("proxy");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !dir.join("proxy/jobs.sock").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let start = |eif: &Path, pcr0: &str| -> (Launched, std::process::Child) {
+        let mut run_all = vec![
+            "--eif",
+            eif.to_str().expect("utf-8"),
+            "--dev-pki",
+            pki.to_str().expect("utf-8"),
+            "--kms-relay",
+            relay.to_str().expect("utf-8"),
+        ];
+        run_all.extend_from_slice(run_args);
+        let launched = run(&cloister, &dir.join("state"), &run_all, ready);
+        assert_eq!(launched.get("pcr0"), pcr0);
+        let enclave = launched
+            .get("proxy")
+            .trim_start_matches("--enclave ")
+            .to_owned();
+        let _ = std::fs::remove_file(dir.join("proxy/jobs.sock"));
+        let proxy = Command::new(&cloister)
+            .args([
+                "proxy",
+                "--listen",
+                &jobs,
+                "--enclave",
+                &enclave,
+                "--relay-listen",
+                &format!("unix://{}", relay.display()),
+                "--kms-endpoint",
+                &https,
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("proxy");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !dir.join("proxy/jobs.sock").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (launched, proxy)
+    };
+    let (launched, mut proxy) = start(&eif, &pcr0);
 
     // Seal as the key's owner, submit as a user.
     let input = dir.join("records.jsonl");
@@ -361,11 +378,69 @@ pub fn attested_job(
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON row"))
         .collect();
-    let decrypts = kms
+
+    // The image one byte apart: booted the same way, refused its key.
+    let (launched, mut proxy) = start(&other_eif, &other_pcr0);
+    let submit = [
+        "submit",
+        "--proxy",
+        &jobs,
+        "--op",
+        "stats",
+        sealed.to_str().expect("utf-8"),
+    ];
+    let (refused_code, refused_out, refused_err) = with_env(&submit);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    drop(launched);
+    let decrypts: Vec<Value> = kms
         .audit_tail(1000)
         .into_iter()
         .map(|e| e["entry"].clone())
         .filter(|e| e["operation"] == "Decrypt")
         .collect();
-    (rows, decrypts, pcr0)
+    JobOutcome {
+        rows,
+        decrypts,
+        pcr0,
+        other_pcr0,
+        refused: (refused_code, refused_out, refused_err),
+    }
+}
+
+/// What [`attested_job`] saw.
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// The good image's result rows.
+    pub rows: Vec<serde_json::Value>,
+    /// Every Decrypt the KMS audited, in order (the good image's, then the other's).
+    pub decrypts: Vec<serde_json::Value>,
+    /// The good image's PCR0.
+    pub pcr0: String,
+    /// The PCR0 of the image one byte apart.
+    pub other_pcr0: String,
+    /// `cloister submit`'s exit code, stdout and stderr against the image one byte apart.
+    pub refused: (i32, String, String),
+}
+
+impl JobOutcome {
+    /// Asserts the whole story: the good image released once and produced `groups` rows; the
+    /// other image was refused with AWS's AccessDenied, nothing was printed, and the refusal was
+    /// audited with the other image's PCR0.
+    pub fn assert_released_then_refused(&self, groups: usize) {
+        assert_eq!(self.rows.len(), groups, "{:?}", self.rows);
+        assert_eq!(self.decrypts.len(), 2, "{:?}", self.decrypts);
+        assert_eq!(self.decrypts[0]["outcome"], "ok");
+        assert_eq!(self.decrypts[0]["pcr0"], self.pcr0.as_str());
+        let (code, out, err) = &self.refused;
+        assert_eq!(*code, 1, "{err}");
+        assert!(
+            out.is_empty(),
+            "nothing is printed for a refused job: {out}"
+        );
+        assert!(err.contains("error[KMS-AccessDeniedException]"), "{err}");
+        assert_eq!(self.decrypts[1]["outcome"], "error");
+        assert_eq!(self.decrypts[1]["error"], "AccessDeniedException");
+        assert_eq!(self.decrypts[1]["pcr0"], self.other_pcr0.as_str());
+    }
 }

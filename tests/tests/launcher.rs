@@ -212,10 +212,11 @@ fn a_process_only_image_is_refused_without_process_and_a_dead_enclave_fails_the_
 }
 
 #[test]
-fn an_attested_job_runs_end_to_end_through_cloister_run_in_process_mode() {
+fn an_attested_job_runs_through_cloister_run_in_process_mode_and_an_image_one_byte_apart_is_refused()
+ {
     let dir = tempfile::tempdir().unwrap();
     let enclave = binary("cloister-enclave");
-    let (rows, decrypts, pcr0) = launcher::attested_job(
+    let outcome = launcher::attested_job(
         dir.path(),
         &[
             "--process-only",
@@ -225,8 +226,5 @@ fn an_attested_job_runs_end_to_end_through_cloister_run_in_process_mode() {
         &["--process"],
         Duration::from_secs(60),
     );
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!(decrypts.len(), 1, "{decrypts:?}");
-    assert_eq!(decrypts[0]["outcome"], "ok");
-    assert_eq!(decrypts[0]["pcr0"], pcr0.as_str());
+    outcome.assert_released_then_refused(3);
 }
