@@ -10,7 +10,7 @@
 //! mint documents with any PCRs. Keep the directory (0700, keys 0600) with the launcher's user.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -189,6 +189,7 @@ impl DevPki {
                 .create(dir)
                 .map_err(|e| io("cannot create", dir, e))?;
         }
+        check_private_dir(dir)?;
         let root_pem = pem("CERTIFICATE", &self.root_der);
         let intermediate_pem = pem("CERTIFICATE", &self.intermediate_der);
         let files: [(&str, &[u8], u32); 4] = [
@@ -217,12 +218,21 @@ impl DevPki {
         Ok(())
     }
 
-    /// Loads a PKI saved by [`DevPki::save`]. Refuses private keys readable by group or others.
+    /// Loads a PKI saved by [`DevPki::save`]. Whoever can write the PKI can mint documents, so
+    /// it refuses a directory or a file that is not this user's, a directory that group or
+    /// others can reach, private keys readable by group or others, and symbolic links.
     pub fn load(dir: &Path) -> Result<Self> {
+        check_private_dir(dir)?;
         let read = |file: &str, secret: bool| -> Result<Zeroizing<String>> {
             let path = dir.join(file);
-            let meta = fs::metadata(&path)
+            let meta = fs::symlink_metadata(&path)
                 .map_err(|e| Error::DevPki(format!("{}: {e}", path.display())))?;
+            if !meta.file_type().is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(Error::DevPki(format!(
+                    "{} is not a regular file owned by this user",
+                    path.display()
+                )));
+            }
             if secret && meta.permissions().mode() & 0o077 != 0 {
                 return Err(Error::DevPki(format!(
                     "{} is accessible to group or others (mode {:o}); it must be 0600",
@@ -367,6 +377,34 @@ impl DevPki {
             Ok(cose::encode_untagged(&payload, &sig))
         })
     }
+}
+
+/// The PKI's directory must be a real directory (not a link), this user's, and closed to group
+/// and others: otherwise another user could replace its keys and mint documents.
+fn check_private_dir(dir: &Path) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| Error::DevPki(format!("{}: {e}", dir.display())))?;
+    if !meta.file_type().is_dir() {
+        return Err(Error::DevPki(format!(
+            "{} is not a directory (a symbolic link is refused)",
+            dir.display()
+        )));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(Error::DevPki(format!(
+            "{} is owned by uid {}, not by this user",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::DevPki(format!(
+            "{} is accessible to group or others (mode {:o}); it must be 0700",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

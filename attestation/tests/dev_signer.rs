@@ -186,3 +186,51 @@ fn save_and_load_keep_keys_private() {
     let err = DevPki::load(&pki_dir).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
+
+#[test]
+fn a_pki_others_can_reach_or_a_linked_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    DevPki::load_or_generate(&pki_dir, Timestamp::now()).unwrap();
+    // A directory group or others can enter: they could swap the keys.
+    std::fs::set_permissions(&pki_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = DevPki::load(&pki_dir).unwrap_err();
+    assert!(err.to_string().contains("0700"), "{err}");
+    std::fs::set_permissions(&pki_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A key that is a symbolic link (to a file someone else may control).
+    let elsewhere = dir.path().join("elsewhere.key");
+    std::fs::rename(pki_dir.join(ROOT_KEY_FILE), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, pki_dir.join(ROOT_KEY_FILE)).unwrap();
+    let err = DevPki::load(&pki_dir).unwrap_err();
+    assert!(err.to_string().contains("regular file"), "{err}");
+    // The PKI directory itself as a symbolic link.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&pki_dir, &link).unwrap();
+    let err = DevPki::load(&link).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+#[test]
+#[ignore = "needs root to hand the PKI to another user: scripts/test runs ignored tests (CI is root)"]
+fn a_pki_owned_by_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    DevPki::load_or_generate(&pki_dir, Timestamp::now()).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65_534));
+    assert!(nix::unistd::geteuid().is_root(), "run as root");
+    nix::unistd::chown(&pki_dir, nobody, None).unwrap();
+    let err = DevPki::load(&pki_dir).unwrap_err();
+    assert!(err.to_string().contains("uid 65534"), "{err}");
+    // Saving into someone else's directory is refused too.
+    let err = DevPki::generate(Timestamp::now())
+        .unwrap()
+        .save(&pki_dir)
+        .unwrap_err();
+    assert!(err.to_string().contains("uid 65534"), "{err}");
+    nix::unistd::chown(&pki_dir, Some(nix::unistd::geteuid()), None).unwrap();
+    for key in [ROOT_KEY_FILE, INTERMEDIATE_KEY_FILE] {
+        nix::unistd::chown(&pki_dir.join(key), nobody, None).unwrap();
+    }
+    let err = DevPki::load(&pki_dir).unwrap_err();
+    assert!(err.to_string().contains("owned by this user"), "{err}");
+}

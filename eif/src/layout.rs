@@ -105,6 +105,7 @@ pub fn image_files(eif: &[u8]) -> Result<ImageFiles, EifError> {
             ramdisks.len()
         )));
     };
+    let (boot_bytes, app_bytes) = (boot, app);
     let boot = cpio::read(boot)?;
     let app = cpio::read(app)?;
     let init = match file(&boot, INIT) {
@@ -145,6 +146,38 @@ pub fn image_files(eif: &[u8]) -> Result<ImageFiles, EifError> {
         }
     }
     let config = config.ok_or_else(|| layout("no configuration in the application ramdisk"))?;
+    // The ramdisks must be exactly what the builder makes of these files: canonical archives of
+    // the layout's file set and nothing else. PCR0 hashes the sections end to end with nothing
+    // between them, so bytes an archive could hide (entries the reader skips, files the layout
+    // does not name) would let one PCR0 stand for two different splits of the same bytes.
+    let mut module_files = Vec::with_capacity(modules.len());
+    for name in &modules {
+        match file(&boot, &format!("{MODULES_DIR}/{name}")) {
+            Some(Entry {
+                kind: EntryKind::File(bytes),
+                ..
+            }) => module_files.push((name.clone(), bytes.clone())),
+            _ => return Err(layout(format!("module {name} is listed but not present"))),
+        }
+    }
+    if bootstrap_ramdisk(init.clone(), &module_files)?.as_bytes() != boot_bytes {
+        return Err(layout(
+            "the bootstrap ramdisk is not exactly /init, /dev/console, the listed modules and \
+             the layout's directories, canonically archived",
+        ));
+    }
+    if application_ramdisk(config.clone())?.as_bytes() != app_bytes {
+        return Err(layout(
+            "the application ramdisk is not exactly the configuration, canonically archived",
+        ));
+    }
+    let cmdline = eif.first(SectionType::Cmdline).unwrap_or_default();
+    if cmdline
+        .split(|b| b.is_ascii_whitespace())
+        .any(|arg| arg.starts_with(b"init=") || arg.starts_with(b"rdinit="))
+    {
+        return Err(layout("the cmdline names another init (init= or rdinit=)"));
+    }
     Ok(ImageFiles {
         init,
         config,
@@ -222,5 +255,58 @@ mod tests {
             );
         }
         assert!(bootstrap_ramdisk(vec![], &[("../x".into(), vec![])]).is_err());
+    }
+
+    /// A newc entry named `.` carrying `data`: what a hand-made archive can use to hide bytes.
+    fn dot_entry(data: &[u8]) -> Vec<u8> {
+        let fields = [1, 0o100_644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, 2, 0];
+        let mut out = b"070701".to_vec();
+        for f in fields {
+            out.extend(format!("{f:08x}").into_bytes());
+        }
+        out.extend(b".\0");
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn ramdisks_that_hide_bytes_or_hold_more_than_the_layout_are_refused() {
+        let boot = || bootstrap_ramdisk(b"ELF".to_vec(), &[]).unwrap();
+        let app = application_ramdisk(b"nsm = \"vsock\"".to_vec()).unwrap();
+        // A `.` entry swallowing bytes, ahead of an otherwise canonical archive.
+        let mut hiding = dot_entry(b"bytes another split of the image would use");
+        hiding.extend(app.as_bytes());
+        assert!(
+            cpio::read(&hiding).is_ok(),
+            "the reader alone would accept it"
+        );
+        let e = image_files(&image(vec![boot(), Ramdisk::from_bytes(hiding)])).unwrap_err();
+        assert_eq!(cloister_common::ErrorCode::code(&e), "EIF-LAYOUT", "{e}");
+        // A file the layout does not name, in the bootstrap ramdisk.
+        let extra = Ramdisk::from_entries(&[
+            Entry::file(INIT, 0o755, b"ELF".to_vec()),
+            Entry::char_device(CONSOLE, 0o600, 5, 1),
+            Entry::file("other-init", 0o755, b"#!/bin/sh".to_vec()),
+        ])
+        .unwrap();
+        let e = image_files(&image(vec![extra, app.clone()])).unwrap_err();
+        assert_eq!(cloister_common::ErrorCode::code(&e), "EIF-LAYOUT", "{e}");
+        // A cmdline that names another init.
+        let other_init = Image::new(
+            PROCESS_ONLY_KERNEL.to_vec(),
+            "console=ttyS0 rdinit=/other-init",
+            vec![boot(), app],
+        )
+        .build()
+        .unwrap()
+        .0;
+        let e = image_files(&other_init).unwrap_err();
+        assert!(e.to_string().contains("rdinit"), "{e}");
     }
 }

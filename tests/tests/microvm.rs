@@ -65,6 +65,12 @@ fn microvm_image(dir: &Path) -> std::path::PathBuf {
     eif
 }
 
+/// The QEMU tests take turns: each boot wants a whole core under TCG, and this machine has two.
+fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    VM.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn open_to_all(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -84,6 +90,7 @@ fn as_proxy(program: &str, args: &[&str]) -> (i32, String, String) {
 #[test]
 #[ignore = "boots QEMU: scripts/test runs ignored tests"]
 fn an_image_boots_in_qemu_and_only_the_launcher_user_reaches_its_nsm() {
+    let _vm = one_vm_at_a_time();
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test must run as root: it acts as another user (CI does)"
@@ -108,7 +115,7 @@ fn an_image_boots_in_qemu_and_only_the_launcher_user_reaches_its_nsm() {
             "--parent-instance-id",
             "i-0123456789abcdef0",
         ],
-        Duration::from_secs(240),
+        Duration::from_secs(420),
     );
     assert_eq!(run.get("mode"), "microvm");
     assert!(run.get("accel").starts_with("tcg") || run.get("accel").starts_with("kvm"));
@@ -193,6 +200,7 @@ fn an_image_boots_in_qemu_and_only_the_launcher_user_reaches_its_nsm() {
 #[test]
 #[ignore = "boots QEMU: scripts/test runs ignored tests"]
 fn an_attested_job_runs_in_a_microvm_and_an_image_one_byte_apart_is_refused() {
+    let _vm = one_vm_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = cloister_tests::microvm::kernel();
     let enclave = static_enclave();
@@ -205,7 +213,7 @@ fn an_attested_job_runs_in_a_microvm_and_an_image_one_byte_apart_is_refused() {
             enclave.to_str().unwrap(),
         ],
         &[],
-        Duration::from_secs(240),
+        Duration::from_secs(420),
     );
     outcome.assert_released_then_refused(3);
 }

@@ -48,6 +48,9 @@ impl Image {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let m = cloister_eif::measure(&bytes)
             .with_context(|| format!("measuring {}", path.display()))?;
+        // Only images laid out exactly as the builder lays them out start, in either mode.
+        cloister_eif::image_files(&bytes)
+            .with_context(|| format!("{} is not a cloister enclave image", path.display()))?;
         Ok(Self {
             pcrs: ImagePcrs::of_eif(&m)?,
             bytes,

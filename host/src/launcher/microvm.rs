@@ -18,7 +18,7 @@ use super::{Ended, RunArgs, Started};
 /// Grace given to QEMU and the backend to exit on SIGTERM.
 const GRACE: Duration = Duration::from_secs(3);
 /// TCG: how long one boot may take before it is taken for hung, and how many are tried.
-const TCG_ATTEMPT: Duration = Duration::from_secs(20);
+const TCG_ATTEMPT: Duration = Duration::from_secs(40);
 const TCG_ATTEMPTS: u32 = 5;
 
 /// Boots `image` in a microVM; returns once the enclave is stopped or has died.
