@@ -265,11 +265,11 @@ mod tests {
             out.extend(format!("{f:08x}").into_bytes());
         }
         out.extend(b".\0");
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out.extend(data);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out
