@@ -54,12 +54,20 @@ fn process_mode_runs_the_measured_binary_with_no_nsm_on_the_file_system() {
     let eif = process_image(dir.path());
     let described = describe(&eif);
     let state = dir.path().join("state");
+    // A descriptor whoever starts the launcher left inheritable: the enclave must not get it.
+    let leak = std::fs::File::create(dir.path().join("leaked-descriptor")).unwrap();
+    nix::fcntl::fcntl(
+        &leak,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
     let run = launcher::run(
         &binary("cloister"),
         &state,
         &["--eif", eif.to_str().unwrap(), "--process"],
         Duration::from_secs(60),
     );
+    drop(leak);
     assert_eq!(run.get("mode"), "process");
     for n in [0, 1, 2] {
         assert_eq!(
@@ -103,6 +111,15 @@ fn process_mode_runs_the_measured_binary_with_no_nsm_on_the_file_system() {
         cmdline(enclave).contains("--nsm-fd"),
         "{}",
         cmdline(enclave)
+    );
+    let inherited: Vec<String> = std::fs::read_dir(format!("/proc/{enclave}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !inherited.iter().any(|t| t.contains("leaked-descriptor")),
+        "{inherited:?}"
     );
 
     // The proxy's address answers the hybrid handshake.

@@ -41,6 +41,7 @@ pub(crate) async fn start(cid: u32, vhost: &Path, uds: &Path, log: &Path) -> Res
         "vhost-device-vsock",
         &[OsString::from("--vm"), OsString::from(vm)],
         false,
+        &[],
         log,
     )?;
     let deadline = Instant::now() + START_TIMEOUT;

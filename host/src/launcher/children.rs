@@ -31,6 +31,9 @@ pub(crate) struct SpawnArgs {
     /// Exec with an empty environment.
     #[arg(long)]
     empty_env: bool,
+    /// A descriptor the program inherits (repeatable); every other one above 2 is closed.
+    #[arg(long = "keep-fd")]
+    keep_fds: Vec<i32>,
     /// The program to exec (absolute; `/proc/<pid>/fd/<n>` for a memfd), then its argv[0..].
     #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
     argv: Vec<OsString>,
@@ -62,8 +65,25 @@ pub(crate) fn spawn_shim(args: SpawnArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
+    close_other_fds(&args.keep_fds)?;
     let err = nix::unistd::execve(&program, &rest, &env);
     bail!("exec {}: {err:?}", program.to_string_lossy())
+}
+
+/// Closes every descriptor above 2 but `keep`: the program gets what the launcher meant it to
+/// have, not whatever the launcher's own caller left open.
+fn close_other_fds(keep: &[i32]) -> Result<()> {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("listing /proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // The directory's own descriptor is already closed: EBADF is expected for it.
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    Ok(())
 }
 
 /// Stdout and stderr appended to `log` (created 0600).
@@ -85,6 +105,7 @@ pub(crate) fn spawn(
     argv0: &str,
     args: &[OsString],
     empty_env: bool,
+    keep_fds: &[i32],
     log: &Path,
 ) -> Result<Child> {
     let mut cmd = Command::new("/proc/self/exe");
@@ -93,6 +114,9 @@ pub(crate) fn spawn(
         .arg(std::process::id().to_string());
     if empty_env {
         cmd.arg("--empty-env");
+    }
+    for fd in keep_fds {
+        cmd.arg("--keep-fd").arg(fd.to_string());
     }
     cmd.arg("--").arg(program).arg(argv0).args(args);
     let (o, e) = stdio(log)?;

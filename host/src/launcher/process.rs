@@ -90,6 +90,7 @@ pub(crate) async fn run(
         "cloister-enclave",
         &enclave_args,
         true,
+        &[config.as_raw_fd(), theirs.as_raw_fd()],
         &console,
     );
     // The child has its copies (or failed): the launcher keeps none.

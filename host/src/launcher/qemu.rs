@@ -153,6 +153,7 @@ pub(crate) fn start(cfg: &VmConfig<'_>, cmdline: &str) -> Result<Child> {
         "qemu-system-x86_64",
         &args,
         false,
+        &[],
         &qemu_log(cfg.private),
     )
 }
