@@ -215,11 +215,22 @@ pub(crate) fn describe(args: DescribeArgs) -> Result<(), Failure> {
     let bytes = read(&args.eif)?;
     let d = cloister_eif::describe(&bytes).map_err(|e| rejected(e, "reading the image"))?;
     let files = cloister_eif::image_files(&bytes);
+    // What a reviewer compares with what they expect: each section's SHA-384 (the kernel's
+    // against the kernel they trust), the cmdline, and /init's.
+    let sha384 = |b: &[u8]| hex::encode(<sha2::Sha384 as sha2::Digest>::digest(b));
+    let parsed = cloister_eif::parse(&bytes).map_err(|e| rejected(e, "reading the image"))?;
+    let section_hashes: Vec<String> = parsed.sections.iter().map(|s| sha384(s.data)).collect();
+    let cmdline = parsed
+        .first(cloister_eif::SectionType::Cmdline)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default();
     let sections: Vec<Value> = d
         .sections
         .iter()
-        .map(|s| json!({"type": s.kind.to_string(), "offset": s.offset, "size": s.size}))
+        .zip(&section_hashes)
+        .map(|(s, h)| json!({"type": s.kind.to_string(), "offset": s.offset, "size": s.size, "sha384": h}))
         .collect();
+    let init_sha384 = files.as_ref().ok().map(|f| sha384(&f.init));
     let (config_text, config_check, init_size, modules, process_only) = match &files {
         Ok(f) => {
             let text = String::from_utf8_lossy(&f.config).into_owned();
@@ -252,6 +263,8 @@ pub(crate) fn describe(args: DescribeArgs) -> Result<(), Failure> {
             "Measurements": pcrs_json(&d.pcrs),
             "process_only": process_only,
             "init_size": init_size,
+            "init_sha384": init_sha384,
+            "cmdline": cmdline,
             "modules": modules,
             "config": config_text,
             "config_check": config_check,
@@ -260,12 +273,13 @@ pub(crate) fn describe(args: DescribeArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!("{} ({} bytes)", args.eif.display(), bytes.len());
-    for s in &d.sections {
+    for (s, h) in d.sections.iter().zip(&section_hashes) {
         println!(
-            "section {:<9} offset {:>10} size {:>10}",
+            "section {:<9} offset {:>10} size {:>10} sha384 {h}",
             s.kind, s.offset, s.size
         );
     }
+    println!("cmdline {cmdline:?}");
     if let Some(signer) = &d.signer {
         println!("signed by {signer}");
     }
@@ -273,8 +287,8 @@ pub(crate) fn describe(args: DescribeArgs) -> Result<(), Failure> {
     if process_only {
         println!("process-only image: the kernel section is a placeholder");
     }
-    if let Some(size) = init_size {
-        println!("init: {size} bytes");
+    if let (Some(size), Some(h)) = (init_size, &init_sha384) {
+        println!("init: {size} bytes, sha384 {h}");
     }
     println!("modules: {}", modules.join(" "));
     println!("configuration ({config_check}):");
