@@ -49,8 +49,34 @@ pub(crate) fn root(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Refuses a directory that someone other than root and this user could replace: every ancestor
+/// must be owned by root or this user, and one that others may write must be sticky (as `/tmp`
+/// is), so nobody else can rename or swap what the launcher creates below it by path.
+pub(crate) fn safe_ancestors(dir: &Path) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let absolute = std::path::absolute(dir)
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    for a in absolute.ancestors().skip(1) {
+        let meta = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
+        let mode = meta.permissions().mode();
+        let sticky = mode & 0o1000 != 0;
+        if (meta.uid() != 0 && meta.uid() != me) || (mode & 0o022 != 0 && !sticky) {
+            bail!(
+                "{} is writable or owned by another user (uid {}, mode {:o}): whoever controls it \
+                 could swap the enclave's state directory; choose a --state-dir under a directory \
+                 only root or this user can change",
+                a.display(),
+                meta.uid(),
+                mode & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates `dir` with `mode`, or checks that an existing one is this user's, and sets `mode`.
 pub(crate) fn own_dir(dir: &Path, mode: u32) -> Result<()> {
+    safe_ancestors(dir)?;
     match std::fs::symlink_metadata(dir) {
         Ok(meta) => {
             if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
@@ -211,4 +237,24 @@ pub(crate) fn find(root: &Path, id: &str) -> Result<Info> {
         .into_iter()
         .find(|i| i.id == id)
         .with_context(|| format!("no running enclave {id} in {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_directory_under_a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(safe_ancestors(&dir.path().join("state")).is_ok(), "/tmp is sticky");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = safe_ancestors(&open.join("state")).unwrap_err();
+        assert!(err.to_string().contains("mode 777"), "{err}");
+        assert!(own_dir(&open.join("state"), 0o755).is_err());
+        assert!(!open.join("state").exists(), "nothing is created under it");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(safe_ancestors(&open.join("state")).is_ok(), "sticky, as /tmp");
+    }
 }
