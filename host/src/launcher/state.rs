@@ -54,8 +54,8 @@ pub(crate) fn root(flag: Option<PathBuf>) -> Result<PathBuf> {
 /// is), so nobody else can rename or swap what the launcher creates below it by path.
 pub(crate) fn safe_ancestors(dir: &Path) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
-    let absolute = std::path::absolute(dir)
-        .with_context(|| format!("resolving {}", dir.display()))?;
+    let absolute =
+        std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     for a in absolute.ancestors().skip(1) {
         let meta = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
         let mode = meta.permissions().mode();
@@ -246,7 +246,10 @@ mod tests {
     #[test]
     fn a_state_directory_under_a_directory_others_can_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(safe_ancestors(&dir.path().join("state")).is_ok(), "/tmp is sticky");
+        assert!(
+            safe_ancestors(&dir.path().join("state")).is_ok(),
+            "/tmp is sticky"
+        );
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -255,6 +258,9 @@ mod tests {
         assert!(own_dir(&open.join("state"), 0o755).is_err());
         assert!(!open.join("state").exists(), "nothing is created under it");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(safe_ancestors(&open.join("state")).is_ok(), "sticky, as /tmp");
+        assert!(
+            safe_ancestors(&open.join("state")).is_ok(),
+            "sticky, as /tmp"
+        );
     }
 }
