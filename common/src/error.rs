@@ -2,7 +2,7 @@
 //!
 //! A code is what a user searches for and what scripts match on, so it never changes once
 //! published. Codes are `AREA-WHAT` (`ESDK-AUTH`); a few carry a name from elsewhere in their
-//! tail (`ENC-KMS-AccessDeniedException` keeps the KMS's own error name).
+//! tail (`KMS-AccessDeniedException` keeps the KMS's own error name).
 
 use std::borrow::Cow;
 use std::error::Error;
