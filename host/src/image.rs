@@ -85,6 +85,27 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
         .map_err(Failure::Input)
 }
 
+/// Whether an ELF executable asks for a program interpreter (a dynamic loader): `Some(true)`
+/// dynamic, `Some(false)` static (or static-pie), `None` not a 64-bit little-endian ELF.
+fn dynamically_linked(bytes: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    let mut interp = false;
+    for i in 0..phnum {
+        let at = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        interp |= u32_at(at)? == PT_INTERP;
+    }
+    Some(interp)
+}
+
 fn rejected(e: impl cloister_common::ErrorCode + std::fmt::Display, context: &str) -> Failure {
     Failure::Rejected {
         code: e.code().into_owned().into(),
@@ -163,6 +184,25 @@ pub(crate) fn build(args: BuildArgs) -> Result<(), Failure> {
         None => layout::PROCESS_ONLY_KERNEL.to_vec(),
     };
     let init = read(&args.enclave_binary)?;
+    match (dynamically_linked(&init), args.kernel.is_some()) {
+        (Some(false), _) => {}
+        (_, true) => {
+            return Err(rejected(
+                cloister_eif::EifError::Layout(format!(
+                    "{} is not a statically linked ELF executable: a microVM's initramfs has no \
+                     loader or libc for it (build it with scripts/build-enclave)",
+                    args.enclave_binary.display()
+                )),
+                "the enclave binary",
+            ));
+        }
+        (_, false) => eprintln!(
+            "warning: {} is not a statically linked ELF executable: in process mode the host's \
+             loader and libraries would run with it, unmeasured; use scripts/build-enclave for \
+             anything but tests",
+            args.enclave_binary.display()
+        ),
+    }
     let modules = modules(&args)?;
     let boot =
         layout::bootstrap_ramdisk(init, &modules).map_err(|e| rejected(e, "bootstrap ramdisk"))?;
@@ -304,6 +344,30 @@ pub(crate) fn describe(args: DescribeArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_and_dynamic_executables_are_told_apart() {
+        // This test binary is dynamically linked; the static enclave (scripts/build-enclave) is not.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(dynamically_linked(&me), Some(true));
+        let mut no_interp = me.clone();
+        // Rewrite every PT_INTERP program header into PT_NULL: now it asks for no loader.
+        let phoff =
+            usize::try_from(u64::from_le_bytes(me[0x20..0x28].try_into().unwrap())).unwrap();
+        let (size, num) = (
+            usize::from(u16::from_le_bytes(me[0x36..0x38].try_into().unwrap())),
+            usize::from(u16::from_le_bytes(me[0x38..0x3a].try_into().unwrap())),
+        );
+        for i in 0..num {
+            let at = phoff + i * size;
+            if no_interp[at..at + 4] == 3u32.to_le_bytes() {
+                no_interp[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        assert_eq!(dynamically_linked(&no_interp), Some(false));
+        assert_eq!(dynamically_linked(b"#!/bin/sh\necho hi\n"), None);
+        assert_eq!(dynamically_linked(&me[..0x30]), None, "truncated: no panic");
+    }
 
     #[test]
     fn the_standard_modules_are_what_fetch_kernel_keeps() {
