@@ -230,8 +230,7 @@ pub fn attested_job(
 
     // The image names this KMS and key; its PCR0 goes into the key's policy.
     std::fs::copy(kms.ca_pem_path(), dir.join("kms-ca.pem")).expect("CA");
-    let config = crate::microvm::config(&https, "", &key_arn)
-        .replace("ca_pem = \"\"\"\"\"\"", "ca_file = \"kms-ca.pem\"");
+    let config = crate::microvm::config_with_ca_file(&https, "kms-ca.pem", &key_arn);
     let build = |name: &str, config: &str| -> (PathBuf, String) {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).expect("config");

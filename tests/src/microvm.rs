@@ -22,12 +22,22 @@ pub const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 /// An enclave configuration (the image's form) for a KMS at `endpoint` with CA `ca_pem`,
 /// accepting `key`, with cloister's default ports (jobs 5000, relay 8000, NSM 9000).
 pub fn config(endpoint: &str, ca_pem: &str, key: &str) -> String {
+    template(endpoint, &format!(r#"ca_pem = """{ca_pem}""""#), key)
+}
+
+/// The same configuration in the builder's form, naming the CA's file (`build-image` inlines
+/// it, relative to the configuration's directory).
+pub fn config_with_ca_file(endpoint: &str, ca_file: &str, key: &str) -> String {
+    template(endpoint, &format!(r#"ca_file = "{ca_file}""#), key)
+}
+
+fn template(endpoint: &str, ca: &str, key: &str) -> String {
     format!(
         r#"nsm = "vsock"
 [kms]
 endpoint = "{endpoint}"
 server_name = "localhost"
-ca_pem = """{ca_pem}"""
+{ca}
 accepted_keys = ["{key}"]
 [cache]
 max_age_secs = 300

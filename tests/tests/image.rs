@@ -24,23 +24,7 @@ use serde_json::Value;
 const KEY: &str = "arn:aws:kms:eu-west-1:111122223333:key/k1";
 
 fn config_text(endpoint: &str) -> String {
-    format!(
-        r#"nsm = "vsock"
-[kms]
-endpoint = "{endpoint}"
-server_name = "localhost"
-ca_file = "ca.pem"
-accepted_keys = ["{KEY}"]
-[cache]
-max_age_secs = 300
-max_uses = 10000
-[vsock]
-jobs_port = 5000
-relay_port = 8000
-nsm_port = 9000
-[operations]
-"#
-    )
+    cloister_tests::microvm::config_with_ca_file(endpoint, "ca.pem", KEY)
 }
 
 /// A directory with a fake kernel, fake modules, a fake enclave binary and a configuration.

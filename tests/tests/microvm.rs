@@ -45,8 +45,7 @@ fn microvm_image(dir: &Path) -> std::path::PathBuf {
         dir.join("ca.pem"),
     )
     .unwrap();
-    let config = cloister_tests::microvm::config("127.0.0.1:1", "", KEY)
-        .replace("ca_pem = \"\"\"\"\"\"", "ca_file = \"ca.pem\"");
+    let config = cloister_tests::microvm::config_with_ca_file("127.0.0.1:1", "ca.pem", KEY);
     std::fs::write(dir.join("enclave.toml"), config).unwrap();
     let kernel = cloister_tests::microvm::kernel();
     let eif = dir.join("enclave.eif");

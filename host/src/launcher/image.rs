@@ -48,9 +48,6 @@ impl Image {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let m = cloister_eif::measure(&bytes)
             .with_context(|| format!("measuring {}", path.display()))?;
-        // Only images laid out exactly as the builder lays them out start, in either mode.
-        cloister_eif::image_files(&bytes)
-            .with_context(|| format!("{} is not a cloister enclave image", path.display()))?;
         Ok(Self {
             pcrs: ImagePcrs::of_eif(&m)?,
             bytes,
@@ -101,7 +98,8 @@ pub(crate) struct EnclaveFiles {
 
 impl Image {
     /// `/init` and the configuration, from the measured bytes, in cloister's image layout (the
-    /// configuration checked as the enclave checks it).
+    /// configuration checked as the enclave checks it). `cloister run` calls this before starting
+    /// anything, in either mode: only images laid out exactly as the builder lays them out start.
     pub(crate) fn enclave_files(&self) -> Result<EnclaveFiles> {
         let files = cloister_eif::image_files(&self.bytes)
             .context("the image is not in cloister's layout")?;
