@@ -18,7 +18,7 @@ use cloister_attestation::{
     PcrIndex, PcrValue, Pcrs, Policy, Timestamp, TrustAnchor, Verifier, VerifyAt,
 };
 use cloister_kms_client::{Connecting, Connector, KmsClient, Stream};
-use cloister_nsm::emulator::{self, Emulator};
+use cloister_nsm::emulator::Emulator;
 use cloister_sigv4::Credentials;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -161,7 +161,7 @@ pub(crate) fn nsm(pcr0: PcrValue) -> (Emulator, TrustAnchor) {
     let root = pki.trust_anchor().unwrap();
     let pcrs: Pcrs = [(PcrIndex::IMAGE, pcr0)].into_iter().collect();
     (
-        Emulator::new(pki, emulator::module_id("i-0test"), &pcrs),
+        Emulator::new(pki, "i-0test-enc0123456789abcdef".into(), &pcrs),
         root,
     )
 }

@@ -46,15 +46,6 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
-/// A module id in Nitro's shape: `<parent instance id>-enc<16 hex digits>`.
-pub fn module_id(parent_instance_id: &str) -> String {
-    let mut b = [0u8; 8];
-    // A failing system RNG leaves zeros: the id is a name, not a secret.
-    let _ = SystemRandom::new().fill(&mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{parent_instance_id}-enc{hex}")
-}
-
 impl Emulator {
     /// An NSM whose boot PCRs (0-15; absent ones zero) are `boot`, signing with `pki`.
     /// PCRs of `boot` at 16 or above are ignored: the enclave owns those.
@@ -203,7 +194,7 @@ mod tests {
         .collect();
         Emulator::new(
             DevPki::generate(Timestamp::now()).unwrap(),
-            module_id("i-0123"),
+            "i-0123-enc0123456789abcdef".into(),
             &pcrs,
         )
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cloister_attestation::dev_signer::DevPki;
 use cloister_attestation::{Pcrs, Timestamp};
-use cloister_nsm::emulator::{self, Emulator};
+use cloister_nsm::emulator::Emulator;
 use cloister_tests::{binary, cloister, outcome, testdata};
 use cloister_wire::{Address, FrameReader, FrameWriter, Message};
 use serde_json::Value;
@@ -332,7 +332,7 @@ async fn process_mode_runs_the_measured_enclave_and_accepts_a_job_connection() {
     let pki = DevPki::generate(Timestamp::now()).unwrap();
     let nsm = Arc::new(Emulator::new(
         pki,
-        emulator::module_id("i-0test"),
+        "i-0test-enc0123456789abcdef".into(),
         &Pcrs::new(),
     ));
     let ours = std::os::unix::net::UnixStream::from(ours);
