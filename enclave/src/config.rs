@@ -1,7 +1,8 @@
 //! The enclave's configuration: one TOML file that lives in the image (the application ramdisk,
 //! `/etc/cloister/enclave.toml`), so PCR0 and PCR2 cover everything that decides whom the
 //! enclave trusts: the KMS endpoint, its TLS server name and CA, the accepted keys, the key cache
-//! limits and the vsock ports. Nothing given at start (flags, environment) can change it.
+//! limits, the vsock ports, and the disclosure policy of every operation (`[operations]`, see
+//! [`crate::policy`]). Nothing given at start (flags, environment) can change it.
 //!
 //! Two forms are read:
 //! - the image's form ([`Config::from_toml`]): the CA is inline (`kms.ca_pem`); this is what the
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EnclaveError;
 use crate::job::KmsConfig;
 use crate::kms::{CacheLimits, RelayConnector};
+use crate::policy::Operations;
 
 /// Largest configuration file accepted (the CA bundle dominates it).
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
@@ -78,11 +80,6 @@ pub struct Vsock {
     pub nsm_port: u32,
 }
 
-/// The operations' disclosure policy: reserved, must be empty for now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Operations {}
-
 /// The image's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +92,7 @@ pub struct Config {
     pub cache: Cache,
     /// The vsock ports.
     pub vsock: Vsock,
-    /// The disclosure policy (reserved).
+    /// The disclosure policy: which operations, reading and emitting what.
     #[serde(default)]
     pub operations: Operations,
 }
@@ -266,7 +263,7 @@ impl Config {
                 )));
             }
         }
-        Ok(())
+        self.operations.validate()
     }
 
     /// The key cache limits.

@@ -14,6 +14,10 @@ pub const CODES: &[&str] = &[
     "ENC-PROTOCOL",
     "ENC-CONFIG",
     "ENC-START",
+    "ENC-POLICY",
+    "ENC-BUDGET",
+    "ENC-BUSY",
+    "ENC-LIMIT",
 ];
 
 /// A failure inside the enclave.
@@ -32,12 +36,34 @@ pub enum EnclaveError {
     /// A sealed message is malformed or fails authentication.
     #[error(transparent)]
     Message(#[from] cloister_esdk::EsdkError),
-    /// A decrypted record is not a JSON object.
-    #[error("record {line} of the message is not a JSON object")]
+    /// A decrypted record is not a JSON object, or not one the operation can use. The reason
+    /// says what was wrong, never what the record holds.
+    #[error("record {line} of the message: {reason}")]
     Record {
         /// 1-based line number.
         line: usize,
+        /// What was wrong (static text: no record content).
+        reason: &'static str,
     },
+    /// The job asks for something the image's disclosure policy does not allow.
+    #[error("refused by the disclosure policy: {0}")]
+    Policy(String),
+    /// The policy's budget of jobs for this key and window is spent.
+    #[error("the budget of {jobs} {op} jobs per {window_secs} s for this key is spent")]
+    Budget {
+        /// The operation.
+        op: &'static str,
+        /// Jobs allowed per window.
+        jobs: u32,
+        /// The window.
+        window_secs: u64,
+    },
+    /// The enclave already serves as many jobs as its configuration allows.
+    #[error("the enclave is serving its {0} jobs at once; try again later")]
+    Busy(u32),
+    /// A job went past a bound of the policy (groups) or of the enclave (frame sizes).
+    #[error("limit: {0}")]
+    Limit(String),
     /// The connection to the host failed or carried a malformed frame.
     #[error(transparent)]
     Wire(#[from] cloister_wire::WireError),
@@ -73,6 +99,10 @@ impl ErrorCode for EnclaveError {
             Self::Nsm(e) => e.code(),
             Self::Message(e) => ErrorCode::code(e),
             Self::Record { .. } => "ENC-RECORD".into(),
+            Self::Policy(_) => "ENC-POLICY".into(),
+            Self::Budget { .. } => "ENC-BUDGET".into(),
+            Self::Busy(_) => "ENC-BUSY".into(),
+            Self::Limit(_) => "ENC-LIMIT".into(),
             Self::Wire(e) => ErrorCode::code(e),
             Self::Protocol(_) => "ENC-PROTOCOL".into(),
             Self::Config(_) => "ENC-CONFIG".into(),
@@ -100,10 +130,27 @@ mod tests {
         let e = EnclaveError::from(cloister_esdk::EsdkError::Commitment);
         assert_eq!(e.code(), "ESDK-COMMITMENT");
         assert!(!e.is_fatal());
-        assert!(!EnclaveError::Record { line: 3 }.is_fatal());
+        assert!(
+            !EnclaveError::Record {
+                line: 3,
+                reason: "x"
+            }
+            .is_fatal()
+        );
         for own in [
             EnclaveError::NoAcceptedKey,
-            EnclaveError::Record { line: 1 },
+            EnclaveError::Record {
+                line: 1,
+                reason: "x",
+            },
+            EnclaveError::Policy("x".into()),
+            EnclaveError::Budget {
+                op: "stats",
+                jobs: 1,
+                window_secs: 1,
+            },
+            EnclaveError::Busy(1),
+            EnclaveError::Limit("x".into()),
             EnclaveError::Protocol("x"),
             EnclaveError::Config("x".into()),
             EnclaveError::Start {

@@ -1,12 +1,19 @@
 //! Serving one job: the host sends a `Job`, sealed messages and `EndOfInput`; the enclave answers
-//! with progress, per-message failures, result rows and `Done` (or `Failed`).
+//! with results as they are ready (`Rows`, `Resealed`), progress (counts only), per-message
+//! failures, and `Done` (or `Failed`).
 //!
-//! A message contributes to the results only after it has been fully authenticated (header,
-//! every frame, signature) and every record in it parsed; otherwise the enclave reports
-//! `MessageFailed` naming it and nothing from it is used. A failure to obtain a data key (for
-//! example the key policy refusing this enclave's measurements) fails the whole job.
+//! - The job's request is checked against the disclosure policy first ([`Operations::plan`]):
+//!   a job asking for more than the policy allows is refused before any key is released.
+//! - A message contributes only after it has been fully authenticated (header, every frame,
+//!   signature) and every record in it parsed; otherwise the enclave reports `MessageFailed`
+//!   naming it and nothing from it is used. A failure to obtain a data key (for example the key
+//!   policy refusing this enclave's measurements) fails the whole job.
+//! - Messages are processed one at a time, so a job larger than the enclave's memory streams
+//!   through it. The enclave serves at most `operations.max_jobs` jobs at once (`ENC-BUSY`), and
+//!   waits for a host that stops reading or writing at most [`IO_TIMEOUT`].
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cloister_common::ErrorCode;
 use cloister_kms_client::{Connector, KmsClient, TlsConnector};
@@ -17,9 +24,15 @@ use cloister_wire::{Address, FrameReader, FrameWriter, Message, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use zeroize::Zeroizing;
 
+use crate::budget::Ledger;
 use crate::error::EnclaveError;
 use crate::kms::{CacheLimits, KeyRelease, RelayConnector};
-use crate::stats::Stats;
+use crate::ops::mask::mask;
+use crate::ops::reseal::Resealer;
+use crate::ops::stats::Stats;
+use crate::ops::tokenize::{TokenKey, tokenize};
+use crate::policy::{Budget, MaskPolicy, Operations, Plan, TokenizePolicy};
+use crate::record;
 
 /// How the enclave reaches the KMS and which keys it uses.
 #[derive(Debug, Clone)]
@@ -38,8 +51,31 @@ pub struct KmsConfig {
     pub cache: CacheLimits,
 }
 
-/// How long the enclave waits for the host between frames.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the enclave waits for the host to send the next frame or take the last one.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Most result bytes in one `Rows` frame (well under the frame limit).
+const ROWS_PER_FRAME: usize = 1 << 20;
+
+/// What every job shares: the disclosure policy, the stats ledger and the job slots.
+#[derive(Debug)]
+pub struct Shared {
+    ops: Operations,
+    ledger: Ledger,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    /// Shared state for jobs under `ops`.
+    pub fn new(ops: Operations) -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(ops.max_jobs as usize));
+        Self {
+            ops,
+            ledger: Ledger::new(),
+            slots,
+        }
+    }
+}
 
 /// The job's KMS client: TLS pinned to the configured CA, over the host's relay.
 fn kms_client(cfg: &KmsConfig, access: &KmsAccess) -> Result<KmsClient, EnclaveError> {
@@ -58,33 +94,184 @@ fn client_over(connector: impl Connector, host: &str, access: &KmsAccess) -> Kms
     KmsClient::new(connector, host, access.region.clone(), creds)
 }
 
-async fn open_message(
-    release: &KeyRelease,
-    nsm: &dyn Nsm,
-    bytes: &[u8],
-    group_by: &Option<String>,
-) -> Result<(Stats, u64), EnclaveError> {
-    let (header, _) = cloister_esdk::parse_header(bytes)?;
-    let key = release.data_key(nsm, &header).await?;
-    let plain = cloister_esdk::decrypt(bytes, &key)?;
-    let mut stats = Stats::new(group_by.clone());
-    let mut records = 0;
-    for (i, line) in plain.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(m)) => stats.add(&m),
-            _ => return Err(EnclaveError::Record { line: i + 1 }),
-        }
-        records += 1;
+/// A running operation's state.
+enum Running {
+    Stats {
+        total: Stats,
+        budget: Budget,
+        charged: Vec<String>,
+    },
+    Mask(MaskPolicy),
+    Tokenize(TokenizePolicy, TokenKey),
+    Reseal(Resealer),
+}
+
+/// What one message produced.
+enum Output {
+    /// Counted into the job's aggregate.
+    Counted,
+    /// Result rows to send.
+    Rows(Vec<String>),
+    /// The message resealed.
+    Resealed(Vec<u8>),
+}
+
+/// The job's tools: its key release, the NSM, the shared ledger.
+struct Tools<'a> {
+    release: &'a KeyRelease,
+    nsm: &'a dyn Nsm,
+    ledger: &'a Ledger,
+}
+
+fn record_error(line: usize) -> impl Fn(record::RecordError) -> EnclaveError {
+    move |e| EnclaveError::Record { line, reason: e.0 }
+}
+
+/// Each record of `plain` written by `write`, as result rows.
+fn rows_of(
+    plain: &[u8],
+    mut write: impl FnMut(&record::Record, &mut Vec<u8>),
+) -> Result<(Vec<String>, u64), EnclaveError> {
+    let mut rows = Vec::new();
+    let mut line = Vec::new();
+    for (n, text) in record::lines(plain) {
+        let r = record::parse(text).map_err(record_error(n))?;
+        line.clear();
+        write(&r, &mut line);
+        rows.push(
+            String::from_utf8(std::mem::take(&mut line))
+                .map_err(|_| EnclaveError::Protocol("a result row is not UTF-8"))?,
+        );
     }
-    Ok((stats, records))
+    let n = rows.len() as u64;
+    Ok((rows, n))
+}
+
+impl Running {
+    /// Starts the plan: releases what the operation needs before any record is read.
+    async fn start(plan: Plan, token_key: &[u8], tools: &Tools<'_>) -> Result<Self, EnclaveError> {
+        Ok(match plan {
+            Plan::Stats(p) => Self::Stats {
+                budget: p.budget,
+                total: Stats::new(p),
+                charged: Vec::new(),
+            },
+            Plan::Mask(p) => Self::Mask(p),
+            Plan::Tokenize(p) => {
+                let key = tools
+                    .release
+                    .token_key(tools.nsm, &p.key_arn, token_key)
+                    .await?;
+                let key = TokenKey::new(&key);
+                Self::Tokenize(p, key)
+            }
+            Plan::Reseal { target_key } => Self::Reseal(Resealer::new(target_key)),
+        })
+    }
+
+    /// One sealed message: authenticated whole, then the operation over its records. Returns
+    /// what to send and how many records it held.
+    async fn message(
+        &mut self,
+        bytes: &[u8],
+        tools: &Tools<'_>,
+    ) -> Result<(Output, u64), EnclaveError> {
+        let (header, _) = cloister_esdk::parse_header(bytes)?;
+        if let Self::Stats {
+            budget, charged, ..
+        } = self
+        {
+            let arn = tools.release.accepted_key(&header)?;
+            if !charged.iter().any(|c| c == arn) {
+                tools.ledger.charge("stats", arn, *budget, Instant::now())?;
+                charged.push(arn.to_owned());
+            }
+        }
+        let key = tools.release.data_key(tools.nsm, &header).await?;
+        let plain = cloister_esdk::decrypt(bytes, &key)?;
+        drop(key);
+        match self {
+            Self::Stats { total, .. } => {
+                let mut one = total.empty_like();
+                let mut n = 0;
+                for (line, text) in record::lines(&plain) {
+                    one.add(&record::parse(text).map_err(record_error(line))?)?;
+                    n += 1;
+                }
+                total.merge(one)?;
+                Ok((Output::Counted, n))
+            }
+            Self::Mask(p) => {
+                let (rows, n) = rows_of(&plain, |r, out| mask(p, r, out))?;
+                Ok((Output::Rows(rows), n))
+            }
+            Self::Tokenize(p, key) => {
+                let (rows, n) = rows_of(&plain, |r, out| tokenize(p, key, r, out))?;
+                Ok((Output::Rows(rows), n))
+            }
+            Self::Reseal(r) => {
+                let n = record::lines(&plain).count() as u64;
+                let sealed = r.reseal(tools.release, tools.nsm, &header, &plain).await?;
+                Ok((Output::Resealed(sealed), n))
+            }
+        }
+    }
+
+    /// What is left to send at the end (the aggregate rows).
+    fn finish(self) -> Vec<String> {
+        match self {
+            Self::Stats { total, .. } => total.rows(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Sends `msg`, waiting at most [`IO_TIMEOUT`] for the host to take it.
+async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    msg: &Message,
+) -> Result<(), EnclaveError> {
+    match tokio::time::timeout(IO_TIMEOUT, writer.send(msg)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(cloister_wire::WireError::Timeout(IO_TIMEOUT).into()),
+    }
+}
+
+/// Sends rows in frames of at most [`ROWS_PER_FRAME`] bytes.
+async fn send_rows<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    rows: Vec<String>,
+) -> Result<(), EnclaveError> {
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        if size + row.len() > ROWS_PER_FRAME && !batch.is_empty() {
+            send(
+                writer,
+                &Message::Rows {
+                    rows: std::mem::take(&mut batch),
+                },
+            )
+            .await?;
+            size = 0;
+        }
+        size += row.len();
+        batch.push(row);
+    }
+    if !batch.is_empty() {
+        send(writer, &Message::Rows { rows: batch }).await?;
+    }
+    Ok(())
 }
 
 /// Serves one job on `stream`, reaching the KMS as `cfg` says.
-pub async fn serve(cfg: &KmsConfig, nsm: &dyn Nsm, stream: Stream) -> Result<(), EnclaveError> {
-    serve_with(stream, nsm, |access| {
+pub async fn serve(
+    cfg: &KmsConfig,
+    shared: &Shared,
+    nsm: &dyn Nsm,
+    stream: Stream,
+) -> Result<(), EnclaveError> {
+    serve_with(stream, shared, nsm, |access| {
         Ok(KeyRelease::new(
             kms_client(cfg, access)?,
             cfg.accepted_keys.clone(),
@@ -97,53 +284,65 @@ pub async fn serve(cfg: &KmsConfig, nsm: &dyn Nsm, stream: Stream) -> Result<(),
 /// Serves one job on `stream`; `release` makes the job's key release from its credentials.
 async fn serve_with<S: AsyncRead + AsyncWrite>(
     stream: S,
+    shared: &Shared,
     nsm: &dyn Nsm,
     release: impl FnOnce(&KmsAccess) -> Result<KeyRelease, EnclaveError>,
 ) -> Result<(), EnclaveError> {
     let (r, w) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(r, READ_TIMEOUT);
+    let mut reader = FrameReader::new(r, IO_TIMEOUT);
     let mut writer = FrameWriter::new(w);
+    let slot = shared.slots.clone().try_acquire_owned();
     let result = async {
-        let (group_by, access) = match reader.next().await? {
-            Some(Message::Job {
-                op: Operation::Stats { group_by },
-                kms,
-                ..
-            }) => (group_by, kms),
+        let _slot = slot.map_err(|_| EnclaveError::Busy(shared.ops.max_jobs))?;
+        let (op, access) = match reader.next().await? {
+            Some(Message::Job { op, kms, .. }) => (op, kms),
             Some(_) => return Err(EnclaveError::Protocol("the first message must be a Job")),
             None => return Err(EnclaveError::Protocol("connection closed before a Job")),
         };
+        let plan = shared.ops.plan(&op)?;
+        let token_key = match op {
+            Operation::Tokenize { token_key } => token_key,
+            _ => Vec::new(),
+        };
         let release = release(&access)?;
         drop(access);
-        let mut total = Stats::new(group_by.clone());
+        let tools = Tools {
+            release: &release,
+            nsm,
+            ledger: &shared.ledger,
+        };
+        let mut running = Running::start(plan, &token_key, &tools).await?;
         let (mut messages, mut records) = (0u64, 0u64);
         loop {
             match reader.next().await? {
                 Some(Message::Sealed { name, bytes }) => {
-                    match open_message(&release, nsm, &bytes, &group_by).await {
-                        Ok((stats, n)) => {
-                            total.merge(stats);
+                    match running.message(&bytes, &tools).await {
+                        Ok((output, n)) => {
+                            match output {
+                                Output::Counted => {}
+                                Output::Rows(rows) => send_rows(&mut writer, rows).await?,
+                                Output::Resealed(bytes) => {
+                                    send(&mut writer, &Message::Resealed { name, bytes }).await?
+                                }
+                            }
                             messages += 1;
                             records += n;
-                            writer
-                                .send(&Message::Progress { messages, records })
-                                .await?;
+                            send(&mut writer, &Message::Progress { messages, records }).await?;
                         }
                         Err(e) if e.is_fatal() => return Err(e),
                         Err(e) => {
-                            writer
-                                .send(&Message::MessageFailed {
-                                    name,
-                                    code: e.code().into_owned(),
-                                    reason: cloister_common::error::chain(&e),
-                                })
-                                .await?;
+                            let failed = Message::MessageFailed {
+                                name,
+                                code: e.code().into_owned(),
+                                reason: cloister_common::error::chain(&e),
+                            };
+                            send(&mut writer, &failed).await?;
                         }
                     }
                 }
                 Some(Message::EndOfInput) => {
-                    writer.send(&Message::Rows { rows: total.rows() }).await?;
-                    writer.send(&Message::Done { messages, records }).await?;
+                    send_rows(&mut writer, running.finish()).await?;
+                    send(&mut writer, &Message::Done { messages, records }).await?;
                     return Ok(());
                 }
                 Some(_) => return Err(EnclaveError::Protocol("unexpected message during a job")),
@@ -157,12 +356,11 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
     }
     .await;
     if let Err(e) = &result {
-        let _ = writer
-            .send(&Message::Failed {
-                code: e.code().into_owned(),
-                reason: cloister_common::error::chain(e),
-            })
-            .await;
+        let failed = Message::Failed {
+            code: e.code().into_owned(),
+            reason: cloister_common::error::chain(e),
+        };
+        let _ = send(&mut writer, &failed).await;
     }
     result
 }
@@ -196,12 +394,38 @@ mod tests {
             .unwrap()
     }
 
+    const POLICY: &str = r#"
+max_jobs = 1
+[stats]
+group_by = ["country"]
+aggregate = ["age"]
+emit = ["count", "sum"]
+min_group_size = 2
+small_groups = "other"
+max_groups = 10
+budget = { jobs = 2, window_secs = 3600 }
+[mask]
+keep_last = { card = 4 }
+clear = ["country"]
+"#;
+
+    fn shared() -> Arc<Shared> {
+        let ops: Operations = toml::from_str(POLICY).unwrap();
+        ops.validate().unwrap();
+        Arc::new(Shared::new(ops))
+    }
+
     fn job(group_by: Option<&str>) -> Message {
+        job_of(Operation::Stats {
+            group_by: group_by.map(Into::into),
+            fields: vec![],
+        })
+    }
+
+    fn job_of(op: Operation) -> Message {
         Message::Job {
             id: 1,
-            op: Operation::Stats {
-                group_by: group_by.map(Into::into),
-            },
+            op,
             kms: KmsAccess {
                 region: "us-east-1".into(),
                 access_key_id: "AKIDTEST".into(),
@@ -216,6 +440,16 @@ mod tests {
         behaviour: Behaviour,
         input: Vec<Message>,
     ) -> (Result<(), EnclaveError>, Vec<Message>) {
+        let (result, out, _) = run_on(&shared(), behaviour, input).await;
+        (result, out)
+    }
+
+    /// As [`run`], with `shared` state, also counting the KMS's Decrypt calls.
+    async fn run_on(
+        shared: &Shared,
+        behaviour: Behaviour,
+        input: Vec<Message>,
+    ) -> (Result<(), EnclaveError>, Vec<Message>, usize) {
         let pcr0 = PcrValue::measure(b"this image");
         let (nsm, root) = testing::nsm(pcr0);
         let kms = FakeKms::new(root, pcr0, behaviour);
@@ -224,9 +458,11 @@ mod tests {
         let host_side = async move {
             let mut writer = FrameWriter::new(w);
             for m in &input {
-                writer.send(m).await.unwrap();
+                if writer.send(m).await.is_err() {
+                    break;
+                }
             }
-            writer.shutdown().await.unwrap();
+            let _ = writer.shutdown().await;
             let mut reader = FrameReader::new(r, Duration::from_secs(10));
             let mut out = Vec::new();
             while let Ok(Some(m)) = reader.next().await {
@@ -238,14 +474,154 @@ mod tests {
             }
             out
         };
-        let enclave_side = serve_with(enclave, &nsm, |_| {
+        let enclave_side = serve_with(enclave, shared, &nsm, |_| {
             Ok(KeyRelease::new(
                 testing::client(&kms),
                 vec![KEY_ARN.into()],
                 CacheLimits::default(),
             ))
         });
-        tokio::join!(enclave_side, host_side)
+        let (result, out) = tokio::join!(enclave_side, host_side);
+        (
+            result,
+            out,
+            kms.decrypts.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    fn sealed_msg(name: &str, records: &[&str]) -> Message {
+        Message::Sealed {
+            name: name.into(),
+            bytes: sealed(records),
+        }
+    }
+
+    fn failed_code(out: &[Message]) -> Option<&str> {
+        match out.last() {
+            Some(Message::Failed { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_outside_the_policy_are_refused_before_any_key_is_released() {
+        for op in [
+            Operation::Stats {
+                group_by: Some("ssn".into()),
+                fields: vec![],
+            },
+            Operation::Stats {
+                group_by: None,
+                fields: vec!["charge".into()],
+            },
+            Operation::Tokenize {
+                token_key: b"wrapped".to_vec(),
+            },
+            Operation::Reseal {
+                target_key: KEY_ARN.into(),
+            },
+        ] {
+            let (result, out, decrypts) = run_on(
+                &shared(),
+                Behaviour::Release,
+                vec![
+                    job_of(op.clone()),
+                    sealed_msg("m", &[r#"{"country":"FR","age":1}"#]),
+                    Message::EndOfInput,
+                ],
+            )
+            .await;
+            assert_eq!(result.unwrap_err().code(), "ENC-POLICY", "{op:?}");
+            assert_eq!(failed_code(&out), Some("ENC-POLICY"));
+            assert_eq!(decrypts, 0, "{op:?}: no key released");
+            assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stats_budget_refuses_a_job_past_it_before_its_key_is_released() {
+        let shared = shared();
+        let input = || {
+            vec![
+                job(Some("country")),
+                sealed_msg(
+                    "m",
+                    &[r#"{"country":"FR","age":1}"#, r#"{"country":"FR","age":2}"#],
+                ),
+                Message::EndOfInput,
+            ]
+        };
+        for _ in 0..2 {
+            let (result, _, _) = run_on(&shared, Behaviour::Release, input()).await;
+            result.unwrap();
+        }
+        let (result, out, decrypts) = run_on(&shared, Behaviour::Release, input()).await;
+        assert_eq!(result.unwrap_err().code(), "ENC-BUDGET");
+        assert_eq!(failed_code(&out), Some("ENC-BUDGET"));
+        assert_eq!(decrypts, 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_job_past_max_jobs_is_busy_and_the_slot_frees_when_a_job_ends() {
+        let shared = shared();
+        let slot = shared.slots.clone().try_acquire_owned().unwrap();
+        let (result, out, _) = run_on(&shared, Behaviour::Release, vec![job(None)]).await;
+        assert_eq!(result.unwrap_err().code(), "ENC-BUSY");
+        assert_eq!(failed_code(&out), Some("ENC-BUSY"));
+        drop(slot);
+        // A host that disconnects mid-job: the job ends and frees its slot.
+        let (result, _, _) = run_on(
+            &shared,
+            Behaviour::Release,
+            vec![job(None), sealed_msg("m", &[r#"{"age":1}"#])],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), "ENC-PROTOCOL");
+        assert_eq!(shared.slots.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn mask_streams_each_message_s_rows_and_drops_unnamed_fields() {
+        let (result, out, _) = run_on(
+            &shared(),
+            Behaviour::Release,
+            vec![
+                job_of(Operation::Mask),
+                sealed_msg(
+                    "m1",
+                    &[r#"{"card":"4111111111111111","country":"FR","ssn":"078-05-1120"}"#],
+                ),
+                sealed_msg("bad", &[r#"{"card":"5500000000000004"}"#, "not json"]),
+                sealed_msg("m2", &[r#"{"card":"340000000000009","name":"Ada"}"#]),
+                Message::EndOfInput,
+            ],
+        )
+        .await;
+        result.unwrap();
+        let rows: Vec<serde_json::Value> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Rows { rows } => Some(rows.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| serde_json::from_str(&r).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                serde_json::json!({"card": "************1111", "country": "FR"}),
+                serde_json::json!({"card": "***********0009"}),
+            ]
+        );
+        let text = format!("{out:?}");
+        for secret in ["078-05-1120", "5500000000000004", "Ada", "not json"] {
+            assert!(!text.contains(secret), "{secret} left the enclave: {text}");
+        }
+        assert!(out.iter().any(|m| matches!(
+            m,
+            Message::MessageFailed { name, code, .. } if name == "bad" && code == "ENC-RECORD"
+        )));
     }
 
     #[tokio::test]

@@ -13,7 +13,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cloister_esdk::Header;
-use cloister_kms_client::{Ciphertext, Connecting, Connector, DataKey, KmsClient, Stream};
+use cloister_kms_client::{
+    Ciphertext, Connecting, Connector, DataKey, EncryptionContext, GeneratedDataKey, KmsClient,
+    Stream,
+};
 use cloister_nsm::Nsm;
 use cloister_wire::relay::{self, Connect};
 use cloister_wire::{Address, WireError};
@@ -22,6 +25,10 @@ use crate::error::EnclaveError;
 
 /// Provider id of KMS-wrapped data keys.
 pub const AWS_KMS: &str = "aws-kms";
+
+/// The encryption context a tokenization key is bound to: a wrapped data key made for records
+/// cannot be passed off as a tokenization key (KMS refuses the other context).
+pub const TOKEN_KEY_CONTEXT: (&str, &str) = ("cloister:purpose", "tokenization");
 
 /// Dials the host's KMS relay and asks for the KMS endpoint.
 #[derive(Debug, Clone)]
@@ -135,12 +142,57 @@ impl KeyRelease {
         })
     }
 
-    /// The data key of a message whose header is `header`.
-    pub async fn data_key(&self, nsm: &dyn Nsm, header: &Header) -> Result<DataKey, EnclaveError> {
-        let edk = header
+    /// The ARN of the accepted KMS key whose data key `header` carries (what a key release for
+    /// it would ask for).
+    pub fn accepted_key<'h>(&self, header: &'h Header) -> Result<&'h str, EnclaveError> {
+        header
             .edks
             .iter()
             .find(|e| e.provider_id == AWS_KMS && self.accepted_keys.contains(&e.provider_info))
+            .map(|e| e.provider_info.as_str())
+            .ok_or(EnclaveError::NoAcceptedKey)
+    }
+
+    /// A fresh data key of `key_arn` bound to `context`, released only to this enclave.
+    pub async fn generate(
+        &self,
+        nsm: &dyn Nsm,
+        key_arn: &str,
+        context: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, EnclaveError> {
+        Ok(self
+            .kms
+            .generate_data_key_for_recipient(key_arn, context, nsm)
+            .await?)
+    }
+
+    /// The tokenization key wrapped in `blob` by `key_arn`, under [`TOKEN_KEY_CONTEXT`].
+    pub async fn token_key(
+        &self,
+        nsm: &dyn Nsm,
+        key_arn: &str,
+        blob: &[u8],
+    ) -> Result<DataKey, EnclaveError> {
+        let context: EncryptionContext = [(
+            TOKEN_KEY_CONTEXT.0.to_owned(),
+            TOKEN_KEY_CONTEXT.1.to_owned(),
+        )]
+        .into();
+        let ct = Ciphertext {
+            blob,
+            key_id: Some(key_arn),
+            context: &context,
+        };
+        Ok(self.kms.decrypt_for_recipient(ct, nsm).await?)
+    }
+
+    /// The data key of a message whose header is `header`.
+    pub async fn data_key(&self, nsm: &dyn Nsm, header: &Header) -> Result<DataKey, EnclaveError> {
+        let arn = self.accepted_key(header)?;
+        let edk = header
+            .edks
+            .iter()
+            .find(|e| e.provider_id == AWS_KMS && e.provider_info == arn)
             .ok_or(EnclaveError::NoAcceptedKey)?;
         let id = cache_key(&edk.ciphertext, header);
         if let Some(k) = self.cached(&id) {

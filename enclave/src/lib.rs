@@ -5,22 +5,28 @@
 //! - [`init`]: PID 1 in the microVM (mounts, modules, power-off);
 //! - [`process`]: process mode's inherited descriptors and Unix-socket addresses;
 //! - [`serve`]: the accept loop;
-//! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; progress, failures,
-//!   rows, `Done`), each message authenticated whole before it counts;
-//! - [`kms`]: attested key release through the host's relay, with a bounded key cache;
-//! - [`stats`]: the aggregation a stats job computes.
+//! - [`policy`]: the measured disclosure policy, and a job's request checked against it;
+//! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; results, progress,
+//!   failures, `Done`), each message authenticated whole before it counts;
+//! - [`ops`]: the operations (stats, mask, tokenize, reseal);
+//! - [`record`]: records parsed into zeroizing memory;
+//! - [`budget`]: the stats jobs allowed per key and window;
+//! - [`kms`]: attested key release through the host's relay, with a bounded key cache.
 //!
 //! The NSM it asks for documents is any [`cloister_nsm::Nsm`]: `/dev/nsm` on Nitro, the
 //! launcher's emulated NSM elsewhere.
 
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod init;
 pub mod job;
 pub mod kms;
+pub mod ops;
+pub mod policy;
 pub mod process;
+pub mod record;
 pub mod serve;
-pub mod stats;
 #[cfg(test)]
 mod testing;
 

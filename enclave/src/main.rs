@@ -23,6 +23,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Parser;
 use cloister_enclave::config::{Config, HOST_CID, NsmKind};
+use cloister_enclave::job::Shared;
 use cloister_enclave::{init, process, serve};
 use cloister_nsm::Nsm;
 use cloister_nsm::client::NsmClient;
@@ -57,7 +58,8 @@ async fn run(
     eprintln!("cloister-enclave: listening on {listen}, relay {relay}");
     eprintln!("cloister-enclave: ready");
     let kms = Arc::new(config.kms_config(relay));
-    serve::serve_forever(listener, kms, nsm).await;
+    let shared = Arc::new(Shared::new(config.operations.clone()));
+    serve::serve_forever(listener, kms, shared, nsm).await;
     anyhow::bail!("the accept loop ended")
 }
 

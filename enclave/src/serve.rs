@@ -7,10 +7,16 @@ use cloister_common::ErrorCode;
 use cloister_nsm::Nsm;
 use cloister_wire::Listener;
 
-use crate::job::{self, KmsConfig};
+use crate::job::{self, KmsConfig, Shared};
 
-/// Serves jobs from `listener` forever; a failed accept is logged and the loop goes on.
-pub async fn serve_forever(listener: Listener, kms: Arc<KmsConfig>, nsm: Arc<dyn Nsm>) {
+/// Serves jobs from `listener` forever; a failed accept is logged and the loop goes on. Jobs
+/// past the policy's `max_jobs` are answered `ENC-BUSY` (see [`job`]).
+pub async fn serve_forever(
+    listener: Listener,
+    kms: Arc<KmsConfig>,
+    shared: Arc<Shared>,
+    nsm: Arc<dyn Nsm>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -19,9 +25,9 @@ pub async fn serve_forever(listener: Listener, kms: Arc<KmsConfig>, nsm: Arc<dyn
                 continue;
             }
         };
-        let (kms, nsm) = (kms.clone(), nsm.clone());
+        let (kms, shared, nsm) = (kms.clone(), shared.clone(), nsm.clone());
         tokio::spawn(async move {
-            match job::serve(&kms, nsm.as_ref(), stream).await {
+            match job::serve(&kms, &shared, nsm.as_ref(), stream).await {
                 Ok(()) => eprintln!("cloister-enclave: job done"),
                 Err(e) => eprintln!(
                     "cloister-enclave: job failed: error[{}]: {}",

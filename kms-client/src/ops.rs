@@ -91,6 +91,8 @@ struct GenerateDataKeyRequest<'a> {
     key_id: &'a str,
     number_of_bytes: u32,
     encryption_context: &'a EncryptionContext,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<Recipient>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +156,22 @@ struct GenerateDataKeyAnswer {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct AttestedDataKeyAnswer {
+    key_id: String,
+    plaintext: Option<SecretBlob>,
+    ciphertext_blob: Blob,
+    ciphertext_for_recipient: Option<Blob>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WrappedDataKeyAnswer {
+    key_id: String,
+    ciphertext_blob: Blob,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct EncryptAnswer {
     key_id: String,
     ciphertext_blob: Blob,
@@ -195,6 +213,7 @@ impl KmsClient {
             key_id,
             number_of_bytes: 32,
             encryption_context: context,
+            recipient: None,
         };
         let answer = self.request("GenerateDataKey", &body(&req)?).await?;
         let a: GenerateDataKeyAnswer = parse("GenerateDataKey", &answer)?;
@@ -249,15 +268,30 @@ impl KmsClient {
         data_key(&self.decrypt(ct).await?.plaintext)
     }
 
-    /// Attested release of a wrapped data key: `Decrypt` with a `Recipient` whose attestation
-    /// document `nsm` signs over a fresh RSA-2048 key; the KMS answers with the key encrypted
-    /// to that RSA key, which is opened here and then dropped. An answer carrying `Plaintext`
-    /// is refused: a KMS honouring the attestation never sends it.
-    pub async fn decrypt_for_recipient(
+    /// `GenerateDataKeyWithoutPlaintext`: a fresh data key under `key_id` that nobody has seen,
+    /// only its wrapped form (for a key that only an attested enclave may ever unwrap).
+    pub async fn generate_data_key_without_plaintext(
         &self,
-        ct: Ciphertext<'_>,
+        key_id: &str,
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        let req = GenerateDataKeyRequest {
+            key_id,
+            number_of_bytes: 32,
+            encryption_context: context,
+            recipient: None,
+        };
+        let answer = self
+            .request("GenerateDataKeyWithoutPlaintext", &body(&req)?)
+            .await?;
+        let a: WrappedDataKeyAnswer = parse("GenerateDataKeyWithoutPlaintext", &answer)?;
+        Ok((a.key_id, a.ciphertext_blob.0))
+    }
+
+    /// A one-use RSA-2048 key and an NSM document binding it (and a fresh nonce).
+    async fn attested_recipient(
         nsm: &dyn Nsm,
-    ) -> Result<DataKey, ClientError> {
+    ) -> Result<(RecipientPrivateKey, Recipient), ClientError> {
         // RSA key generation takes tens of milliseconds: off the async worker threads.
         let (private, spki) = tokio::task::spawn_blocking(RecipientPrivateKey::generate)
             .await
@@ -267,26 +301,83 @@ impl KmsClient {
             .fill(&mut nonce)
             .map_err(|_| ClientError::Config("no system randomness".into()))?;
         let document = nsm.attestation(Some(spki), Some(nonce), None).await?;
-        let req = DecryptRequest {
-            ciphertext_blob: ct.blob,
-            key_id: ct.key_id,
-            encryption_context: ct.context,
-            recipient: Some(Recipient {
+        Ok((
+            private,
+            Recipient {
                 key_encryption_algorithm: "RSAES_OAEP_SHA_256",
                 attestation_document: document,
-            }),
-        };
-        let answer = self.request("Decrypt", &body(&req)?).await?;
-        let a: DecryptAnswer = parse("Decrypt", &answer)?;
-        if a.plaintext.is_some() {
+            },
+        ))
+    }
+
+    /// Opens a `CiphertextForRecipient` with the one-use key, which is then dropped; an answer
+    /// that carried `Plaintext` is refused (a KMS honouring the attestation never sends it).
+    fn open_for_recipient(
+        private: RecipientPrivateKey,
+        plaintext: Option<SecretBlob>,
+        envelope: Option<Blob>,
+        op: &str,
+    ) -> Result<DataKey, ClientError> {
+        if plaintext.is_some() {
             return Err(ClientError::PlaintextReturned);
         }
-        let envelope = a.ciphertext_for_recipient.ok_or_else(|| {
-            ClientError::Protocol("Decrypt answer lacks CiphertextForRecipient".into())
+        let envelope = envelope.ok_or_else(|| {
+            ClientError::Protocol(format!("{op} answer lacks CiphertextForRecipient"))
         })?;
         let plain = private.open(&envelope.0)?;
         drop(private); // the one-use private key is gone
         data_key(&plain)
+    }
+
+    /// Attested release of a wrapped data key: `Decrypt` with a `Recipient` whose attestation
+    /// document `nsm` signs over a fresh RSA-2048 key; the KMS answers with the key encrypted
+    /// to that RSA key, which is opened here and then dropped. An answer carrying `Plaintext`
+    /// is refused: a KMS honouring the attestation never sends it.
+    pub async fn decrypt_for_recipient(
+        &self,
+        ct: Ciphertext<'_>,
+        nsm: &dyn Nsm,
+    ) -> Result<DataKey, ClientError> {
+        let (private, recipient) = Self::attested_recipient(nsm).await?;
+        let req = DecryptRequest {
+            ciphertext_blob: ct.blob,
+            key_id: ct.key_id,
+            encryption_context: ct.context,
+            recipient: Some(recipient),
+        };
+        let answer = self.request("Decrypt", &body(&req)?).await?;
+        let a: DecryptAnswer = parse("Decrypt", &answer)?;
+        Self::open_for_recipient(private, a.plaintext, a.ciphertext_for_recipient, "Decrypt")
+    }
+
+    /// Attested `GenerateDataKey`: a fresh data key under `key_id` bound to `context`, released
+    /// only to the enclave whose document `nsm` signs (as [`Self::decrypt_for_recipient`]).
+    pub async fn generate_data_key_for_recipient(
+        &self,
+        key_id: &str,
+        context: &EncryptionContext,
+        nsm: &dyn Nsm,
+    ) -> Result<GeneratedDataKey, ClientError> {
+        let (private, recipient) = Self::attested_recipient(nsm).await?;
+        let req = GenerateDataKeyRequest {
+            key_id,
+            number_of_bytes: 32,
+            encryption_context: context,
+            recipient: Some(recipient),
+        };
+        let answer = self.request("GenerateDataKey", &body(&req)?).await?;
+        let a: AttestedDataKeyAnswer = parse("GenerateDataKey", &answer)?;
+        let plaintext = Self::open_for_recipient(
+            private,
+            a.plaintext,
+            a.ciphertext_for_recipient,
+            "GenerateDataKey",
+        )?;
+        Ok(GeneratedDataKey {
+            key_id: a.key_id,
+            plaintext,
+            ciphertext_blob: a.ciphertext_blob.0,
+        })
     }
 }
 

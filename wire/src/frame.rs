@@ -177,6 +177,7 @@ mod tests {
             id: 7,
             op: Operation::Stats {
                 group_by: Some("country".into()),
+                fields: vec!["age".into()],
             },
             kms: KmsAccess {
                 region: "us-east-1".into(),

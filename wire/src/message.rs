@@ -1,15 +1,17 @@
 //! The messages of the host<->enclave protocol.
 //!
 //! A job flows as: host → `Job`, then `Sealed` messages (each an AWS Encryption SDK message), then
-//! `EndOfInput`; enclave → `Progress` and `Rows` as results are produced, then `Done` or `Failed`.
-//! A message that fails authentication yields `MessageFailed` naming it, and nothing from it.
-//! Operations are an enum so new ones (mask, tokenize, reseal) slot in beside `Stats`.
+//! `EndOfInput`; enclave → results as they are produced (`Rows` of JSON text, `Resealed`
+//! messages) and `Progress` (counts only), then `Done` or `Failed`. A message that fails
+//! authentication or holds a bad record yields `MessageFailed` naming it, and nothing from it.
+//! What each operation may read and emit is not in these messages: it is the enclave's measured
+//! disclosure policy, which refuses a job asking for more before any record is decrypted.
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The version this build speaks. A peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// What travels in one frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,14 +60,32 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
-/// What the enclave computes over the records.
+/// What the enclave computes over the records (the job's request; the enclave's policy decides
+/// whether it is allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Operation {
-    /// Count, and sum/min/max/mean of every numeric field, optionally grouped by a field.
+    /// Aggregates (count, and those of numeric fields the policy names), optionally grouped by a
+    /// field the policy allows; groups smaller than the policy's k are folded or suppressed.
     Stats {
         /// Group records by this field's value.
         group_by: Option<String>,
+        /// Aggregate these fields (empty: every field the policy allows).
+        fields: Vec<String>,
+    },
+    /// The records with the policy's masked fields masked, its clear fields kept, and every
+    /// other field dropped.
+    Mask,
+    /// The records with the policy's fields replaced by deterministic tokens.
+    Tokenize {
+        /// The tokenization key, wrapped by the KMS key the policy names (a `CiphertextBlob`).
+        #[serde(with = "serde_bytes")]
+        token_key: Vec<u8>,
+    },
+    /// The records re-encrypted under a new data key of `target_key`.
+    Reseal {
+        /// The KMS key ARN to reseal to (the policy lists the allowed ones).
+        target_key: String,
     },
 }
 
@@ -103,6 +123,14 @@ pub enum Message {
     Rows {
         /// The rows.
         rows: Vec<String>,
+    },
+    /// Enclave → host: one input message re-encrypted (an Encryption SDK message).
+    Resealed {
+        /// The input message's name.
+        name: String,
+        /// The new message.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
     },
     /// Enclave → host: a message failed (authentication, key release); nothing from it counts.
     MessageFailed {
