@@ -65,6 +65,9 @@ enum Command {
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
     Open(seal::OpenArgs),
+    /// Make a tokenization key (GenerateDataKeyWithoutPlaintext) for `submit --op tokenize`.
+    #[command(name = "token-key")]
+    TokenKey(seal::TokenKeyArgs),
     /// Build the enclave image (EIF): kernel, cmdline, the static enclave and its configuration;
     /// prints its PCRs.
     #[command(name = "build-image")]
@@ -114,6 +117,9 @@ fn code_of(e: &anyhow::Error) -> Cow<'static, str> {
         if let Some(f) = cause.downcast_ref::<submit::EnclaveFailure>() {
             return Some(Cow::Owned(f.code.clone()));
         }
+        if cause.is::<submit::Incomplete>() {
+            return Some(Cow::Borrowed("CLI-INCOMPLETE"));
+        }
         macro_rules! coded {
             ($($t:ty),*) => {$(
                 if let Some(x) = cause.downcast_ref::<$t>() {
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
         Command::Spawn(args) => launcher::children::spawn_shim(args).map_err(Failure::Input),
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
+        Command::TokenKey(args) => block_on(seal::token_key(args)),
         Command::BuildImage(args) => image::build(args),
         Command::DescribeImage(args) => image::describe(args),
     };

@@ -56,6 +56,19 @@ pub(crate) struct SealArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct TokenKeyArgs {
+    /// KMS endpoint, e.g. http://127.0.0.1:4599.
+    #[arg(long)]
+    kms: String,
+    /// The KMS key the enclave's policy names for tokenization (`operations.tokenize.key_arn`).
+    #[arg(long)]
+    key_id: String,
+    /// Where to write the wrapped key (binary; not secret: only the attested enclave can unwrap it).
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct OpenArgs {
     /// KMS endpoint, e.g. http://127.0.0.1:4599.
     #[arg(long)]
@@ -107,6 +120,25 @@ struct CachedKey {
     edk: Edk,
     uses: u32,
     born: Instant,
+}
+
+/// `cloister token-key`: a tokenization key made by `GenerateDataKeyWithoutPlaintext`, so it
+/// exists in the clear nowhere but in an enclave the key's policy releases it to.
+pub(crate) async fn token_key(args: TokenKeyArgs) -> Result<()> {
+    let kms = client(&args.kms)?;
+    let (k, v) = cloister_enclave::kms::TOKEN_KEY_CONTEXT;
+    let context: BTreeMap<String, String> = [(k.to_owned(), v.to_owned())].into();
+    let (key_id, blob) = kms
+        .generate_data_key_without_plaintext(&args.key_id, &context)
+        .await
+        .context("KMS GenerateDataKeyWithoutPlaintext")?;
+    write_atomically(&args.out, &blob, 0o644)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "tokenization key under {key_id} written to {}",
+        args.out.display()
+    );
+    Ok(())
 }
 
 pub(crate) async fn seal(args: SealArgs) -> Result<()> {

@@ -1,16 +1,39 @@
-//! `cloister submit`: send sealed files to the enclave through the proxy and print the results
-//! (JSON lines on stdout; failures as `error[CODE]` on stderr; progress on a terminal).
+//! `cloister submit`: send sealed files to the enclave through the proxy and take back what the
+//! enclave's policy lets out.
+//!
+//! - Results stream as they come: JSON lines on stdout (`stats`, `mask`, `tokenize`), or, with
+//!   `--out FILE` (required for `reseal`), a file written only when the enclave says the job is
+//!   done, so a job cut short never leaves a partial result that looks whole. A job that fails
+//!   after some rows were printed ends with `CLI-INCOMPLETE` and says how many.
+//! - Progress (counts only) is a bar on a terminal, JSON lines on stderr otherwise.
+//! - Sealed files are read and sent one at a time, so a job larger than memory streams.
+//! - Failures keep the enclave's code (`error[ENC-POLICY]`); everything the enclave sends crossed
+//!   the untrusted host, so it is cleaned before it is printed.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use cloister_common::fs::write_atomically;
 use cloister_wire::message::{KmsAccess, Operation, SecretString};
 use cloister_wire::{Address, FrameReader, FrameWriter, Message};
 
 use crate::aws_env;
+
+/// The operations a job may ask for (the enclave's policy decides what each may do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Op {
+    /// Aggregates of groups of at least k records.
+    Stats,
+    /// Records with masked fields; fields the policy does not name dropped.
+    Mask,
+    /// Records with fields replaced by deterministic tokens.
+    Tokenize,
+    /// The records re-encrypted under a new data key of --target-key.
+    Reseal,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
@@ -18,17 +41,204 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     proxy: Address,
     /// The operation.
-    #[arg(long, value_parser = ["stats"])]
-    op: String,
-    /// stats: group records by this field.
+    #[arg(long, value_enum)]
+    op: Op,
+    /// stats: group records by this field (the policy must allow it).
     #[arg(long)]
     group_by: Option<String>,
+    /// stats: aggregate only these fields (comma-separated; default: all the policy allows).
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+    /// tokenize: the wrapped tokenization key (from `cloister token-key`).
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    /// reseal: the KMS key ARN to reseal to (the policy must list it).
+    #[arg(long)]
+    target_key: Option<String>,
+    /// Write results here when the job is done (atomically), instead of to stdout. Required
+    /// for reseal (Encryption SDK messages, concatenated).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
     /// Sealed files (each one or more Encryption SDK messages).
     #[arg(required = true)]
     sealed: Vec<PathBuf>,
 }
 
+/// A job that ended before the enclave said it was done: what was already printed is partial.
+#[derive(Debug)]
+pub(crate) struct Incomplete {
+    printed: u64,
+    why: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the job did not finish ({}); the {} result row(s) already printed are incomplete",
+            self.why, self.printed
+        )
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
+/// Checks the flags against the operation and builds the request.
+fn operation(args: &SubmitArgs) -> Result<Operation> {
+    let stray = |flag: &str, given: bool| {
+        if given {
+            bail!("{flag} does not apply to --op {:?}", args.op);
+        }
+        Ok(())
+    };
+    if args.op != Op::Stats {
+        stray("--group-by", args.group_by.is_some())?;
+        stray("--fields", !args.fields.is_empty())?;
+    }
+    if args.op != Op::Tokenize {
+        stray("--token-key", args.token_key.is_some())?;
+    }
+    if args.op != Op::Reseal {
+        stray("--target-key", args.target_key.is_some())?;
+    }
+    Ok(match args.op {
+        Op::Stats => Operation::Stats {
+            group_by: args.group_by.clone(),
+            fields: args.fields.clone(),
+        },
+        Op::Mask => Operation::Mask,
+        Op::Tokenize => {
+            let path = args
+                .token_key
+                .as_ref()
+                .context("--op tokenize needs --token-key FILE (see `cloister token-key`)")?;
+            let token_key =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Operation::Tokenize { token_key }
+        }
+        Op::Reseal => {
+            if args.out.is_none() {
+                bail!("--op reseal writes Encryption SDK messages: give --out FILE");
+            }
+            Operation::Reseal {
+                target_key: args
+                    .target_key
+                    .clone()
+                    .context("--op reseal needs --target-key ARN")?,
+            }
+        }
+    })
+}
+
+/// Where results go: stdout as they come, or a file at the end.
+enum Sink {
+    Stdout { printed: u64 },
+    File { path: PathBuf, buf: Vec<u8> },
+}
+
+impl Sink {
+    fn rows(&mut self, rows: Vec<String>) -> Result<()> {
+        match self {
+            Self::Stdout { printed } => {
+                let mut out = std::io::stdout().lock();
+                for row in rows {
+                    writeln!(out, "{row}").context("writing to stdout")?;
+                    *printed += 1;
+                }
+                out.flush().context("writing to stdout")
+            }
+            Self::File { buf, .. } => {
+                for row in rows {
+                    buf.extend_from_slice(row.as_bytes());
+                    buf.push(b'\n');
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn sealed(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Self::File { buf, .. } => {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Self::Stdout { .. } => {
+                bail!("the enclave sent sealed messages for a job with no --out")
+            }
+        }
+    }
+
+    fn printed(&self) -> u64 {
+        match self {
+            Self::Stdout { printed } => *printed,
+            Self::File { .. } => 0,
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Self::File { path, buf } = self {
+            write_atomically(&path, &buf, 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress: a bar on a terminal, JSON lines otherwise.
+struct Progress {
+    tty: bool,
+    total: Option<u64>,
+}
+
+impl Progress {
+    fn show(&self, messages: u64, records: u64) {
+        if !self.tty {
+            eprintln!(r#"{{"progress":{{"messages":{messages},"records":{records}}}}}"#);
+            return;
+        }
+        let bar = match self.total {
+            Some(total) if total > 0 => {
+                let done = (messages.min(total) * 30 / total) as usize;
+                format!(
+                    "[{}{}] {messages}/{total} messages",
+                    "#".repeat(done),
+                    " ".repeat(30 - done)
+                )
+            }
+            _ => format!("{messages} messages"),
+        };
+        eprint!("\r{bar}, {records} records");
+    }
+
+    fn end(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+/// The Encryption SDK messages of `path`, named for errors.
+fn messages_of(path: &PathBuf) -> Result<Vec<Message>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
+    let many = parts.len() > 1;
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Message::Sealed {
+            name: if many {
+                format!("{}#{}", path.display(), i + 1)
+            } else {
+                path.display().to_string()
+            },
+            bytes: m.to_vec(),
+        })
+        .collect())
+}
+
 pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
+    let op = operation(&args)?;
     let aws = aws_env::load()?;
     let kms = KmsAccess {
         region: aws.region,
@@ -36,80 +246,113 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
         secret_access_key: SecretString::new(aws.creds.secret_access_key.to_string()),
         session_token: aws.creds.session_token.clone().map(SecretString::new),
     };
-    let mut messages = Vec::new();
-    for path in &args.sealed {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
-        let many = parts.len() > 1;
-        for (i, m) in parts.into_iter().enumerate() {
-            let name = if many {
-                format!("{}#{}", path.display(), i + 1)
-            } else {
-                path.display().to_string()
-            };
-            messages.push(Message::Sealed {
-                name,
-                bytes: m.to_vec(),
-            });
+    let tty = std::io::stderr().is_terminal();
+    // Counting messages for the bar means reading every file once more: only on a terminal.
+    let total = if tty {
+        let mut n = 0u64;
+        for path in &args.sealed {
+            n += messages_of(path)?.len() as u64;
         }
-    }
-    let total = messages.len();
+        Some(n)
+    } else {
+        for path in &args.sealed {
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        }
+        None
+    };
+    let progress = Progress { tty, total };
+    let mut sink = match &args.out {
+        Some(path) => Sink::File {
+            path: path.clone(),
+            buf: Vec::new(),
+        },
+        None => Sink::Stdout { printed: 0 },
+    };
     let stream = args.proxy.connect().await?;
     let (r, w) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(w);
+    let files = args.sealed.clone();
     let sender = tokio::spawn(async move {
         let mut id = [0u8; 8];
         let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id);
-        writer
-            .send(&Message::Job {
-                id: u64::from_be_bytes(id),
-                op: Operation::Stats {
-                    group_by: args.group_by,
-                },
-                kms,
-            })
-            .await?;
-        for m in messages {
-            writer.send(&m).await?;
+        let job = Message::Job {
+            id: u64::from_be_bytes(id),
+            op,
+            kms,
+        };
+        writer.send(&job).await?;
+        drop(job);
+        for path in &files {
+            for m in messages_of(path)? {
+                writer.send(&m).await?;
+            }
         }
         writer.send(&Message::EndOfInput).await?;
         anyhow::Ok(writer)
     });
     let mut reader = FrameReader::new(r, Duration::from_secs(600));
-    let tty = std::io::stderr().is_terminal();
     let mut failed_messages = 0;
+    let incomplete = |sink: &Sink, why: String| Incomplete {
+        printed: sink.printed(),
+        why,
+    };
     loop {
-        match reader.next().await? {
-            Some(Message::Progress { messages, records }) => {
-                if tty {
-                    eprint!("\r[{messages}/{total} messages, {records} records]");
+        let next = match reader.next().await {
+            Ok(m) => m,
+            Err(e) => {
+                progress.end();
+                if sender.is_finished() {
+                    if let Ok(Err(send)) = sender.await {
+                        return Err(send.context(incomplete(&sink, e.to_string())));
+                    }
                 }
+                return Err(incomplete(&sink, format!("reading from the proxy: {e}")).into());
             }
-            Some(Message::Rows { rows }) => {
-                if tty {
-                    eprintln!();
-                }
-                for row in rows {
-                    println!("{row}");
-                }
-            }
+        };
+        match next {
+            Some(Message::Progress { messages, records }) => progress.show(messages, records),
+            Some(Message::Rows { rows }) => sink.rows(rows)?,
+            Some(Message::Resealed { bytes, .. }) => sink.sealed(&bytes)?,
             Some(Message::MessageFailed { name, code, reason }) => {
                 failed_messages += 1;
                 let f = EnclaveFailure::new(&code, &reason);
+                progress.end();
                 eprintln!("error[{}]: {}: {}", f.code, printable(&name), f.reason);
             }
             Some(Message::Done { messages, records }) => {
+                progress.end();
                 eprintln!("done: {messages} messages, {records} records");
                 break;
             }
             Some(Message::Failed { code, reason }) => {
-                return Err(EnclaveFailure::new(&code, &reason).into());
+                progress.end();
+                let f = EnclaveFailure::new(&code, &reason);
+                if sink.printed() > 0 {
+                    let printed = sink.printed();
+                    return Err(anyhow::Error::from(f).context(Incomplete {
+                        printed,
+                        why: "the enclave failed it".into(),
+                    }));
+                }
+                return Err(f.into());
             }
             Some(other) => bail!("unexpected message from the enclave: {other:?}"),
-            None => bail!("the connection closed before the job finished"),
+            None => {
+                progress.end();
+                return Err(incomplete(
+                    &sink,
+                    "the connection closed before the enclave said it was done".into(),
+                )
+                .into());
+            }
         }
     }
-    let _ = sender.await;
+    match sender.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.context("sending the job")),
+        Err(e) => bail!("the sending task failed: {e}"),
+    }
+    sink.finish()?;
     if failed_messages > 0 {
         bail!(
             "{failed_messages} message(s) failed authentication or parsing; their records are not in the results"
@@ -117,7 +360,6 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     }
     Ok(())
 }
-
 /// A job the enclave reported as failed, keeping the enclave's code so the user sees the code of
 /// what failed (`KMS-AccessDeniedException`), not a generic one. The frame crossed the untrusted
 /// host, so the code and reason are cleaned of anything but printable text and bounded.

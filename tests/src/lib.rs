@@ -3,12 +3,14 @@
 //! Tests here drive `cloister`, `cloister-kms` and `cloister-enclave` as a user does,
 //! as separate processes, so they exercise argument parsing, exit codes and real I/O. Helpers
 //! panic on a broken environment: they only ever run inside tests. [`kms`] starts a real
-//! `cloister-kms` for any test that needs one; [`microvm`] builds bootable test images and [`launcher`] drives `cloister run`.
+//! `cloister-kms` for any test that needs one; [`microvm`] builds bootable test images, [`launcher`] drives `cloister run`, and
+//! [`pipeline`] runs the whole attested pipeline in process mode.
 #![allow(clippy::panic)]
 
 pub mod kms;
 pub mod launcher;
 pub mod microvm;
+pub mod pipeline;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

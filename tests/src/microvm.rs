@@ -19,19 +19,54 @@ use crate::workspace;
 /// The kernel command line of the test images (the reference recipe's).
 pub const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 
+/// The test images' disclosure policy unless a test gives its own: stats only, grouped by
+/// `country`, aggregating `amount`, `age` and `charge`, k = 5.
+pub const STATS_POLICY: &str = r#"[operations]
+max_jobs = 4
+[operations.stats]
+group_by = ["country"]
+aggregate = ["amount", "age", "charge"]
+emit = ["count", "sum", "mean"]
+min_group_size = 5
+small_groups = "other"
+max_groups = 1000
+budget = { jobs = 1000, window_secs = 3600 }
+"#;
+
 /// An enclave configuration (the image's form) for a KMS at `endpoint` with CA `ca_pem`,
-/// accepting `key`, with cloister's default ports (jobs 5000, relay 8000, NSM 9000).
+/// accepting `key`, with cloister's default ports (jobs 5000, relay 8000, NSM 9000) and
+/// [`STATS_POLICY`].
 pub fn config(endpoint: &str, ca_pem: &str, key: &str) -> String {
-    template(endpoint, &format!(r#"ca_pem = """{ca_pem}""""#), key)
+    template(
+        endpoint,
+        &format!(r#"ca_pem = """{ca_pem}""""#),
+        key,
+        STATS_POLICY,
+    )
 }
 
 /// The same configuration in the builder's form, naming the CA's file (`build-image` inlines
 /// it, relative to the configuration's directory).
 pub fn config_with_ca_file(endpoint: &str, ca_file: &str, key: &str) -> String {
-    template(endpoint, &format!(r#"ca_file = "{ca_file}""#), key)
+    config_with_operations(endpoint, ca_file, key, STATS_POLICY)
 }
 
-fn template(endpoint: &str, ca: &str, key: &str) -> String {
+/// The builder's form with the CA's file and `operations` (an `[operations]` table, as TOML).
+pub fn config_with_operations(
+    endpoint: &str,
+    ca_file: &str,
+    key: &str,
+    operations: &str,
+) -> String {
+    template(
+        endpoint,
+        &format!(r#"ca_file = "{ca_file}""#),
+        key,
+        operations,
+    )
+}
+
+fn template(endpoint: &str, ca: &str, key: &str, operations: &str) -> String {
     format!(
         r#"nsm = "vsock"
 [kms]
@@ -46,8 +81,7 @@ max_uses = 10000
 jobs_port = 5000
 relay_port = 8000
 nsm_port = 9000
-[operations]
-"#
+{operations}"#
     )
 }
 

@@ -1,0 +1,396 @@
+//! The attested pipeline in process mode, for tests that drive it as a user would:
+//! cloister-kms (TLS), the enclave image (`cloister build-image --process-only`) started by
+//! `cloister run --process` (which measures it and serves its emulated NSM over a socket pair),
+//! and `cloister proxy` with its KMS relay, each a real process on real sockets.
+//!
+//! The KMS holds three keys: the records' key (Decrypt only for the image's PCR0), a
+//! tokenization key and a reseal target; the image's disclosure policy is [`OPERATIONS`].
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::kms::{KmsBinary, KmsServer};
+use crate::{binary, outcome};
+
+/// The pipeline image's disclosure policy; `{token}` and `{target}` are the KMS keys' ARNs.
+pub const OPERATIONS: &str = r#"[operations]
+max_jobs = 2
+[operations.stats]
+group_by = ["country", "address"]
+aggregate = ["amount", "id"]
+emit = ["count", "sum", "mean", "min", "max"]
+min_group_size = 5
+small_groups = "other"
+max_groups = 100
+budget = { jobs = 3, window_secs = 3600 }
+[operations.mask]
+keep_last = { card = 4, id = 2 }
+clear = ["country"]
+[operations.tokenize]
+fields = ["name", "card"]
+clear = ["country"]
+key_arn = "{token}"
+[operations.reseal]
+target_keys = ["{target}"]
+"#;
+
+/// The root principal every test key's policy names.
+const ROOT: &str = "arn:aws:iam::111122223333:root";
+
+/// A child process, killed when dropped, with its stderr collected.
+#[derive(Debug)]
+pub struct Proc(pub Child, pub Arc<Mutex<String>>);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a program, collecting its stderr; waits until a line contains `ready`.
+pub fn spawn(bin: &str, args: &[&str], ready: &str) -> Proc {
+    let mut child = Command::new(binary(bin))
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.lock().unwrap().push_str(&line);
+        log.lock().unwrap().push('\n');
+        if line.contains(ready) {
+            break;
+        }
+    }
+    assert!(
+        log.lock().unwrap().contains(ready),
+        "{bin} did not start: {}",
+        log.lock().unwrap()
+    );
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    Proc(child, log)
+}
+
+/// A running pipeline.
+#[allow(missing_debug_implementations)]
+pub struct Pipeline {
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    /// The KMS.
+    pub kms: KmsServer,
+    /// The environment `cloister` runs with (the owner's credentials, region).
+    pub env: Vec<(String, String)>,
+    /// Where jobs are submitted.
+    pub proxy_addr: String,
+    /// The proxy's KMS relay socket.
+    pub relay_socket: PathBuf,
+    /// The KMS's TLS endpoint (host:port).
+    pub kms_tls: String,
+    /// The records' key.
+    pub key_arn: String,
+    /// The tokenization key's KMS key.
+    pub token_arn: String,
+    /// The reseal target.
+    pub target_arn: String,
+    /// The enclave's job address (for a proxy started anew).
+    pub enclave_addr: String,
+    /// PCR0 of the enclave image the launcher runs.
+    pub pcr0: String,
+    /// The proxy process (replaceable: see [`Pipeline::restart_proxy`]).
+    pub proxy_proc: Option<Proc>,
+    /// The launcher.
+    pub launched: crate::launcher::Launched,
+    /// The proxy's log.
+    pub proxy: Arc<Mutex<String>>,
+}
+
+impl Pipeline {
+    /// Starts everything. The key's policy lets the root manage and seal, and releases keys for
+    /// Decrypt only to an enclave whose PCR0 is `policy_pcr0` (default: the image's own).
+    pub fn start(policy_pcr0: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |rel: &str| dir.path().join(rel);
+        let pki = p("pki");
+        Command::new(binary("cloister"))
+            .args(["dev-pki", "init", "--dir", pki.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let kms = KmsBinary::new(binary("cloister-kms")).start(
+            &p("kms"),
+            &[
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--trust-root",
+                pki.join("root.pem").to_str().unwrap(),
+            ],
+        );
+        let kms_tls = kms.https.clone().unwrap();
+        let mut env = kms.admin_env();
+        env.push(("AWS_REGION".into(), "us-east-1".into()));
+        env.push(("HOME".into(), "/nonexistent".into()));
+        // The key and its policy, as the owner sets them up.
+        let owner = kms.client(kms.admin());
+        let rt = crate::kms::rt();
+        let http = |op: &str, body: Value| -> Value { rt.block_on(owner.call(op, &body)).unwrap() };
+        let create = || {
+            http("CreateKey", json!({}))["KeyMetadata"]["Arn"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (key_arn, token_arn, target_arn) = (create(), create(), create());
+        // The image: the enclave binary and a configuration naming this KMS and key.
+        let operations = OPERATIONS
+            .replace("{token}", &token_arn)
+            .replace("{target}", &target_arn);
+        std::fs::write(
+            p("enclave.toml"),
+            crate::microvm::config_with_operations(
+                &kms_tls,
+                kms.ca_pem_path().to_str().unwrap(),
+                &key_arn,
+                &operations,
+            ),
+        )
+        .unwrap();
+        let eif = p("enclave.eif");
+        let (code, out, err) = outcome(
+            &Command::new(binary("cloister"))
+                .args(["build-image", "--process-only", "--json", "--config"])
+                .arg(p("enclave.toml"))
+                .arg("--enclave-binary")
+                .arg(binary("cloister-enclave"))
+                .arg("--out")
+                .arg(&eif)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(code, 0, "{err}");
+        let built: Value = serde_json::from_str(&out).unwrap();
+        let pcr0 = built["Measurements"]["PCR0"].as_str().unwrap().to_owned();
+        let policy_pcr0 = policy_pcr0.unwrap_or(&pcr0);
+        // Records and the tokenization key: Decrypt only by the attested image. The target:
+        // GenerateDataKey only by the attested image (the new data key never leaves it), Decrypt
+        // by the owner (who opens the resealed records).
+        let attested = json!({"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": policy_pcr0}});
+        let manage = json!({"Effect": "Allow", "Principal": {"AWS": ROOT},
+             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DisableKey", "kms:EnableKey"], "Resource": "*"});
+        let records_policy = json!({"Version": "2012-10-17", "Statement": [manage,
+            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:Decrypt", "Resource": "*", "Condition": attested}]});
+        let target_policy = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ROOT},
+             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Decrypt"], "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:GenerateDataKey", "Resource": "*", "Condition": attested}]});
+        for (key, policy) in [
+            (&key_arn, &records_policy),
+            (&token_arn, &records_policy),
+            (&target_arn, &target_policy),
+        ] {
+            http(
+                "PutKeyPolicy",
+                json!({"KeyId": key, "Policy": policy.to_string()}),
+            );
+        }
+
+        let relay_socket = p("proxy/relay.sock");
+        std::fs::create_dir_all(p("proxy")).unwrap();
+        let launched = crate::launcher::run(
+            &binary("cloister"),
+            &p("state"),
+            &[
+                "--eif",
+                eif.to_str().unwrap(),
+                "--process",
+                "--dev-pki",
+                pki.to_str().unwrap(),
+                "--kms-relay",
+                relay_socket.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        let enclave_addr = launched
+            .get("proxy")
+            .trim_start_matches("--enclave ")
+            .to_owned();
+        let proxy_addr = format!("unix://{}", p("proxy/jobs.sock").display());
+        let mut pipeline = Self {
+            dir,
+            kms,
+            env,
+            proxy_addr,
+            relay_socket,
+            kms_tls,
+            key_arn,
+            token_arn,
+            target_arn,
+            enclave_addr,
+            pcr0,
+            proxy_proc: None,
+            launched,
+            proxy: Arc::default(),
+        };
+        pipeline.restart_proxy();
+        pipeline
+    }
+
+    /// Stops the proxy if it runs, and starts a new one on the same addresses.
+    pub fn restart_proxy(&mut self) {
+        drop(self.proxy_proc.take());
+        let _ = std::fs::remove_file(self.dir.path().join("proxy/jobs.sock"));
+        let _ = std::fs::remove_file(&self.relay_socket);
+        let proxy = spawn(
+            "cloister",
+            &[
+                "proxy",
+                "--listen",
+                &self.proxy_addr,
+                "--enclave",
+                &self.enclave_addr,
+                "--relay-listen",
+                &format!("unix://{}", self.relay_socket.display()),
+                "--kms-endpoint",
+                &self.kms_tls,
+            ],
+            "jobs on",
+        );
+        self.proxy = proxy.1.clone();
+        self.proxy_proc = Some(proxy);
+    }
+
+    /// Runs `cloister` with the pipeline's environment: exit code, stdout, stderr.
+    pub fn submit(&self, op: &[&str], files: &[&Path]) -> (i32, String, String) {
+        let mut args = vec!["submit", "--proxy", &self.proxy_addr, "--op"];
+        args.extend_from_slice(op);
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        args.extend(files.iter().map(String::as_str));
+        self.cloister(&args)
+    }
+
+    /// Runs `cloister` with the pipeline's environment.
+    pub fn cloister(&self, args: &[&str]) -> (i32, String, String) {
+        outcome(
+            &Command::new(binary("cloister"))
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// Seals `records` under the records' key, `per_message` records per message.
+    pub fn seal(&self, records: &[Value], name: &str, per_message: usize) -> PathBuf {
+        let input = self.dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(
+            &input,
+            records.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let out = self.dir.path().join(format!("{name}.sealed"));
+        let (code, _, err) = self.cloister(&[
+            "seal",
+            "--kms",
+            &self.kms.url(),
+            "--key-id",
+            &self.key_arn,
+            "--context",
+            "dataset=test",
+            "--records-per-message",
+            &per_message.to_string(),
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    /// The KMS's audit entries.
+    pub fn audit(&self) -> Vec<Value> {
+        self.kms
+            .audit_tail(100_000)
+            .into_iter()
+            .map(|l| l["entry"].clone())
+            .collect()
+    }
+}
+
+/// `n` records over three countries.
+pub fn records(n: usize) -> Vec<Value> {
+    const COUNTRIES: [&str; 3] = ["NZ", "FR", "JP"];
+    (0..n)
+        .map(|i| {
+            let country = COUNTRIES[i % 3];
+            json!({"id": i, "name": format!("patient-{i}"), "amount": f64::from(u32::try_from(i % 17).unwrap()) * 2.5, "country": country})
+        })
+        .collect()
+}
+
+/// Seals records with the official Python AWS Encryption SDK (the project venv) against the
+/// pipeline's KMS.
+pub fn python_seal(p: &Pipeline, records: &[Value], suite: &str, frame_length: u32, out: &Path) {
+    let python = crate::workspace().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates the venv before the Rust tests",
+        python.display()
+    );
+    let script = r#"
+import json, sys, aws_encryption_sdk
+from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+arn, suite, frame, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+alg = {"0x0478": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+       "0x0578": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384}[suite]
+client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+provider = aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(key_ids=[arn])
+ct, _ = client.encrypt(source=sys.stdin.buffer.read(), key_provider=provider, algorithm=alg,
+                       frame_length=frame, encryption_context={"dataset": "python"})
+open(out, "wb").write(ct)
+"#;
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            script,
+            &p.key_arn,
+            suite,
+            &frame_length.to_string(),
+            out.to_str().unwrap(),
+        ])
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .env("AWS_ENDPOINT_URL_KMS", p.kms.url())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            records
+                .iter()
+                .map(|r| format!("{r}\n"))
+                .collect::<String>()
+                .as_bytes(),
+        )
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
