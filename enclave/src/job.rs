@@ -102,7 +102,7 @@ enum Running {
         charged: Vec<String>,
     },
     Mask(MaskPolicy),
-    Tokenize(TokenizePolicy, TokenKey),
+    Tokenize(TokenizePolicy, Box<TokenKey>),
     Reseal(Resealer),
 }
 
@@ -162,7 +162,7 @@ impl Running {
                     .release
                     .token_key(tools.nsm, &p.key_arn, token_key)
                     .await?;
-                let key = TokenKey::new(&key);
+                let key = Box::new(TokenKey::new(&key));
                 Self::Tokenize(p, key)
             }
             Plan::Reseal { target_key } => Self::Reseal(Resealer::new(target_key)),

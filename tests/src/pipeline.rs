@@ -394,3 +394,35 @@ open(out, "wb").write(ct)
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Opens one Encryption SDK message in `input` with the official Python AWS Encryption SDK (the
+/// project venv), allowing only `key_arn`: the plaintext, or the SDK's error text.
+pub fn python_open(p: &Pipeline, key_arn: &str, input: &Path) -> Result<Vec<u8>, String> {
+    let python = crate::workspace().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates the venv before the Rust tests",
+        python.display()
+    );
+    let script = r#"
+import sys, aws_encryption_sdk
+from aws_encryption_sdk.identifiers import CommitmentPolicy
+client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+provider = aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(key_ids=[sys.argv[1]])
+pt, _ = client.decrypt(source=open(sys.argv[2], "rb").read(), key_provider=provider)
+sys.stdout.buffer.write(pt)
+"#;
+    let o = Command::new(python)
+        .args(["-c", script, key_arn, input.to_str().unwrap()])
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .env("AWS_ENDPOINT_URL_KMS", p.kms.url())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(o.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
