@@ -38,9 +38,13 @@ pub(crate) struct SealArgs {
     /// Output file (messages concatenated).
     #[arg(short, long)]
     out: PathBuf,
-    /// Records per message (default: all in one message).
+    /// Records per message (default: as many as fit in --max-message-bytes).
     #[arg(long)]
     records_per_message: Option<usize>,
+    /// Most plaintext bytes per message (a record longer than this gets a message of its own);
+    /// the enclave takes messages of up to 16 MiB.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message_bytes: usize,
     /// Algorithm suite: 0x0578 (signed, default) or 0x0478.
     #[arg(long, default_value = "0x0578", value_parser = parse_suite)]
     suite: Suite,
@@ -152,11 +156,7 @@ pub(crate) async fn seal(args: SealArgs) -> Result<()> {
     let frame = (args.frame_length > 0).then_some(args.frame_length);
     let mut cache: Option<CachedKey> = None;
     let mut out = Vec::new();
-    let chunks: Vec<&[String]> = if records.is_empty() {
-        vec![&[]]
-    } else {
-        records.chunks(per).collect()
-    };
+    let chunks = chunks(&records, per, args.max_message_bytes);
     for chunk in chunks {
         let fresh = cache.as_ref().is_some_and(|c| {
             c.uses < args.max_messages_per_key
@@ -194,6 +194,26 @@ pub(crate) async fn seal(args: SealArgs) -> Result<()> {
     }
     write_atomically(&args.out, &out, 0o644)
         .with_context(|| format!("writing {}", args.out.display()))
+}
+
+/// Records grouped into messages of at most `per` records and `max_bytes` bytes (one record per
+/// message at least); one empty message for no records.
+fn chunks(records: &[String], per: usize, max_bytes: usize) -> Vec<&[String]> {
+    if records.is_empty() {
+        return vec![&[]];
+    }
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let n = i - start;
+        if n > 0 && (n >= per || bytes + r.len() + 1 > max_bytes) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += r.len() + 1;
+    }
+    out.push(&records[start..]);
+    out
 }
 
 /// Asks the KMS for a message's data key (plaintext Decrypt: the owner's path).
@@ -236,4 +256,29 @@ pub(crate) async fn open(args: OpenArgs) -> Result<()> {
     }
     write_atomically(&args.out, &out, 0o600)
         .with_context(|| format!("writing {}", args.out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_bounded_by_count_and_bytes() {
+        let recs: Vec<String> = ["aaaa", "bb", "cccccccc", "d", "e"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let sizes = |per, max| -> Vec<usize> {
+            super::chunks(&recs, per, max)
+                .iter()
+                .map(|c| c.len())
+                .collect()
+        };
+        assert_eq!(sizes(usize::MAX, usize::MAX), [5]);
+        assert_eq!(sizes(2, usize::MAX), [2, 2, 1]);
+        assert_eq!(
+            sizes(usize::MAX, 8),
+            [2, 1, 2],
+            "a long record gets its own message"
+        );
+        assert_eq!(super::chunks(&[], 2, 8).len(), 1);
+    }
 }

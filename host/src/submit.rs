@@ -223,19 +223,32 @@ fn messages_of(path: &PathBuf) -> Result<Vec<Message>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
     let many = parts.len() > 1;
-    Ok(parts
+    parts
         .into_iter()
         .enumerate()
-        .map(|(i, m)| Message::Sealed {
-            name: if many {
+        .map(|(i, m)| {
+            let name = if many {
                 format!("{}#{}", path.display(), i + 1)
             } else {
                 path.display().to_string()
-            },
-            bytes: m.to_vec(),
+            };
+            if m.len() > MAX_MESSAGE {
+                bail!(
+                    "{name} is {} bytes; the enclave takes messages of at most {MAX_MESSAGE} bytes \
+                     (seal with --records-per-message)",
+                    m.len()
+                );
+            }
+            Ok(Message::Sealed {
+                name,
+                bytes: m.to_vec(),
+            })
         })
-        .collect())
+        .collect()
 }
+
+/// Largest sealed message a job frame carries (the frame limit, less room for the envelope).
+const MAX_MESSAGE: usize = cloister_wire::frame::MAX_FRAME - 64 * 1024;
 
 pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let op = operation(&args)?;
