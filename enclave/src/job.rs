@@ -54,6 +54,9 @@ pub struct KmsConfig {
 /// How long the enclave waits for the host to send the next frame or take the last one.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a failed job keeps reading what the host still sends, so `Failed` reaches it.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Most result bytes in one `Rows` frame (well under the frame limit).
 const ROWS_PER_FRAME: usize = 1 << 20;
 
@@ -360,7 +363,16 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
             code: e.code().into_owned(),
             reason: cloister_common::error::chain(e),
         };
-        let _ = send(&mut writer, &failed).await;
+        if send(&mut writer, &failed).await.is_ok() {
+            // A lingering close: the host may still be sending input. Closing with its bytes
+            // unread would reset the connection, and the proxy could drop `Failed` before the
+            // client reads it; so end our side and read (and drop) what comes, briefly.
+            let _ = writer.shutdown().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(Some(_)) = reader.next().await {}
+            })
+            .await;
+        }
     }
     result
 }
