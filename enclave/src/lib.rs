@@ -8,6 +8,8 @@
 //! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; progress, failures,
 //!   rows, `Done`), each message authenticated whole before it counts;
 //! - [`kms`]: attested key release through the host's relay, with a bounded key cache;
+//! - [`record`]: one decrypted record (a JSON-lines object), parsed strictly into zeroizing
+//!   buffers;
 //! - [`stats`]: the aggregation a stats job computes.
 //!
 //! The NSM it asks for documents is any [`cloister_nsm::Nsm`]: `/dev/nsm` on Nitro, the
@@ -19,6 +21,7 @@ pub mod init;
 pub mod job;
 pub mod kms;
 pub mod process;
+pub mod record;
 pub mod serve;
 pub mod stats;
 #[cfg(test)]
