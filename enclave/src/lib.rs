@@ -9,7 +9,8 @@
 //! - [`job`]: one job's protocol (a `Job`, sealed messages, `EndOfInput`; results, progress,
 //!   failures, `Done`), each message authenticated whole before it counts;
 //! - [`ops`]: the operations (stats, mask, tokenize, reseal);
-//! - [`record`]: records parsed into zeroizing memory;
+//! - [`record`]: one decrypted record (a JSON-lines object), parsed strictly into zeroizing
+//!   buffers;
 //! - [`budget`]: the stats jobs allowed per key and window;
 //! - [`kms`]: attested key release through the host's relay, with a bounded key cache.
 //!
