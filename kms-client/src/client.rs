@@ -249,4 +249,130 @@ mod tests {
             ClientError::Protocol(_)
         ));
     }
+
+    /// A KMS on loopback speaking plain HTTP/1.1 (kept alive, like the real one): each request
+    /// gets the next of `answers` (status, JSON body), the last one repeated once they run out.
+    /// Returns its endpoint and the `X-Amz-Target` of every request it served.
+    async fn scripted_kms(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (answers, log) = (answers.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut s = BufReader::new(stream);
+                    loop {
+                        let (mut length, mut target) = (0usize, String::new());
+                        let mut line = String::new();
+                        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        assert!(line.starts_with("POST / HTTP/1.1"), "{line:?}");
+                        loop {
+                            line.clear();
+                            s.read_line(&mut line).await.unwrap();
+                            let header = line.trim_end();
+                            if header.is_empty() {
+                                break;
+                            }
+                            let (name, value) = header.split_once(':').unwrap();
+                            match name.to_ascii_lowercase().as_str() {
+                                "content-length" => length = value.trim().parse().unwrap(),
+                                "x-amz-target" => target = value.trim().to_owned(),
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        s.read_exact(&mut body).await.unwrap();
+                        let n = {
+                            let mut log = log.lock().unwrap();
+                            log.push(target);
+                            log.len()
+                        };
+                        let (status, json) = answers[(n - 1).min(answers.len() - 1)];
+                        let answer = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                             Content-Length: {}\r\n\r\n{json}",
+                            json.len()
+                        );
+                        if s.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (endpoint, seen)
+    }
+
+    fn client_of(endpoint: &str, attempts: u32) -> KmsClient {
+        let creds = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: Zeroizing::new("wJalrXUtnFEMI/K7MDENG".into()),
+            session_token: None,
+        };
+        KmsClient::http(endpoint, "us-east-1", creds)
+            .unwrap()
+            .with_retry(Retry {
+                attempts,
+                base: std::time::Duration::from_millis(5),
+                cap: std::time::Duration::from_millis(50),
+            })
+    }
+
+    const THROTTLED: (u16, &str) = (
+        400,
+        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+    );
+
+    #[tokio::test]
+    async fn throttling_is_retried_until_the_kms_answers() {
+        let ok = (200, r#"{"Keys":[],"Truncated":false}"#);
+        let (endpoint, seen) = scripted_kms(vec![THROTTLED, THROTTLED, THROTTLED, ok]).await;
+        let answer = client_of(&endpoint, 5)
+            .call("ListKeys", &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(answer["Truncated"], false);
+        assert_eq!(*seen.lock().unwrap(), vec!["TrentService.ListKeys"; 4]);
+    }
+
+    #[tokio::test]
+    async fn throttling_that_lasts_fails_with_the_aws_code_after_every_attempt() {
+        use cloister_common::ErrorCode;
+        let (endpoint, seen) = scripted_kms(vec![THROTTLED]).await;
+        let e = client_of(&endpoint, 4)
+            .call("ListKeys", &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.aws_name(), Some("ThrottlingException"), "{e}");
+        assert_eq!(e.code(), "KMS-ThrottlingException");
+        assert!(e.to_string().contains("Rate exceeded"), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 4, "one request per attempt");
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_and_refusals_are_not() {
+        let internal = (500, r#"{"__type":"KMSInternalException","message":"oops"}"#);
+        let (endpoint, seen) = scripted_kms(vec![internal, (200, "{}")]).await;
+        client_of(&endpoint, 3)
+            .call("ListKeys", &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        let denied = (400, r#"{"__type":"AccessDeniedException","message":"no"}"#);
+        let (endpoint, seen) = scripted_kms(vec![denied, (200, "{}")]).await;
+        let e = client_of(&endpoint, 5)
+            .call("Decrypt", &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.aws_name(), Some("AccessDeniedException"));
+        assert_eq!(*seen.lock().unwrap(), vec!["TrentService.Decrypt"]);
+    }
 }
