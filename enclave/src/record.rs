@@ -264,10 +264,16 @@ pub fn parse(line: &[u8]) -> Result<Record, RecordError> {
 /// The records of a decrypted batch: splits on `b'\n'`, skips lines that are empty or all JSON
 /// whitespace, yields (1-based line number, line bytes).
 pub fn lines(plain: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    plain
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| (i + 1, line))
+    // memchr finds the newlines with SIMD: on the record path this split costs about a tenth of
+    // the AES-GCM it follows, where a byte-at-a-time split cost more than the decryption.
+    let ends = memchr::memchr_iter(b'\n', plain).chain(std::iter::once(plain.len()));
+    let mut start = 0;
+    ends.enumerate()
+        .map(move |(i, end)| {
+            let line = plain.get(start..end).unwrap_or_default();
+            start = end + 1;
+            (i + 1, line)
+        })
         .filter(|(_, line)| !line.iter().all(|&b| is_ws(b)))
 }
 

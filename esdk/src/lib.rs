@@ -6,12 +6,15 @@
 //! - `0x0478` AES-256-GCM, HKDF-SHA512 key derivation and commitment;
 //! - `0x0578` the same plus an ECDSA P-384 signature over the whole message (the default).
 //!
-//! Decryption checks, in order: the header's shape and limits, the key commitment (constant time),
-//! the header's authentication tag, every frame's tag and sequence, and the footer signature; it
-//! returns plaintext only when all of them hold, so nothing from an unauthenticated message is
-//! ever used. AES-GCM, HKDF and ECDSA go through aws-lc-rs, the one crypto provider the project
-//! uses (and about 3-4x faster than the `aes-gcm` crate at opening on this CPU, see
-//! reference/perf.md); the `p384` crate only decompresses the SDK's compressed public keys.
+//! Decryption checks, in order: the message's shape and limits (header, every frame's sequence
+//! number, IV and length, footer, no trailing bytes), the key commitment (constant time), the
+//! header's authentication tag, every frame's tag, and the footer signature; it returns plaintext
+//! only when all of them hold, so nothing from an unauthenticated message is ever used. The
+//! plaintext is a [`Plaintext`]: one buffer of exactly its length, never grown, zeroized on drop.
+//!
+//! AES-GCM, HKDF and ECDSA go through aws-lc-rs, the one crypto provider the project uses (and
+//! about 3-4x faster than the `aes-gcm` crate at opening on this CPU, see reference/perf.md); the
+//! `p384` crate only decompresses the SDK's compressed public keys.
 
 mod error;
 mod format;
@@ -19,4 +22,6 @@ mod message;
 
 pub use error::{CODES, EsdkError};
 pub use format::{ContentType, Edk, EncryptionContext, Header, Suite, parse_header};
-pub use message::{DataKey, Encryptor, PUBLIC_KEY_CONTEXT_KEY, decrypt, split};
+pub use message::{
+    DEFAULT_FRAME_LENGTH, DataKey, Encryptor, PUBLIC_KEY_CONTEXT_KEY, Plaintext, decrypt, split,
+};

@@ -199,7 +199,7 @@ impl Progress {
         }
         let bar = match self.total {
             Some(total) if total > 0 => {
-                let done = (messages.min(total) * 30 / total) as usize;
+                let done = usize::try_from(messages.min(total) * 30 / total).unwrap_or(30);
                 format!(
                     "[{}{}] {messages}/{total} messages",
                     "#".repeat(done),
@@ -218,33 +218,63 @@ impl Progress {
     }
 }
 
-/// The Encryption SDK messages of `path`, named for errors.
-fn messages_of(path: &PathBuf) -> Result<Vec<Message>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
-    let many = parts.len() > 1;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let name = if many {
-                format!("{}#{}", path.display(), i + 1)
-            } else {
-                path.display().to_string()
-            };
-            if m.len() > MAX_MESSAGE {
+/// A sealed file, split into its Encryption SDK messages (each checked against the frame size).
+struct SealedFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// Where each message lies in `bytes`.
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl SealedFile {
+    fn read(path: &PathBuf) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let parts = cloister_esdk::split(&bytes).with_context(|| format!("{}", path.display()))?;
+        let base = bytes.as_ptr() as usize;
+        let ranges: Vec<_> = parts
+            .iter()
+            .map(|m| {
+                let start = m.as_ptr() as usize - base;
+                start..start + m.len()
+            })
+            .collect();
+        let file = Self {
+            path: path.clone(),
+            bytes: Vec::new(),
+            ranges,
+        };
+        for i in 0..file.ranges.len() {
+            let len = file.ranges[i].len();
+            if len > MAX_MESSAGE {
                 bail!(
-                    "{name} is {} bytes; the enclave takes messages of at most {MAX_MESSAGE} bytes \
-                     (seal with --records-per-message)",
-                    m.len()
+                    "{} is {len} bytes; the enclave takes messages of at most {MAX_MESSAGE} bytes \
+                     (seal with --records-per-message or --max-message-bytes)",
+                    file.name(i)
                 );
             }
-            Ok(Message::Sealed {
-                name,
-                bytes: m.to_vec(),
-            })
-        })
-        .collect()
+        }
+        Ok(Self { bytes, ..file })
+    }
+
+    fn name(&self, i: usize) -> String {
+        if self.ranges.len() > 1 {
+            format!("{}#{}", self.path.display(), i + 1)
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
+    /// Message `i` as a frame, copied only now (one message in flight at a time).
+    fn message(&self, i: usize) -> Message {
+        Message::Sealed {
+            name: self.name(i),
+            bytes: self
+                .bytes
+                .get(self.ranges[i].clone())
+                .unwrap_or_default()
+                .to_vec(),
+        }
+    }
 }
 
 /// Largest sealed message a job frame carries (the frame limit, less room for the envelope).
@@ -264,7 +294,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let total = if tty {
         let mut n = 0u64;
         for path in &args.sealed {
-            n += messages_of(path)?.len() as u64;
+            n += SealedFile::read(path)?.ranges.len() as u64;
         }
         Some(n)
     } else {
@@ -296,8 +326,9 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
         writer.send(&job).await?;
         drop(job);
         for path in &files {
-            for m in messages_of(path)? {
-                writer.send(&m).await?;
+            let file = SealedFile::read(path)?;
+            for i in 0..file.ranges.len() {
+                writer.send(&file.message(i)).await?;
             }
         }
         writer.send(&Message::EndOfInput).await?;
@@ -314,10 +345,10 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             Ok(m) => m,
             Err(e) => {
                 progress.end();
-                if sender.is_finished() {
-                    if let Ok(Err(send)) = sender.await {
-                        return Err(send.context(incomplete(&sink, e.to_string())));
-                    }
+                if sender.is_finished()
+                    && let Ok(Err(send)) = sender.await
+                {
+                    return Err(send.context(incomplete(&sink, e.to_string())));
                 }
                 return Err(incomplete(&sink, format!("reading from the proxy: {e}")).into());
             }
