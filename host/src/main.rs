@@ -17,6 +17,7 @@ mod input;
 mod launcher;
 mod measure;
 mod nsm;
+mod pipe;
 mod proxy;
 mod seal;
 mod submit;

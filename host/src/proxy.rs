@@ -1,7 +1,8 @@
 //! `cloister proxy`: the untrusted parent's two duties.
 //!
 //! - **Jobs**: accepts clients on a local address, connects each to the enclave, and forwards
-//!   bytes both ways (several jobs at once). It sees only sealed messages and results.
+//!   bytes both ways (several jobs at once; [`crate::pipe`]: spliced between Unix sockets, else
+//!   copied through large buffers). It sees only sealed messages and results.
 //! - **KMS relay**: the enclave dials the relay and asks `CONNECT host:port`
 //!   (`cloister_wire::relay`); the relay connects only to the one configured KMS endpoint and
 //!   refuses every other destination. It then relays
@@ -111,7 +112,7 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<()> {
             c.jobs.fetch_add(1, Ordering::Relaxed);
             let result = async {
                 let mut e = enclave.connect().await?;
-                let (a, b) = tokio::io::copy_bidirectional(&mut client, &mut e).await?;
+                let (a, b) = crate::pipe::pipe(&mut client, &mut e).await?;
                 c.bytes.fetch_add(a + b, Ordering::Relaxed);
                 anyhow::Ok(())
             }

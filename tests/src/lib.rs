@@ -55,6 +55,37 @@ pub fn binary(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// Path of a workspace binary for a benchmark: only that binary, built (or found up to date)
+/// with the benchmark's own profile (`cargo build --profile bench`, into `target/release/`).
+pub fn bench_binary(package: &str, name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "--profile",
+            "bench",
+            "-p",
+            package,
+            "--bin",
+            name,
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    assert!(
+        status.success(),
+        "building {name}: cargo build failed: {status}"
+    );
+    // Benchmark executables live in target/release/deps/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join(name))
+        .unwrap_or_default()
+}
+
 /// Runs `cloister` with `args`.
 pub fn cloister(args: &[&str]) -> Output {
     run(&binary("cloister"), args)

@@ -80,8 +80,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// A frame body's first allocation: a body buffer starts at most this large and then at most
+/// doubles, so it holds at most twice the bytes received (plus this), never the declared length
+/// up front: a peer that announces [`MAX_FRAME`] and sends little costs little.
+const FIRST_CHUNK: usize = 64 << 10;
+
+/// The capacity a body buffer holding `have` bytes of a `declared`-byte frame grows to when it is
+/// full: double what has arrived (at least [`FIRST_CHUNK`]), never more than the frame.
+fn next_capacity(have: usize, declared: usize) -> usize {
+    have.saturating_mul(2).max(FIRST_CHUNK).min(declared)
+}
+
 /// Reads one length-prefixed frame body of at most `max` bytes; `Ok(None)` on a clean end of
-/// stream before the frame. Each read waits at most `timeout`.
+/// stream before the frame. Each read (the first byte, the rest of the length, the body) waits at
+/// most `timeout`. The body buffer grows with the bytes that arrive, not with the length the peer
+/// announced.
 pub async fn read_raw<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -100,9 +113,47 @@ pub async fn read_raw<R: AsyncRead + Unpin>(
     if n > max {
         return Err(WireError::TooLarge { len: n, max });
     }
-    let mut body = vec![0u8; n];
-    read_exact(r, &mut body, timeout).await?;
+    let mut body = Vec::new();
+    read_body(r, n, &mut body, timeout).await?;
     Ok(Some(body))
+}
+
+/// Reads a body of `n` bytes into `body` (empty on entry) within `timeout`; on an error `body`
+/// keeps what had arrived.
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    n: usize,
+    body: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    match tokio::time::timeout(timeout, fill(r, n, body)).await {
+        Err(_) => Err(WireError::Timeout(timeout)),
+        Ok(result) => result,
+    }
+}
+
+/// Appends to `body` until it holds `n` bytes, growing it by [`next_capacity`] only when it is
+/// full, and never reading past the frame.
+async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    n: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    while body.len() < n {
+        if body.len() == body.capacity() {
+            body.reserve_exact(next_capacity(body.len(), n) - body.len());
+        }
+        let rest = (n - body.len()) as u64;
+        match (&mut *r).take(rest).read_buf(body).await {
+            Ok(0) => return Err(WireError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(WireError::Closed);
+            }
+            Err(e) => return Err(WireError::io("reading a frame")(e)),
+        }
+    }
+    Ok(())
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(
@@ -256,6 +307,120 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decode(&other).unwrap_err().code(), "WIRE-VERSION");
+    }
+
+    #[test]
+    fn body_buffers_grow_by_doubling_up_to_the_frame() {
+        assert_eq!(next_capacity(0, 10), 10);
+        assert_eq!(next_capacity(0, MAX_FRAME), FIRST_CHUNK);
+        assert_eq!(next_capacity(FIRST_CHUNK, MAX_FRAME), 2 * FIRST_CHUNK);
+        assert_eq!(next_capacity(5 * FIRST_CHUNK, MAX_FRAME), 10 * FIRST_CHUNK);
+        assert_eq!(next_capacity(MAX_FRAME - 1, MAX_FRAME), MAX_FRAME);
+        assert_eq!(next_capacity(usize::MAX, usize::MAX), usize::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_peer_announcing_a_huge_frame_costs_only_what_it_sends() {
+        // Announces MAX_FRAME, sends 10 bytes, stalls: a timeout, and no 16 MiB buffer.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&[7; 10]).await.unwrap();
+        let mut body = Vec::new();
+        let err = read_body(&mut b, MAX_FRAME, &mut body, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "WIRE-TIMEOUT");
+        assert_eq!(body, [7; 10]);
+        assert!(body.capacity() <= FIRST_CHUNK, "{}", body.capacity());
+
+        // The same through the frame reader, length prefix included.
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        a.write_all(&u32::try_from(MAX_FRAME).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(&[7; 10]).await.unwrap();
+        let mut r = FrameReader::new(b, Duration::from_millis(50));
+        assert_eq!(r.next().await.unwrap_err().code(), "WIRE-TIMEOUT");
+
+        // A peer that sends more gets a buffer at most twice what it sent.
+        for sent in [
+            FIRST_CHUNK - 1,
+            FIRST_CHUNK,
+            FIRST_CHUNK + 1,
+            300_001,
+            1 << 20,
+            3 << 20,
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(sent + 1);
+            a.write_all(&vec![1; sent]).await.unwrap();
+            let mut body = Vec::new();
+            let err = read_body(&mut b, MAX_FRAME, &mut body, Duration::from_millis(200))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), "WIRE-TIMEOUT");
+            // (All of it, unless the machine was too busy to read it in time.)
+            assert!(body.len() <= sent && body[..] == vec![1; body.len()][..]);
+            assert!(
+                body.capacity() <= (2 * body.len()).max(FIRST_CHUNK),
+                "{} bytes received, capacity {}",
+                body.len(),
+                body.capacity()
+            );
+            // A peer that hangs up mid-frame: the frame is truncated.
+            drop(a);
+            let mut body = Vec::new();
+            let err = read_body(&mut b, MAX_FRAME, &mut body, Duration::from_secs(10))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), "WIRE-CLOSED");
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_of_many_sizes_round_trip() {
+        let sizes = [
+            0,
+            1,
+            2,
+            3,
+            4,
+            100,
+            4095,
+            FIRST_CHUNK - 1,
+            FIRST_CHUNK,
+            FIRST_CHUNK + 1,
+            2 * FIRST_CHUNK,
+            2 * FIRST_CHUNK + 1,
+            1_000_003,
+            MAX_FRAME - 1,
+            MAX_FRAME,
+        ];
+        let body = |i: usize, n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|j| ((i * 31 + j * 7) % 251).to_le_bytes()[0])
+                .collect()
+        };
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(async move {
+            for (i, n) in sizes.iter().enumerate() {
+                write_raw(&mut a, &body(i, *n)).await.unwrap();
+            }
+        });
+        for (i, n) in sizes.iter().enumerate() {
+            let got = read_raw(&mut b, MAX_FRAME, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(got == body(i, *n), "frame {i} of {n} bytes differs");
+            // The last step of the growth stops at the declared length: no slack.
+            assert_eq!(got.capacity(), *n);
+        }
+        writer.await.unwrap();
+        assert!(
+            read_raw(&mut b, MAX_FRAME, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
