@@ -86,28 +86,30 @@ fn stats_shows_only_allowed_groups_of_at_least_k_and_refuses_the_rest() {
     );
     assert_eq!(decrypts(&p), 0, "no key was released for a refused job");
 
-    // By country: NZ and FR (5 each) shown, IS (2) folded into `other`, which is below k too.
+    // By country: NZ and FR (5 each) reach k, IS (2) does not. IS alone left out would be the
+    // ungrouped total minus NZ and FR, so the smallest shown group (FR) is withheld with it, and
+    // the 7 records left out make the `other` row.
     let (code, out, err) = p.submit(&["stats", "--group-by", "country"], &[&sealed]);
     assert_eq!(code, 0, "{err}");
     no_secrets(&out);
     let r = rows(&out);
     assert_eq!(r.len(), 2, "{r:?}");
-    for (country, ids) in [("NZ", 0..5), ("FR", 5..10)] {
-        let row = r.iter().find(|x| x["group"] == country).unwrap();
-        assert_eq!(row["count"], 5);
-        let amounts: Vec<f64> = ids.clone().map(|i| i as f64 * 10.0 + 0.5).collect();
-        let sum: f64 = amounts.iter().sum();
-        assert_eq!(row["fields"]["amount"]["sum"], json!(sum));
-        assert_eq!(row["fields"]["amount"]["mean"], json!(sum / 5.0));
-        assert_eq!(row["fields"]["amount"]["min"], json!(amounts[0]));
-        assert_eq!(row["fields"]["amount"]["max"], json!(amounts[4]));
-        assert_eq!(row["fields"]["id"]["count"], 5);
-        assert!(row["fields"].get("ssn").is_none());
-    }
-    assert!(
-        !out.contains("\"IS\""),
-        "a group below k is never shown: {out}"
-    );
+    let nz = r.iter().find(|x| x["group"] == "NZ").unwrap();
+    assert_eq!(nz["count"], 5);
+    let amounts: Vec<f64> = (0..5).map(|i| f64::from(i) * 10.0 + 0.5).collect();
+    let sum: f64 = amounts.iter().sum();
+    assert_eq!(nz["fields"]["amount"]["sum"], json!(sum));
+    assert_eq!(nz["fields"]["amount"]["mean"], json!(sum / 5.0));
+    assert_eq!(nz["fields"]["amount"]["min"], json!(amounts[0]));
+    assert_eq!(nz["fields"]["amount"]["max"], json!(amounts[4]));
+    assert_eq!(nz["fields"]["id"]["count"], 5);
+    assert!(nz["fields"].get("ssn").is_none());
+    let other = r.iter().find(|x| x["other"] == true).unwrap();
+    assert_eq!(other["group"], Value::Null);
+    assert_eq!(other["count"], 7);
+    let other_sum: f64 = (5..12).map(|i| f64::from(i) * 10.0 + 0.5).sum();
+    assert_eq!(other["fields"]["amount"]["sum"], json!(other_sum));
+    assert!(!out.contains("\"IS\"") && !out.contains("\"FR\""), "{out}");
     assert!(err.contains("done: 3 messages, 12 records"), "{err}");
 
     // By a nested object: no label is ever the object; everything is `other` (12 >= k).

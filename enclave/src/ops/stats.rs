@@ -179,11 +179,10 @@ impl Stats {
         Ok(())
     }
 
-    fn fields_json(&self, g: &Group) -> Map<String, Json> {
-        let k = self.plan.k;
+    fn fields_json(&self, g: &Group, shown: &[bool]) -> Map<String, Json> {
         let mut out = Map::new();
-        for (name, f) in self.plan.fields.iter().zip(&g.fields) {
-            if f.n < k {
+        for ((name, f), show) in self.plan.fields.iter().zip(&g.fields).zip(shown) {
+            if !show {
                 continue;
             }
             let mut a = Map::new();
@@ -202,7 +201,7 @@ impl Stats {
         out
     }
 
-    fn row(&self, g: &Group, group: Option<Json>) -> String {
+    fn row(&self, g: &Group, group: Option<Json>, shown: &[bool]) -> String {
         let mut row = Map::new();
         if let (Some(by), Some(label)) = (&self.plan.group_by, group) {
             row.insert("group_by".into(), json!(by));
@@ -213,35 +212,97 @@ impl Stats {
             }
         }
         row.insert("count".into(), json!(g.count));
-        row.insert("fields".into(), Json::Object(self.fields_json(g)));
+        row.insert("fields".into(), Json::Object(self.fields_json(g, shown)));
         Json::Object(row).to_string()
     }
 
     /// The result rows: groups of at least k records, then `other` if the policy folds small
-    /// groups and it reaches k. Nothing smaller than k is shown.
+    /// groups and it reaches k. Nothing smaller than k is shown, and nothing smaller than k can
+    /// be recovered by subtracting what is shown from a total (see [`secondary_suppression`]).
     pub fn rows(&self) -> Vec<String> {
         let k = self.plan.k;
+        // Candidate rows (label, group); `None` is the ungrouped row or `other`.
+        let mut rows: Vec<(Option<&str>, Group)> = Vec::new();
+        let mut hidden = Group::default();
         if self.plan.group_by.is_none() {
-            return if self.unlabeled.count >= k {
-                vec![self.row(&self.unlabeled, None)]
+            if self.unlabeled.count >= k {
+                rows.push((None, self.unlabeled.clone()));
+            }
+        } else {
+            let mut shown: Vec<(&str, &Group)> = Vec::new();
+            let mut other = self.unlabeled.clone();
+            for (l, g) in &self.groups {
+                if g.count >= k {
+                    shown.push((l.0.as_str(), g));
+                } else {
+                    other.merge(g);
+                }
+            }
+            // Secondary suppression of groups: the records left out must not be fewer than k,
+            // or a total from another job minus the shown groups is their aggregate.
+            while other.count > 0 && other.count < k {
+                let Some(i) = (0..shown.len()).min_by_key(|i| shown[*i].1.count) else {
+                    break;
+                };
+                other.merge(shown.remove(i).1);
+            }
+            rows.extend(shown.into_iter().map(|(l, g)| (Some(l), g.clone())));
+            if self.plan.small_groups == SmallGroups::Other && other.count >= k {
+                rows.push((None, other));
             } else {
-                Vec::new()
-            };
-        }
-        let mut rows = Vec::new();
-        let mut other = self.unlabeled.clone();
-        for (l, g) in &self.groups {
-            if g.count >= k {
-                rows.push(self.row(g, Some(json!(l.0.as_str()))));
-            } else {
-                other.merge(g);
+                hidden = other;
             }
         }
-        if self.plan.small_groups == SmallGroups::Other && other.count >= k {
-            rows.push(self.row(&other, Some(Json::Null)));
-        }
-        rows
+        let shown = secondary_suppression(&rows, &hidden, self.plan.fields.len(), k);
+        rows.iter()
+            .zip(&shown)
+            .map(|((label, g), show)| {
+                let group = match label {
+                    Some(l) => Some(json!(l)),
+                    None if self.plan.group_by.is_some() => Some(Json::Null),
+                    None => None,
+                };
+                self.row(g, group, show)
+            })
+            .collect()
     }
+}
+
+/// Which field aggregates each row may show: those over at least k values, less more of them
+/// where needed so that, for every field, the values left out of every shown aggregate are none
+/// or at least k (the smallest aggregates are withheld first). Without it, a field withheld in
+/// one group is the job's total for that field (from an ungrouped job) minus the others.
+fn secondary_suppression(
+    rows: &[(Option<&str>, Group)],
+    hidden: &Group,
+    fields: usize,
+    k: u64,
+) -> Vec<Vec<bool>> {
+    let n = |g: &Group, j: usize| g.fields.get(j).map_or(0, |f| f.n);
+    let mut shown: Vec<Vec<bool>> = rows
+        .iter()
+        .map(|(_, g)| (0..fields).map(|j| n(g, j) >= k).collect())
+        .collect();
+    for j in 0..fields {
+        let mut left_out: u64 = n(hidden, j)
+            + rows
+                .iter()
+                .zip(&shown)
+                .filter(|(_, s)| !s[j])
+                .map(|((_, g), _)| n(g, j))
+                .sum::<u64>();
+        while left_out > 0 && left_out < k {
+            let Some(i) = (0..rows.len())
+                .filter(|i| shown[*i][j])
+                .min_by_key(|i| n(&rows[*i].1, j))
+            else {
+                break;
+            };
+            shown[i][j] = false;
+            left_out += n(&rows[i].1, j);
+        }
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -310,17 +371,70 @@ mod tests {
         add(&mut s, r#"{"c":"a","x":1}"#).unwrap();
         add(&mut s, r#"{"c":"a"}"#).unwrap();
         add(&mut s, r#"{"c":"b","x":5}"#).unwrap();
+        assert!(
+            s.rows().is_empty(),
+            "b alone is below k: a is withheld with it"
+        );
+        add(&mut s, r#"{"c":"c","x":6}"#).unwrap();
         let r = rows(&s);
-        assert_eq!(r.len(), 1, "b suppressed, no other");
+        assert_eq!(r.len(), 1, "b and c suppressed (2 records), no other");
         assert_eq!(r[0]["count"], 2);
         assert_eq!(r[0]["fields"], json!({}), "x is in only one record of a");
-        add(&mut s, r#"{"c":"d"}"#).unwrap();
-        let e = add(&mut s, r#"{"c":"e"}"#).unwrap_err();
+        let e = add(&mut s, r#"{"c":"d"}"#).unwrap_err();
         assert!(matches!(e, EnclaveError::Limit(_)), "{e}");
         // A message's groups merge under the same bound.
         let mut m = s.empty_like();
         add(&mut m, r#"{"c":"f"}"#).unwrap();
+        add(&mut s, r#"{"c":"a"}"#).unwrap();
         assert!(s.merge(m).is_err());
+    }
+
+    #[test]
+    fn what_is_left_out_is_never_fewer_than_k_so_a_total_cannot_reveal_it() {
+        // k = 3: a(3), b(4), c(1). c alone is below k: a, the smallest shown group, joins it.
+        let mut s = Stats::new(plan(3, SmallGroups::Suppress, &[Aggregate::Sum]));
+        for (c, x) in [
+            ("a", 1),
+            ("a", 2),
+            ("a", 3),
+            ("b", 10),
+            ("b", 20),
+            ("b", 30),
+            ("b", 40),
+            ("c", 500),
+        ] {
+            add(&mut s, &format!(r#"{{"c":"{c}","x":{x}}}"#)).unwrap();
+        }
+        let r = rows(&s);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0]["group"], "b");
+        // A field withheld in one group makes the smallest other aggregate of it withheld too.
+        let mut s = Stats::new(plan(3, SmallGroups::Other, &[Aggregate::Sum]));
+        for (c, x) in [
+            ("a", Some(1)),
+            ("a", Some(2)),
+            ("a", Some(3)),
+            ("a", Some(4)),
+            ("b", Some(10)),
+            ("b", None),
+            ("b", None),
+            ("d", Some(7)),
+            ("d", Some(8)),
+            ("d", Some(9)),
+        ] {
+            let x = x.map_or(String::new(), |x| format!(r#","x":{x}"#));
+            add(&mut s, &format!(r#"{{"c":"{c}"{x}}}"#)).unwrap();
+        }
+        let r = rows(&s);
+        assert_eq!(r.len(), 3, "{r:?}");
+        let fields = |g: &str| r.iter().find(|x| x["group"] == g).unwrap()["fields"].clone();
+        assert_eq!(fields("b"), json!({}), "b has one x: withheld");
+        assert_eq!(
+            fields("d"),
+            json!({}),
+            "d (3 values) withheld with it: 4 left out"
+        );
+        assert_eq!(fields("a"), json!({"x": {"sum": 10.0}}));
     }
 
     #[test]
