@@ -9,8 +9,9 @@
 //!   naming it and nothing from it is used. A failure to obtain a data key (for example the key
 //!   policy refusing this enclave's measurements) fails the whole job.
 //! - Messages are processed one at a time, so a job larger than the enclave's memory streams
-//!   through it. The enclave serves at most `operations.max_jobs` jobs at once (`ENC-BUSY`), and
-//!   waits for a host that stops reading or writing at most [`IO_TIMEOUT`].
+//!   through it. The enclave serves at most `operations.max_jobs` jobs at once (`ENC-BUSY`); a
+//!   connection has 10 s to send its `Job`, and a host that stops reading or writing is waited
+//!   for at most [`IO_TIMEOUT`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,9 @@ pub struct KmsConfig {
 
 /// How long the enclave waits for the host to send the next frame or take the last one.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a new connection may take to send its `Job` (it holds one of the job slots).
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a failed job keeps reading what the host still sends, so `Failed` reaches it.
 const LINGER: Duration = Duration::from_secs(2);
@@ -297,7 +301,10 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
     let slot = shared.slots.clone().try_acquire_owned();
     let result = async {
         let _slot = slot.map_err(|_| EnclaveError::Busy(shared.ops.max_jobs))?;
-        let (op, access) = match reader.next().await? {
+        let first = tokio::time::timeout(JOB_TIMEOUT, reader.next())
+            .await
+            .map_err(|_| cloister_wire::WireError::Timeout(JOB_TIMEOUT))??;
+        let (op, access) = match first {
             Some(Message::Job { op, kms, .. }) => (op, kms),
             Some(_) => return Err(EnclaveError::Protocol("the first message must be a Job")),
             None => return Err(EnclaveError::Protocol("connection closed before a Job")),
