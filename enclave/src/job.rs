@@ -55,7 +55,7 @@ pub struct KmsConfig {
 /// How long the enclave waits for the host to send the next frame or take the last one.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long a new connection may take to send its `Job` (it holds one of the job slots).
+/// How long a new connection may take to send its `Job`.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a failed job keeps reading what the host still sends, so `Failed` reaches it.
@@ -225,10 +225,10 @@ impl Running {
     }
 
     /// What is left to send at the end (the aggregate rows).
-    fn finish(self) -> Vec<String> {
+    fn finish(self) -> Result<Vec<String>, EnclaveError> {
         match self {
             Self::Stats { total, .. } => total.rows(),
-            _ => Vec::new(),
+            _ => Ok(Vec::new()),
         }
     }
 }
@@ -298,12 +298,16 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
     let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r, IO_TIMEOUT);
     let mut writer = FrameWriter::new(w);
-    let slot = shared.slots.clone().try_acquire_owned();
     let result = async {
-        let _slot = slot.map_err(|_| EnclaveError::Busy(shared.ops.max_jobs))?;
         let first = tokio::time::timeout(JOB_TIMEOUT, reader.next())
             .await
             .map_err(|_| cloister_wire::WireError::Timeout(JOB_TIMEOUT))??;
+        // A slot is taken once a Job arrives: idle connections hold none.
+        let _slot = shared
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EnclaveError::Busy(shared.ops.max_jobs))?;
         let (op, access) = match first {
             Some(Message::Job { op, kms, .. }) => (op, kms),
             Some(_) => return Err(EnclaveError::Protocol("the first message must be a Job")),
@@ -351,7 +355,7 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
                     }
                 }
                 Some(Message::EndOfInput) => {
-                    send_rows(&mut writer, running.finish()).await?;
+                    send_rows(&mut writer, running.finish()?).await?;
                     send(&mut writer, &Message::Done { messages, records }).await?;
                     return Ok(());
                 }

@@ -138,6 +138,18 @@ enum Sink {
 
 impl Sink {
     fn rows(&mut self, rows: Vec<String>) -> Result<()> {
+        // Rows crossed the host: each must be one JSON object on one line with no control
+        // character (the enclave writes none; inside a JSON string they are escaped), so nothing
+        // that reaches the terminal can be an escape sequence.
+        for row in &rows {
+            let object = matches!(
+                serde_json::from_str::<serde_json::Value>(row),
+                Ok(serde_json::Value::Object(_))
+            );
+            if !object || row.chars().any(char::is_control) {
+                bail!("the enclave's answer holds a row that is not one clean JSON object");
+            }
+        }
         match self {
             Self::Stdout { printed } => {
                 let mut out = std::io::stdout().lock();

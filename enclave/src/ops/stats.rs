@@ -9,7 +9,8 @@
 //!   number, so no aggregate is one record's value in disguise (min and max always are one
 //!   record's value: the policy must name them to emit them).
 //! - Labels seen while counting are secrets until their group reaches k: they are held in
-//!   zeroizing memory, and the number of distinct groups is bounded (`ENC-LIMIT`).
+//!   zeroizing memory, and the number of distinct groups is bounded: a job past it fails at its
+//!   end with `ENC-LIMIT` (one bit: not which record brought the extra label).
 
 use std::collections::BTreeMap;
 
@@ -102,6 +103,9 @@ pub struct Stats {
     plan: StatsPlan,
     groups: BTreeMap<Label, Group>,
     unlabeled: Group,
+    /// A label arrived past `max_groups`: the job fails at its end (failing at once would say
+    /// which record brought a new label, and so which ones share one).
+    overflow: bool,
 }
 
 /// A record's label for `field`: only scalar values.
@@ -125,6 +129,7 @@ impl Stats {
             plan,
             groups: BTreeMap::new(),
             unlabeled: Group::default(),
+            overflow: false,
         }
     }
 
@@ -149,9 +154,11 @@ impl Stats {
                 None => &mut self.unlabeled,
                 Some(l) => {
                     if !self.groups.contains_key(&l) && self.groups.len() >= self.plan.max_groups {
-                        return Err(self.too_many());
+                        self.overflow = true;
+                        &mut self.unlabeled
+                    } else {
+                        self.groups.entry(l).or_default()
                     }
-                    self.groups.entry(l).or_default()
                 }
             },
         };
@@ -170,11 +177,14 @@ impl Stats {
     /// Merges the aggregation of a message that was authenticated and parsed whole.
     pub fn merge(&mut self, other: Stats) -> Result<(), EnclaveError> {
         self.unlabeled.merge(&other.unlabeled);
+        self.overflow |= other.overflow;
         for (l, g) in other.groups {
             if !self.groups.contains_key(&l) && self.groups.len() >= self.plan.max_groups {
-                return Err(self.too_many());
+                self.overflow = true;
+                self.unlabeled.merge(&g);
+            } else {
+                self.groups.entry(l).or_default().merge(&g);
             }
-            self.groups.entry(l).or_default().merge(&g);
         }
         Ok(())
     }
@@ -219,7 +229,10 @@ impl Stats {
     /// The result rows: groups of at least k records, then `other` if the policy folds small
     /// groups and it reaches k. Nothing smaller than k is shown, and nothing smaller than k can
     /// be recovered by subtracting what is shown from a total (see [`secondary_suppression`]).
-    pub fn rows(&self) -> Vec<String> {
+    pub fn rows(&self) -> Result<Vec<String>, EnclaveError> {
+        if self.overflow {
+            return Err(self.too_many());
+        }
         let k = self.plan.k;
         // Candidate rows (label, group); `None` is the ungrouped row or `other`.
         let mut rows: Vec<(Option<&str>, Group)> = Vec::new();
@@ -254,7 +267,8 @@ impl Stats {
             }
         }
         let shown = secondary_suppression(&rows, &hidden, self.plan.fields.len(), k);
-        rows.iter()
+        Ok(rows
+            .iter()
             .zip(&shown)
             .map(|((label, g), show)| {
                 let group = match label {
@@ -264,7 +278,7 @@ impl Stats {
                 };
                 self.row(g, group, show)
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -331,6 +345,7 @@ mod tests {
 
     fn rows(s: &Stats) -> Vec<Json> {
         s.rows()
+            .unwrap()
             .iter()
             .map(|r| serde_json::from_str(r).unwrap())
             .collect()
@@ -359,7 +374,7 @@ mod tests {
         assert_eq!(r[1]["group"], Json::Null);
         assert_eq!(r[1]["other"], true);
         assert_eq!(r[1]["count"], 2, "b and the nested label");
-        let text = s.rows().join("\n");
+        let text = s.rows().unwrap().join("\n");
         for secret in ["\"b\"", "nested", "secret", "123", "ssn"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
@@ -372,7 +387,7 @@ mod tests {
         add(&mut s, r#"{"c":"a"}"#).unwrap();
         add(&mut s, r#"{"c":"b","x":5}"#).unwrap();
         assert!(
-            s.rows().is_empty(),
+            s.rows().unwrap().is_empty(),
             "b alone is below k: a is withheld with it"
         );
         add(&mut s, r#"{"c":"c","x":6}"#).unwrap();
@@ -380,13 +395,13 @@ mod tests {
         assert_eq!(r.len(), 1, "b and c suppressed (2 records), no other");
         assert_eq!(r[0]["count"], 2);
         assert_eq!(r[0]["fields"], json!({}), "x is in only one record of a");
-        let e = add(&mut s, r#"{"c":"d"}"#).unwrap_err();
-        assert!(matches!(e, EnclaveError::Limit(_)), "{e}");
-        // A message's groups merge under the same bound.
+        // Past max_groups the job goes on and fails at its end, whichever record overflowed.
         let mut m = s.empty_like();
         add(&mut m, r#"{"c":"f"}"#).unwrap();
-        add(&mut s, r#"{"c":"a"}"#).unwrap();
-        assert!(s.merge(m).is_err());
+        s.merge(m).unwrap();
+        assert!(matches!(s.rows(), Err(EnclaveError::Limit(_))));
+        add(&mut s, r#"{"c":"d"}"#).unwrap();
+        assert!(matches!(s.rows(), Err(EnclaveError::Limit(_))));
     }
 
     #[test]
@@ -444,7 +459,7 @@ mod tests {
         let mut s = Stats::new(p);
         add(&mut s, r#"{"x":1}"#).unwrap();
         add(&mut s, r#"{"x":2}"#).unwrap();
-        assert!(s.rows().is_empty());
+        assert!(s.rows().unwrap().is_empty());
         add(&mut s, r#"{"x":3}"#).unwrap();
         assert_eq!(
             rows(&s),
