@@ -138,18 +138,25 @@ enum Sink {
 
 impl Sink {
     fn rows(&mut self, rows: Vec<String>) -> Result<()> {
-        // Rows crossed the host: each must be one JSON object on one line with no control
-        // character (the enclave writes none; inside a JSON string they are escaped), so nothing
-        // that reaches the terminal can be an escape sequence.
-        for row in &rows {
-            let object = matches!(
-                serde_json::from_str::<serde_json::Value>(row),
-                Ok(serde_json::Value::Object(_))
-            );
-            if !object || row.chars().any(char::is_control) {
-                bail!("the enclave's answer holds a row that is not one clean JSON object");
-            }
-        }
+        // Rows crossed the host: each must be one JSON object. A control character can then be
+        // only JSON whitespace (inside a string it would not parse), so it is printed as a space:
+        // the same JSON, and nothing that reaches the terminal is an escape sequence.
+        let rows = rows
+            .into_iter()
+            .map(|row| {
+                match serde_json::from_str::<serde_json::Value>(&row) {
+                    Ok(serde_json::Value::Object(_)) => {}
+                    _ => bail!("the enclave's answer holds a row that is not a JSON object"),
+                }
+                Ok(if row.chars().any(char::is_control) {
+                    row.chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect()
+                } else {
+                    row
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
         match self {
             Self::Stdout { printed } => {
                 let mut out = std::io::stdout().lock();

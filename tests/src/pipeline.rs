@@ -3,8 +3,11 @@
 //! `cloister run --process` (which measures it and serves its emulated NSM over a socket pair),
 //! and `cloister proxy` with its KMS relay, each a real process on real sockets.
 //!
-//! The KMS holds three keys: the records' key (Decrypt only for the image's PCR0), a
-//! tokenization key and a reseal target; the image's disclosure policy is [`OPERATIONS`].
+//! The KMS holds three keys: the records' key, a tokenization key and a reseal target, and two
+//! principals: the key owner (root, who seals, makes tokenization keys and opens resealed
+//! records) and the host ([`HOST`], whose credentials jobs carry, and who may Decrypt or
+//! GenerateDataKey only for an enclave whose PCR0 is the image's). The image's disclosure policy
+//! is [`OPERATIONS`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -40,8 +43,11 @@ key_arn = "{token}"
 target_keys = ["{target}"]
 "#;
 
-/// The root principal every test key's policy names.
+/// The key owner (the producer of sealed records): the account's root principal.
 const ROOT: &str = "arn:aws:iam::111122223333:root";
+/// The host's principal, whose credentials jobs carry: it may use keys only through an attested
+/// enclave, and can neither seal records nor make data keys it would see.
+pub const HOST: &str = "arn:aws:iam::111122223333:role/cloister-host";
 
 /// A child process, killed when dropped, with its stderr collected.
 #[derive(Debug)]
@@ -93,8 +99,10 @@ pub struct Pipeline {
     pub dir: tempfile::TempDir,
     /// The KMS.
     pub kms: KmsServer,
-    /// The environment `cloister` runs with (the owner's credentials, region).
+    /// The host's environment (its credentials, region): what `cloister submit` runs with.
     pub env: Vec<(String, String)>,
+    /// The key owner's environment: what `seal`, `open` and `token-key` run with.
+    pub owner_env: Vec<(String, String)>,
     /// Where jobs are submitted.
     pub proxy_addr: String,
     /// The proxy's KMS relay socket.
@@ -140,9 +148,30 @@ impl Pipeline {
             ],
         );
         let kms_tls = kms.https.clone().unwrap();
-        let mut env = kms.admin_env();
-        env.push(("AWS_REGION".into(), "us-east-1".into()));
-        env.push(("HOME".into(), "/nonexistent".into()));
+        let mut owner_env = kms.admin_env();
+        owner_env.push(("AWS_REGION".into(), "us-east-1".into()));
+        owner_env.push(("HOME".into(), "/nonexistent".into()));
+        let host = kms.add_principal(HOST);
+        let mut env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), host.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                host.secret_access_key.to_string(),
+            ),
+        ];
+        env.extend(
+            owner_env
+                .iter()
+                .filter(|(k, _)| {
+                    ![
+                        "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY",
+                        "AWS_SESSION_TOKEN",
+                    ]
+                    .contains(&k.as_str())
+                })
+                .cloned(),
+        );
         // The key and its policy, as the owner sets them up.
         let owner = kms.client(kms.admin());
         let rt = crate::kms::rt();
@@ -184,21 +213,37 @@ impl Pipeline {
         let built: Value = serde_json::from_str(&out).unwrap();
         let pcr0 = built["Measurements"]["PCR0"].as_str().unwrap().to_owned();
         let policy_pcr0 = policy_pcr0.unwrap_or(&pcr0);
-        // Records and the tokenization key: Decrypt only by the attested image. The target:
-        // GenerateDataKey only by the attested image (the new data key never leaves it), Decrypt
-        // by the owner (who opens the resealed records).
+        // The owner seals under the records' key, makes tokenization keys without ever seeing
+        // one (GenerateDataKeyWithoutPlaintext), and opens what was resealed to the target. The
+        // host uses each key only through the attested image: Decrypt of records and
+        // tokenization keys, GenerateDataKey of the target (the new data key never leaves it).
         let attested = json!({"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": policy_pcr0}});
-        let manage = json!({"Effect": "Allow", "Principal": {"AWS": ROOT},
-             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DisableKey", "kms:EnableKey"], "Resource": "*"});
-        let records_policy = json!({"Version": "2012-10-17", "Statement": [manage,
-            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:Decrypt", "Resource": "*", "Condition": attested}]});
+        let owner = |actions: Value| {
+            json!({"Effect": "Allow", "Principal": {"AWS": ROOT},
+                   "Action": actions, "Resource": "*"})
+        };
+        let host_may = |action: &str| {
+            json!({"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": action,
+                   "Resource": "*", "Condition": attested})
+        };
+        let manage = [
+            "kms:Describe*",
+            "kms:Get*",
+            "kms:Put*",
+            "kms:DisableKey",
+            "kms:EnableKey",
+        ];
+        let with =
+            |extra: &[&str]| -> Value { json!(manage.iter().chain(extra).collect::<Vec<_>>()) };
+        let records_policy = json!({"Version": "2012-10-17", "Statement": [
+            owner(with(&["kms:Encrypt", "kms:GenerateDataKey*"])), host_may("kms:Decrypt")]});
+        let token_policy = json!({"Version": "2012-10-17", "Statement": [
+            owner(with(&["kms:GenerateDataKeyWithoutPlaintext"])), host_may("kms:Decrypt")]});
         let target_policy = json!({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"AWS": ROOT},
-             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Decrypt"], "Resource": "*"},
-            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:GenerateDataKey", "Resource": "*", "Condition": attested}]});
+            owner(with(&["kms:Decrypt"])), host_may("kms:GenerateDataKey")]});
         for (key, policy) in [
             (&key_arn, &records_policy),
-            (&token_arn, &records_policy),
+            (&token_arn, &token_policy),
             (&target_arn, &target_policy),
         ] {
             http(
@@ -232,6 +277,7 @@ impl Pipeline {
             dir,
             kms,
             env,
+            owner_env,
             proxy_addr,
             relay_socket,
             kms_tls,
@@ -278,15 +324,24 @@ impl Pipeline {
         args.extend_from_slice(op);
         let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         args.extend(files.iter().map(String::as_str));
-        self.cloister(&args)
+        self.host(&args)
     }
 
-    /// Runs `cloister` with the pipeline's environment.
+    /// Runs `cloister` as the key owner (seal, open, token-key).
     pub fn cloister(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_as(&self.owner_env, args)
+    }
+
+    /// Runs `cloister` as the host (submit, or an attempt at what the owner does).
+    pub fn host(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_as(&self.env, args)
+    }
+
+    fn run_as(&self, env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
         outcome(
             &Command::new(binary("cloister"))
                 .args(args)
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .output()
                 .unwrap(),
         )
@@ -370,7 +425,7 @@ open(out, "wb").write(ct)
             &frame_length.to_string(),
             out.to_str().unwrap(),
         ])
-        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .envs(p.owner_env.iter().map(|(k, v)| (k, v)))
         .env("AWS_ENDPOINT_URL_KMS", p.kms.url())
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -414,7 +469,7 @@ sys.stdout.buffer.write(pt)
 "#;
     let o = Command::new(python)
         .args(["-c", script, key_arn, input.to_str().unwrap()])
-        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .envs(p.owner_env.iter().map(|(k, v)| (k, v)))
         .env("AWS_ENDPOINT_URL_KMS", p.kms.url())
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")

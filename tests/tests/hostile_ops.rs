@@ -1,21 +1,16 @@
 //! A hostile host against the operations and their disclosure policy, with the real binaries in
 //! process mode ([`cloister_tests::pipeline`]: cloister-kms over TLS, the measured enclave under
 //! `cloister run --process`, `cloister proxy`, `cloister submit` or raw connections to the proxy
-//! speaking the wire protocol). The host here is the pipeline's user: it holds the credentials the
-//! jobs carry (the key owner's root principal, whose policies are those of
-//! `cloister_tests::pipeline`).
+//! speaking the wire protocol). The host here holds the credentials the jobs carry (the
+//! pipeline's host principal, which may use the keys only through the attested image).
 //!
-//! Each test is one line of attack. Those the enclave withstands assert the refusal (its code,
-//! no key released, nothing of a record in any output or log). Those that succeed are written to
-//! FAIL, and their doc comment says what leaks and what would close it:
-//!
-//! - `stats_complement_of_a_grouped_and_an_ungrouped_job_reveals_a_group_below_k` (FAILS);
-//! - `records_the_host_seals_itself_pad_a_victim_s_group_to_k` (FAILS);
-//! - `a_job_past_max_groups_fails_without_saying_at_which_message` (FAILS);
-//! - `a_host_that_can_generate_the_token_key_computes_tokens_offline` (FAILS);
-//! - `a_host_that_can_seal_tests_guesses_through_tokenize` (FAILS);
-//! - `idle_connections_do_not_hold_job_slots_for_the_io_timeout` (FAILS);
-//! - `submit_prints_rows_cleaned_like_everything_else_that_crossed_the_host` (FAILS).
+//! Each test is one line of attack, and asserts the refusal (its code, no key released, nothing
+//! of a record in any output or log). A first review found seven that worked; each doc comment
+//! says what leaked and how it was closed: two jobs' complement (secondary suppression), a host
+//! that could seal (the key policies: only the owner seals), `max_groups` as an oracle (the job
+//! fails at its end), a tokenization key the host could make (only GenerateDataKeyWithoutPlaintext,
+//! by the owner), idle connections holding slots (a slot is taken when the Job arrives), and rows
+//! printed raw (only JSON objects, control characters as spaces).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -509,7 +504,7 @@ fn stats_over_extreme_numbers_stays_valid_json_and_within_k() {
     logs_clean(&p, &["BIG-SECRET", "1e400"]);
 }
 
-/// FAILS: k is defeated by the complement of two jobs over the same input, well within the
+/// Attack (closed: the job fails only at its end): k is defeated by the complement of two jobs over the same input, well within the
 /// budget (3 jobs): a grouped job shows every group but the small one (folded into an `other`
 /// below k, so not shown), an ungrouped job shows the total, and the total minus the shown groups
 /// is the small group's aggregate — here one record's exact amount and id. The README presents
@@ -562,45 +557,101 @@ fn stats_complement_of_a_grouped_and_an_ungrouped_job_reveals_a_group_below_k() 
     );
 }
 
-/// FAILS (trust model): the pipeline's host principal may `GenerateDataKey` under the records'
-/// key (`kms:GenerateDataKey*` for root in `tests/src/pipeline.rs`; the README's key policy only
-/// constrains `Decrypt`), so it seals k-1 records of its own into the victim's group and reads
-/// the victim's exact amount off one row: one job, no differencing, the budget irrelevant.
-/// `min_group_size` protects nothing against a host that can seal.
-///
-/// Fix: README "Trust model" / "What the policy cannot stop": say that the principal whose
-/// credentials jobs carry must not hold `Encrypt`/`GenerateDataKey*` on any accepted key (a
-/// separate producer principal seals), and have `tests/src/pipeline.rs` model that (a producer
-/// principal with `GenerateDataKey`, the host's with attested `Decrypt` only). In the enclave,
-/// an optional measured `[kms] required_context = {...}` (checked in `Running::message` before
-/// the budget charge) lets the key policy tie `GenerateDataKey` with that context to the producer
-/// (`kms:EncryptionContext:` condition).
+/// A host that could seal under the records' key would pad a victim's group to k with records
+/// of its own, or tokenize its guesses beside the real records and compare tokens: k and the
+/// tokenization key protect nothing against it. The deployment closes this in the key policies:
+/// the principal whose credentials jobs carry (the host's) may use the keys only through the
+/// attested image. Here the host tries to seal, to make a data key, to encrypt, and to make or
+/// unwrap a tokenization key, and the KMS refuses every one.
 #[test]
-fn records_the_host_seals_itself_pad_a_victim_s_group_to_k() {
+fn the_host_cannot_seal_records_of_its_own_nor_obtain_a_key() {
     let p = Pipeline::start(None);
-    let mut data: Vec<Value> = (0..10)
-        .map(|i| json!({"country": if i < 5 { "NZ" } else { "FR" }, "amount": 1.0, "id": i}))
-        .collect();
-    let victim = 48.75;
-    data.push(json!({"country": "JP", "amount": victim, "id": 77}));
-    let sealed = p.seal(&data, "owner-data", 11);
-    // The host's own records: k-1 zeros in the victim's group.
-    let padding: Vec<Value> = (0..4)
-        .map(|_| json!({"country": "JP", "amount": 0.0, "id": 0}))
-        .collect();
-    let pad = p.seal(&padding, "host-padding", 4);
-    let (code, out, err) = p.submit(&["stats", "--group-by", "country"], &[&sealed, &pad]);
+    let input = p.dir.path().join("padding.jsonl");
+    std::fs::write(&input, "{\"country\":\"JP\",\"amount\":0}\n").unwrap();
+    let out = p.dir.path().join("padding.sealed");
+    let (code, _, err) = p.host(&[
+        "seal",
+        "--kms",
+        &p.kms.url(),
+        "--key-id",
+        &p.key_arn,
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[KMS-AccessDeniedException]"), "{err}");
+    assert!(!out.exists());
+    let token = p.dir.path().join("host.key");
+    let (code, _, err) = p.host(&[
+        "token-key",
+        "--kms",
+        &p.kms.url(),
+        "--key-id",
+        &p.token_arn,
+        "-o",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[KMS-AccessDeniedException]"), "{err}");
+    let host_creds = cloister_sigv4::Credentials {
+        access_key_id: access(&p).access_key_id,
+        secret_access_key: zeroize::Zeroizing::new(
+            access(&p).secret_access_key.expose().to_owned(),
+        ),
+        session_token: None,
+    };
+    let host = p.kms.client(host_creds);
+    let rt = cloister_tests::kms::rt();
+    let ctx = json!({"cloister:purpose": "tokenization"});
+    for (op, body) in [
+        (
+            "GenerateDataKey",
+            json!({"KeyId": p.key_arn, "KeySpec": "AES_256"}),
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": p.token_arn, "KeySpec": "AES_256", "EncryptionContext": ctx}),
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": p.target_arn, "KeySpec": "AES_256"}),
+        ),
+        ("Encrypt", json!({"KeyId": p.key_arn, "Plaintext": "AAAA"})),
+    ] {
+        let e = rt.block_on(host.call(op, &body)).unwrap_err();
+        assert_eq!(
+            cloister_common::ErrorCode::code(&e),
+            "KMS-AccessDeniedException",
+            "{op} {body}: {e}"
+        );
+    }
+    // The owner's own tokenization key: the host cannot unwrap it without the enclave.
+    let (code, _, err) = p.cloister(&[
+        "token-key",
+        "--kms",
+        &p.kms.url(),
+        "--key-id",
+        &p.token_arn,
+        "-o",
+        token.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
-    let r = rows(&out);
-    let jp = r.iter().find(|x| x["group"] == "JP");
-    assert!(
-        jp.is_none_or(|row| row["fields"]["amount"]["sum"] != json!(victim)),
-        "the host padded the victim's group with its own sealed records and read the victim's \
-         amount: {jp:?}"
+    let blob = std::fs::read(&token).unwrap();
+    let e = rt
+        .block_on(host.call(
+            "Decrypt",
+            &json!({"CiphertextBlob": cloister_kms_client::b64(&blob), "EncryptionContext": ctx}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        cloister_common::ErrorCode::code(&e),
+        "KMS-AccessDeniedException",
+        "{e}"
     );
 }
 
-/// FAILS: `max_groups` is an oracle on labels below k. The job fails (`ENC-LIMIT`) at the first
+/// Attack (closed: the job fails only at its end): `max_groups` is an oracle on labels below k. The job fails (`ENC-LIMIT`) at the first
 /// message whose label is the (max_groups + 1)-th distinct one, after `Progress` for every message
 /// before it, so a host that feeds single-record messages learns which of them share a label with
 /// earlier records, though every group is of size 1 and nothing is ever shown. Here: 100 records
@@ -793,7 +844,7 @@ fn tokenize_unwraps_only_under_the_policy_s_key_and_context() {
     logs_clean(&p, &["Ada Secret", "4111111111111111"]);
 }
 
-/// FAILS (configuration): the pipeline's tokenization key policy is the records' one, which lets
+/// Attack (closed by the key policies; it was open while the pipeline let the host make keys): the pipeline's tokenization key policy is the records' one, which lets
 /// the host's principal call plain `GenerateDataKey` (and `Encrypt`) under `key_arn` with the
 /// tokenization context. The host makes a tokenization key it knows, passes its blob, and then
 /// computes tokens for any guess offline: "nobody outside it can compute a token" does not hold.
@@ -841,56 +892,6 @@ fn a_host_that_can_generate_the_token_key_computes_tokens_offline() {
         hit.is_none(),
         "the host computed the token of {hit:?} offline with a tokenization key it generated \
          itself (GenerateDataKey under key_arn) and the enclave accepted: {row}"
-    );
-}
-
-/// FAILS (trust model): a host that can seal under the records' key (the pipeline's root can)
-/// tests guesses through the enclave itself: it seals records holding its guesses, tokenizes them
-/// in the same job as the real ones, and compares tokens. The tokenization key never leaves the
-/// enclave, yet a low-entropy field (names, card numbers with a known prefix) is a dictionary
-/// away. The README says of tokens "nobody outside it can compute a token for a guess", which is
-/// true and beside the point.
-///
-/// Fix: as for `records_the_host_seals_itself_pad_a_victim_s_group_to_k` (the principal jobs run
-/// as must not seal under an accepted key; a measured `required_context` the key policy reserves
-/// to the producer); and say in the README's tokenize row that whoever can seal can test guesses.
-#[test]
-fn a_host_that_can_seal_tests_guesses_through_tokenize() {
-    let p = Pipeline::start(None);
-    let real = p.seal(
-        &[json!({"name": "Ada Lovelace", "card": "4111111111111111", "country": "FR"})],
-        "people",
-        1,
-    );
-    let guesses = ["Grace Hopper", "Ada Lovelace", "Alan Turing"];
-    let guessed: Vec<Value> = guesses.iter().map(|g| json!({"name": g})).collect();
-    let guessed = p.seal(&guessed, "guesses", 3);
-    let out = p.dir.path().join("tok.key");
-    let (code, _, err) = p.cloister(&[
-        "token-key",
-        "--kms",
-        &p.kms.url(),
-        "--key-id",
-        &p.token_arn,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, stdout, err) = p.submit(
-        &["tokenize", "--token-key", out.to_str().unwrap()],
-        &[&real, &guessed],
-    );
-    assert_eq!(code, 0, "{err}");
-    let r = rows(&stdout);
-    let target = &r[0]["name"];
-    let hit = guesses
-        .iter()
-        .zip(&r[1..])
-        .find(|(_, row)| &row["name"] == target)
-        .map(|(g, _)| g);
-    assert!(
-        hit.is_none(),
-        "the host sealed its guesses and found the real name ({hit:?}) by comparing tokens"
     );
 }
 
@@ -1125,7 +1126,7 @@ fn protocol_abuse_ends_the_job_with_its_code() {
     logs_clean(&p, &["Ada Secret", "4111111111111111"]);
 }
 
-/// FAILS (availability, low): the enclave takes a job slot when a connection arrives, before its
+/// Attack (closed: a slot is taken when the Job arrives, which must be within 10 s): the enclave takes a job slot when a connection arrives, before its
 /// `Job` frame, and waits for that frame up to `IO_TIMEOUT` (300 s). Any local client of the
 /// proxy's socket holds every slot (`max_jobs`, 2 here) with as many connections that send
 /// nothing, renewing them every five minutes; every real job meanwhile is `ENC-BUSY`. (The host
@@ -1158,7 +1159,7 @@ fn idle_connections_do_not_hold_job_slots_for_the_io_timeout() {
     );
 }
 
-/// FAILS (low): `cloister submit` cleans what crossed the host before printing it (message names,
+/// Attack (closed: rows must be JSON objects, control characters printed as spaces): `cloister submit` cleans what crossed the host before printing it (message names,
 /// codes, reasons: `printable`), except result rows, which it writes to stdout as they came. A
 /// proxy (or anything between the enclave and the client) puts terminal escapes on the user's
 /// terminal through a `Rows` frame; the enclave itself can emit a raw CR or tab inside a
@@ -1224,9 +1225,10 @@ fn submit_prints_rows_cleaned_like_everything_else_that_crossed_the_host() {
         .unwrap();
     server.join().unwrap();
     let (code, stdout, stderr) = cloister_tests::outcome(&out);
-    assert!(stderr.contains("done:"), "{code}: {stderr}");
     assert!(
         !stdout.contains(['\u{1b}', '\u{7}']),
         "a row from the proxy reached the terminal raw: {stdout:?}"
     );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a JSON object"), "{stderr}");
 }

@@ -16,7 +16,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
     let p = Pipeline::start(None);
     let recs = records(250);
     let sealed = p.seal(&recs, "data", 20); // 13 messages, one data key
-    let (code, out, err) = p.cloister(&[
+    let (code, out, err) = p.host(&[
         "submit",
         "--proxy",
         &p.proxy_addr,
@@ -64,7 +64,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
 fn a_policy_for_another_image_fails_the_job_and_is_audited() {
     let p = Pipeline::start(Some(&PcrValue::measure(b"some other image").to_hex()));
     let sealed = p.seal(&records(10), "data", 5);
-    let (code, out, err) = p.cloister(&[
+    let (code, out, err) = p.host(&[
         "submit",
         "--proxy",
         &p.proxy_addr,
@@ -94,7 +94,7 @@ fn a_tampered_message_is_named_and_nothing_from_it_is_used() {
     let n = bytes.len();
     bytes[n - 200] ^= 0x01;
     std::fs::write(&bad, bytes).unwrap();
-    let (code, out, err) = p.cloister(&[
+    let (code, out, err) = p.host(&[
         "submit",
         "--proxy",
         &p.proxy_addr,
@@ -220,7 +220,7 @@ fn records_sealed_by_the_python_sdk_are_processed_in_the_enclave() {
     }
     let mut args = vec!["submit", "--proxy", &p.proxy_addr, "--op", "stats"];
     args.extend(files.iter().map(String::as_str));
-    let (code, out, err) = p.cloister(&args);
+    let (code, out, err) = p.host(&args);
     assert_eq!(code, 0, "{err}");
     let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(row["count"], 4 * 40);
