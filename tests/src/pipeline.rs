@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloister_wire::message::{KmsAccess, SecretString};
 use serde_json::{Value, json};
 
 use crate::kms::{KmsBinary, KmsServer};
@@ -349,10 +350,17 @@ impl Pipeline {
 
     /// Seals `records` under the records' key, `per_message` records per message.
     pub fn seal(&self, records: &[Value], name: &str, per_message: usize) -> PathBuf {
+        let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        self.seal_lines(&lines, name, per_message)
+    }
+
+    /// Seals JSON lines as given (as the owner, with `cloister seal`).
+    pub fn seal_lines(&self, lines: &[&str], name: &str, per_message: usize) -> PathBuf {
         let input = self.dir.path().join(format!("{name}.jsonl"));
         std::fs::write(
             &input,
-            records.iter().map(|r| format!("{r}\n")).collect::<String>(),
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         )
         .unwrap();
         let out = self.dir.path().join(format!("{name}.sealed"));
@@ -372,6 +380,39 @@ impl Pipeline {
         ]);
         assert_eq!(code, 0, "{err}");
         out
+    }
+
+    /// A tokenization key made by the owner (`cloister token-key`), written to `name`.
+    pub fn token_key(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let (code, _, err) = self.cloister(&[
+            "token-key",
+            "--kms",
+            &self.kms.url(),
+            "--key-id",
+            &self.token_arn,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    /// The host's credentials as a job carries them.
+    pub fn access(&self) -> KmsAccess {
+        let get = |k: &str| {
+            self.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {k} in the host's environment"))
+        };
+        KmsAccess {
+            region: get("AWS_REGION"),
+            access_key_id: get("AWS_ACCESS_KEY_ID"),
+            secret_access_key: SecretString::new(get("AWS_SECRET_ACCESS_KEY")),
+            session_token: None,
+        }
     }
 
     /// The KMS's audit entries.
@@ -395,15 +436,21 @@ pub fn records(n: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Seals records with the official Python AWS Encryption SDK (the project venv) against the
-/// pipeline's KMS.
-pub fn python_seal(p: &Pipeline, records: &[Value], suite: &str, frame_length: u32, out: &Path) {
+/// The project venv's Python (with the official AWS Encryption SDK).
+fn venv_python() -> PathBuf {
     let python = crate::workspace().join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: scripts/test creates the venv before the Rust tests",
         python.display()
     );
+    python
+}
+
+/// Seals records with the official Python AWS Encryption SDK (the project venv) against the
+/// pipeline's KMS.
+pub fn python_seal(p: &Pipeline, records: &[Value], suite: &str, frame_length: u32, out: &Path) {
+    let python = venv_python();
     let script = r#"
 import json, sys, aws_encryption_sdk
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
@@ -453,12 +500,7 @@ open(out, "wb").write(ct)
 /// Opens one Encryption SDK message in `input` with the official Python AWS Encryption SDK (the
 /// project venv), allowing only `key_arn`: the plaintext, or the SDK's error text.
 pub fn python_open(p: &Pipeline, key_arn: &str, input: &Path) -> Result<Vec<u8>, String> {
-    let python = crate::workspace().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test creates the venv before the Rust tests",
-        python.display()
-    );
+    let python = venv_python();
     let script = r#"
 import sys, aws_encryption_sdk
 from aws_encryption_sdk.identifiers import CommitmentPolicy

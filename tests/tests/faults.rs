@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use cloister_tests::binary;
 use cloister_tests::launcher::{children, exists};
 use cloister_tests::pipeline::{Pipeline, records};
-use cloister_wire::message::{KmsAccess, Operation, SecretString};
+use cloister_wire::message::Operation;
 use cloister_wire::{FrameReader, MAX_FRAME, Message};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -160,23 +160,6 @@ fn sigkill(pid: u32) {
     .unwrap();
 }
 
-/// The pipeline's credentials as a job carries them.
-fn access(p: &Pipeline) -> KmsAccess {
-    let get = |k: &str| {
-        p.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {k} in the pipeline's environment"))
-    };
-    KmsAccess {
-        region: get("AWS_REGION"),
-        access_key_id: get("AWS_ACCESS_KEY_ID"),
-        secret_access_key: SecretString::new(get("AWS_SECRET_ACCESS_KEY")),
-        session_token: None,
-    }
-}
-
 /// The Encryption SDK messages of a sealed file.
 fn messages_of(sealed: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(sealed).unwrap();
@@ -223,7 +206,7 @@ impl Raw {
         raw.send(&Message::Job {
             id: 7,
             op: Operation::Mask,
-            kms: access(p),
+            kms: p.access(),
         })
         .await;
         for (i, bytes) in sealed.iter().enumerate() {
@@ -735,7 +718,7 @@ fn an_enclave_failure_reaches_submit_while_it_is_still_sending() {
                 .send(&Message::Job {
                     id: 3,
                     op: Operation::Mask,
-                    kms: access(&p),
+                    kms: p.access(),
                 })
                 .await;
             match tokio::time::timeout(Duration::from_secs(30), third.reader.next()).await {

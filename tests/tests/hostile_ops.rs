@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloister_tests::pipeline::Pipeline;
-use cloister_wire::message::{KmsAccess, Operation, SecretString};
+use cloister_wire::message::Operation;
 use cloister_wire::{FrameReader, Message};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -47,36 +47,8 @@ fn audited_on(p: &Pipeline, op: &str, arn: &str) -> usize {
         .count()
 }
 
-/// Seals raw JSON lines (exactly as given: escapes, odd spacing, duplicate names, non-JSON) under
-/// the records' key, as `Pipeline::seal` does for values.
-fn seal_lines(p: &Pipeline, lines: &[&str], name: &str, per_message: usize) -> PathBuf {
-    let input = p.dir.path().join(format!("{name}.jsonl"));
-    std::fs::write(
-        &input,
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .unwrap();
-    let out = p.dir.path().join(format!("{name}.sealed"));
-    let (code, _, err) = p.cloister(&[
-        "seal",
-        "--kms",
-        &p.kms.url(),
-        "--key-id",
-        &p.key_arn,
-        "--context",
-        "dataset=test",
-        "--records-per-message",
-        &per_message.to_string(),
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out
-}
-
 /// One Encryption SDK message of `lines` (exactly as given, even what `cloister seal` refuses)
-/// under the records' key, sealed by the host with a data key it asks the KMS for.
+/// under the records' key, sealed with a data key the owner asks the KMS for.
 fn seal_raw(p: &Pipeline, lines: &[&str], name: &str) -> PathBuf {
     let context: cloister_esdk::EncryptionContext =
         [("dataset".to_owned(), "test".to_owned())].into();
@@ -128,28 +100,11 @@ fn logs_clean(p: &Pipeline, secrets: &[&str]) {
     }
 }
 
-/// The pipeline's credentials as a job carries them.
-fn access(p: &Pipeline) -> KmsAccess {
-    let get = |k: &str| {
-        p.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {k} in the pipeline's environment"))
-    };
-    KmsAccess {
-        region: get("AWS_REGION"),
-        access_key_id: get("AWS_ACCESS_KEY_ID"),
-        secret_access_key: SecretString::new(get("AWS_SECRET_ACCESS_KEY")),
-        session_token: None,
-    }
-}
-
 fn job(p: &Pipeline, op: Operation) -> Message {
     Message::Job {
         id: 1,
         op,
-        kms: access(p),
+        kms: p.access(),
     }
 }
 
@@ -296,7 +251,7 @@ fn stats_labels_field_names_and_k_edges_show_nothing_below_k() {
         r#"{"country":{"nested":"ZZ-SECRET"},"amount":1}"#,
     ];
     lines.extend(unlabeled);
-    let sealed = seal_lines(&p, &lines, "labels", 8);
+    let sealed = p.seal_lines(&lines, "labels", 8);
     // Duplicate members: the message is refused whole, neither value counts.
     let dup = seal_raw(
         &p,
@@ -471,10 +426,10 @@ fn stats_over_extreme_numbers_stays_valid_json_and_within_k() {
         );
     }
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let a = seal_lines(&p, &lines, "extreme", 10);
+    let a = p.seal_lines(&lines, "extreme", 10);
     // NaN: one message sums to +inf, the next to -inf; merged, inf + -inf.
-    let pos = seal_lines(&p, &[r#"{"country":"NAN","amount":1e308}"#; 3], "pos", 3);
-    let neg = seal_lines(&p, &[r#"{"country":"NAN","amount":-1e308}"#; 3], "neg", 3);
+    let pos = p.seal_lines(&[r#"{"country":"NAN","amount":1e308}"#; 3], "pos", 3);
+    let neg = p.seal_lines(&[r#"{"country":"NAN","amount":-1e308}"#; 3], "neg", 3);
     let big = seal_raw(
         &p,
         &[r#"{"country":"INF","amount":1e400,"name":"BIG-SECRET"}"#],
@@ -595,9 +550,9 @@ fn the_host_cannot_seal_records_of_its_own_nor_obtain_a_key() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("error[KMS-AccessDeniedException]"), "{err}");
     let host_creds = cloister_sigv4::Credentials {
-        access_key_id: access(&p).access_key_id,
+        access_key_id: p.access().access_key_id,
         secret_access_key: zeroize::Zeroizing::new(
-            access(&p).secret_access_key.expose().to_owned(),
+            p.access().secret_access_key.expose().to_owned(),
         ),
         session_token: None,
     };
@@ -733,7 +688,7 @@ fn mask_keeps_at_most_half_of_any_value_and_nothing_of_other_members() {
         r#"{"card":"e\u0301e\u0301"}"#,
         r#"{"card":"\u001b[31m4111"}"#,
     ];
-    let good = seal_lines(&p, &lines, "mask", 3);
+    let good = p.seal_lines(&lines, "mask", 3);
     let bad = seal_raw(&p, &["not json at all SECRET-LINE"], "mask-bad");
     let dup = seal_raw(
         &p,

@@ -5,7 +5,7 @@
 //! refused or suppressed with their codes.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cloister_tests::pipeline::Pipeline;
 use serde_json::{Value, json};
@@ -166,21 +166,6 @@ fn mask_keeps_named_fields_masked_or_clear_and_drops_the_rest() {
     assert_eq!(rows(&std::fs::read_to_string(&file).unwrap()), r);
 }
 
-fn token_key(p: &Pipeline, name: &str) -> PathBuf {
-    let out = p.dir.path().join(name);
-    let (code, _, err) = p.cloister(&[
-        "token-key",
-        "--kms",
-        &p.kms.url(),
-        "--key-id",
-        &p.token_arn,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out
-}
-
 fn tokenize(p: &Pipeline, key: &Path, sealed: &Path) -> Vec<Value> {
     let (code, out, err) = p.submit(
         &["tokenize", "--token-key", key.to_str().unwrap()],
@@ -200,7 +185,7 @@ fn tokens_are_equal_across_jobs_for_equal_values_and_differ_under_another_key() 
     let mut again = recs.clone();
     again.reverse();
     let b = p.seal(&again, "b", 3);
-    let k1 = token_key(&p, "k1.bin");
+    let k1 = p.token_key("k1.bin");
     let first = tokenize(&p, &k1, &a);
     let second = tokenize(&p, &k1, &b);
     assert_eq!(first.len(), recs.len());
@@ -224,7 +209,7 @@ fn tokens_are_equal_across_jobs_for_equal_values_and_differ_under_another_key() 
         "different values, different tokens"
     );
     // Another tokenization key: other tokens.
-    let k2 = token_key(&p, "k2.bin");
+    let k2 = p.token_key("k2.bin");
     let other = tokenize(&p, &k2, &a);
     for (x, y) in first.iter().zip(&other) {
         assert_ne!(x["name"], y["name"]);

@@ -6,8 +6,9 @@
 //! (the length is kept, as card-number masks do). Strings and numbers (as written) are masked;
 //! null stays null; a boolean, object or array becomes `"****"` whatever it held.
 
+use super::{Member, write_object};
 use crate::policy::MaskPolicy;
-use crate::record::{self, Record, Value};
+use crate::record::{Record, Value};
 
 /// What stands for a value that is not text.
 const OPAQUE: &str = "****";
@@ -24,29 +25,21 @@ pub fn mask_text(text: &str, keep: u32) -> String {
 
 /// Appends `record` masked as one JSON line (no newline) to `out`.
 pub fn mask(policy: &MaskPolicy, record: &Record, out: &mut Vec<u8>) {
-    out.push(b'{');
-    let mut first = true;
-    for f in record.fields() {
-        let name = f.name.as_str();
-        let keep = policy.keep_last.get(name);
-        if keep.is_none() && !policy.clear.iter().any(|c| c == name) {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        record::write_string(out, name);
-        out.push(b':');
-        match (keep, &f.value) {
-            (None, v) => record::write_value(out, v),
-            (Some(_), Value::Null) => out.extend_from_slice(b"null"),
-            (Some(k), Value::String(t)) => record::write_string(out, &mask_text(t.as_str(), *k)),
-            (Some(k), Value::Number(n)) => record::write_string(out, &mask_text(n.text(), *k)),
-            (Some(_), Value::Bool(_) | Value::Nested(_)) => record::write_string(out, OPAQUE),
-        }
-    }
-    out.push(b'}');
+    write_object(record, out, |name, value| {
+        let Some(keep) = policy.keep_last.get(name) else {
+            return policy
+                .clear
+                .iter()
+                .any(|c| c == name)
+                .then_some(Member::Clear(value));
+        };
+        Some(match value {
+            Value::Null => Member::Null,
+            Value::String(t) => Member::Text(mask_text(t.as_str(), *keep)),
+            Value::Number(n) => Member::Text(mask_text(n.text(), *keep)),
+            Value::Bool(_) | Value::Nested(_) => Member::Text(OPAQUE.into()),
+        })
+    });
 }
 
 #[cfg(test)]
@@ -71,7 +64,7 @@ mod tests {
             keep_last: BTreeMap::from([("card".into(), 4), ("id".into(), 2), ("vip".into(), 1)]),
             clear: vec!["country".into()],
         };
-        let r = record::parse(
+        let r = crate::record::parse(
             br#"{"name":"Ada","card":"4111111111111111","country":"FR","id":12345,"vip":true,"ssn":"078-05-1120","note":null}"#,
         )
         .unwrap();

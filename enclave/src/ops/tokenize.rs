@@ -11,8 +11,9 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::{Member, write_object};
 use crate::policy::TokenizePolicy;
-use crate::record::{self, Record, Value};
+use crate::record::{Record, Value};
 
 /// The tokenization key (aws-lc-rs cleanses its key schedule when dropped).
 pub struct TokenKey(hmac::Key);
@@ -52,30 +53,17 @@ impl TokenKey {
 
 /// Appends `record` tokenized as one JSON line (no newline) to `out`.
 pub fn tokenize(policy: &TokenizePolicy, key: &TokenKey, record: &Record, out: &mut Vec<u8>) {
-    out.push(b'{');
-    let mut first = true;
-    for f in record.fields() {
-        let name = f.name.as_str();
-        let tokenized = policy.fields.iter().any(|x| x == name);
-        if !tokenized && !policy.clear.iter().any(|c| c == name) {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        record::write_string(out, name);
-        out.push(b':');
-        if tokenized {
-            match key.token(&f.value) {
-                Some(t) => record::write_string(out, &t),
-                None => out.extend_from_slice(b"null"),
-            }
+    write_object(record, out, |name, value| {
+        if policy.fields.iter().any(|x| x == name) {
+            Some(key.token(value).map_or(Member::Null, Member::Text))
         } else {
-            record::write_value(out, &f.value);
+            policy
+                .clear
+                .iter()
+                .any(|c| c == name)
+                .then_some(Member::Clear(value))
         }
-    }
-    out.push(b'}');
+    });
 }
 
 #[cfg(test)]
@@ -92,7 +80,7 @@ mod tests {
         tokenize(
             &policy,
             key,
-            &record::parse(text.as_bytes()).unwrap(),
+            &crate::record::parse(text.as_bytes()).unwrap(),
             &mut out,
         );
         serde_json::from_slice(&out).unwrap()
