@@ -224,19 +224,7 @@ impl Config {
             };
             invalid(format!("{what}: {e}"))
         })?;
-        if k.accepted_keys.is_empty() {
-            return Err(invalid("kms.accepted_keys is empty"));
-        }
-        for (i, key) in k.accepted_keys.iter().enumerate() {
-            if !key.starts_with("arn:") || key.bytes().any(|b| !b.is_ascii_graphic()) {
-                return Err(invalid(format!(
-                    "kms.accepted_keys: {key:?} is not a key ARN"
-                )));
-            }
-            if k.accepted_keys[..i].contains(key) {
-                return Err(invalid(format!("kms.accepted_keys: {key:?} given twice")));
-            }
-        }
+        crate::policy::check_arns("kms.accepted_keys", &k.accepted_keys)?;
         let c = &self.cache;
         if c.max_age_secs == 0 || c.max_age_secs > MAX_CACHE_AGE_SECS {
             return Err(invalid(format!(

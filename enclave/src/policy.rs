@@ -176,6 +176,20 @@ fn check_arn(what: &str, arn: &str) -> Result<(), EnclaveError> {
     Ok(())
 }
 
+/// A non-empty list of distinct key ARNs (`kms.accepted_keys`, `operations.reseal.target_keys`).
+pub(crate) fn check_arns(what: &str, arns: &[String]) -> Result<(), EnclaveError> {
+    if arns.is_empty() {
+        return Err(invalid(format!("{what} is empty")));
+    }
+    for (i, arn) in arns.iter().enumerate() {
+        check_arn(what, arn)?;
+        if arns[..i].contains(arn) {
+            return Err(invalid(format!("{what}: {arn:?} given twice")));
+        }
+    }
+    Ok(())
+}
+
 impl Operations {
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), EnclaveError> {
@@ -241,17 +255,7 @@ impl Operations {
             check_arn("operations.tokenize.key_arn", &t.key_arn)?;
         }
         if let Some(r) = &self.reseal {
-            if r.target_keys.is_empty() {
-                return Err(invalid("operations.reseal.target_keys is empty".into()));
-            }
-            for (i, k) in r.target_keys.iter().enumerate() {
-                check_arn("operations.reseal.target_keys", k)?;
-                if r.target_keys[..i].contains(k) {
-                    return Err(invalid(format!(
-                        "operations.reseal.target_keys: {k:?} given twice"
-                    )));
-                }
-            }
+            check_arns("operations.reseal.target_keys", &r.target_keys)?;
         }
         Ok(())
     }
