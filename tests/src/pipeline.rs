@@ -382,6 +382,25 @@ impl Pipeline {
         out
     }
 
+    /// `cloister submit --op reseal` of `sealed` to the target key, as the host: the resealed
+    /// messages' file (nothing printed on stdout).
+    pub fn reseal(&self, sealed: &Path) -> PathBuf {
+        let out = self.dir.path().join("resealed.esdk");
+        let (code, stdout, err) = self.submit(
+            &[
+                "reseal",
+                "--target-key",
+                &self.target_arn,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[sealed],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.is_empty(), "{stdout}");
+        out
+    }
+
     /// A tokenization key made by the owner (`cloister token-key`), written to `name`.
     pub fn token_key(&self, name: &str) -> PathBuf {
         let out = self.dir.path().join(name);

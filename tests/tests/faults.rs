@@ -610,31 +610,13 @@ fn the_host_cannot_exhaust_the_enclave() {
     };
     // One group more than the policy's max_groups (100): the job fails whole, nothing printed.
     let over = grouped(101, "over");
-    let (code, out, err) = p.host(&[
-        "submit",
-        "--proxy",
-        &p.proxy_addr,
-        "--op",
-        "stats",
-        "--group-by",
-        "country",
-        over.to_str().unwrap(),
-    ]);
+    let (code, out, err) = p.submit(&["stats", "--group-by", "country"], &[&over]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("error[ENC-LIMIT]"), "{err}");
     assert!(out.is_empty(), "{out}");
     // Exactly max_groups passes.
     let at = grouped(100, "at");
-    let (code, out, err) = p.host(&[
-        "submit",
-        "--proxy",
-        &p.proxy_addr,
-        "--op",
-        "stats",
-        "--group-by",
-        "country",
-        at.to_str().unwrap(),
-    ]);
+    let (code, out, err) = p.submit(&["stats", "--group-by", "country"], &[&at]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<Value> = out
         .lines()

@@ -894,18 +894,7 @@ fn reseal_targets_only_the_policy_s_exact_arn_and_sets_its_own_reserved_context(
     assert_eq!(audited_on(&p, "GenerateDataKey", &p.target_arn), 0);
     assert_eq!(audited(&p, "Decrypt"), 0);
 
-    let out = p.dir.path().join("resealed.esdk");
-    let (code, _, err) = p.submit(
-        &[
-            "reseal",
-            "--target-key",
-            &p.target_arn,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[&sealed],
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = p.reseal(&sealed);
     let inputs = messages_of(&sealed);
     let outputs = messages_of(&out);
     assert_eq!(outputs.len(), inputs.len());

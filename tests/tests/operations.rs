@@ -245,19 +245,7 @@ fn reseal_moves_records_to_the_target_key_and_never_to_the_host_s() {
     let p = Pipeline::start(None);
     let recs = patients();
     let sealed = p.seal(&recs, "patients", 5);
-    let out = p.dir.path().join("resealed.esdk");
-    let (code, stdout, err) = p.submit(
-        &[
-            "reseal",
-            "--target-key",
-            &p.target_arn,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[&sealed],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(stdout.is_empty());
+    let out = p.reseal(&sealed);
     let bytes = std::fs::read(&out).unwrap();
     let messages = cloister_esdk::split(&bytes).unwrap();
     assert_eq!(messages.len(), 3, "one message per input message");
@@ -324,18 +312,7 @@ fn resealed_records_open_with_the_python_sdk_under_the_target_key_and_not_the_ol
     let p = Pipeline::start(None);
     let recs = patients();
     let sealed = p.seal(&recs, "patients", 6);
-    let out = p.dir.path().join("resealed.esdk");
-    let (code, _, err) = p.submit(
-        &[
-            "reseal",
-            "--target-key",
-            &p.target_arn,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[&sealed],
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = p.reseal(&sealed);
     let bytes = std::fs::read(&out).unwrap();
     let mut opened = Vec::new();
     for (i, m) in cloister_esdk::split(&bytes).unwrap().iter().enumerate() {

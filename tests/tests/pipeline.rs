@@ -16,16 +16,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
     let p = Pipeline::start(None);
     let recs = records(250);
     let sealed = p.seal(&recs, "data", 20); // 13 messages, one data key
-    let (code, out, err) = p.host(&[
-        "submit",
-        "--proxy",
-        &p.proxy_addr,
-        "--op",
-        "stats",
-        "--group-by",
-        "country",
-        sealed.to_str().unwrap(),
-    ]);
+    let (code, out, err) = p.submit(&["stats", "--group-by", "country"], &[&sealed]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<Value> = out
         .lines()
@@ -64,14 +55,7 @@ fn stats_over_sealed_records_with_one_attested_key_release() {
 fn a_policy_for_another_image_fails_the_job_and_is_audited() {
     let p = Pipeline::start(Some(&PcrValue::measure(b"some other image").to_hex()));
     let sealed = p.seal(&records(10), "data", 5);
-    let (code, out, err) = p.host(&[
-        "submit",
-        "--proxy",
-        &p.proxy_addr,
-        "--op",
-        "stats",
-        sealed.to_str().unwrap(),
-    ]);
+    let (code, out, err) = p.submit(&["stats"], &[&sealed]);
     assert_eq!(code, 1);
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("AccessDeniedException"), "{err}");
@@ -94,15 +78,7 @@ fn a_tampered_message_is_named_and_nothing_from_it_is_used() {
     let n = bytes.len();
     bytes[n - 200] ^= 0x01;
     std::fs::write(&bad, bytes).unwrap();
-    let (code, out, err) = p.host(&[
-        "submit",
-        "--proxy",
-        &p.proxy_addr,
-        "--op",
-        "stats",
-        good.to_str().unwrap(),
-        bad.to_str().unwrap(),
-    ]);
+    let (code, out, err) = p.submit(&["stats"], &[&good, &bad]);
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!("error[ESDK-AUTH]: {}", bad.display())),
@@ -216,11 +192,10 @@ fn records_sealed_by_the_python_sdk_are_processed_in_the_enclave() {
     ] {
         let out = p.dir.path().join(format!("py-{suite}-{frame}.esdk"));
         python_seal(&p, &recs, suite, frame, &out);
-        files.push(out.display().to_string());
+        files.push(out);
     }
-    let mut args = vec!["submit", "--proxy", &p.proxy_addr, "--op", "stats"];
-    args.extend(files.iter().map(String::as_str));
-    let (code, out, err) = p.host(&args);
+    let files: Vec<&std::path::Path> = files.iter().map(|f| f.as_path()).collect();
+    let (code, out, err) = p.submit(&["stats"], &files);
     assert_eq!(code, 0, "{err}");
     let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(row["count"], 4 * 40);
