@@ -22,11 +22,37 @@ use crate::aws_env;
 /// Provider id of KMS-wrapped data keys.
 const AWS_KMS: &str = "aws-kms";
 
+/// Where the KMS is and, for https, the CA to trust.
+#[derive(Debug, Args)]
+pub(crate) struct KmsEndpoint {
+    /// KMS endpoint: http://127.0.0.1:4599, or https://localhost:4600 with --kms-ca. The KMS
+    /// answers Decrypt and GenerateDataKey over cleartext only on loopback.
+    #[arg(long = "kms", value_name = "URL")]
+    url: String,
+    /// PEM CA certificate(s) to trust for an https:// --kms (cloister-kms's <data-dir>/tls/ca.pem).
+    #[arg(long = "kms-ca", value_name = "PEM")]
+    ca: Option<PathBuf>,
+}
+
+impl KmsEndpoint {
+    /// A client for this endpoint with the credentials from the environment.
+    fn client(&self) -> Result<KmsClient> {
+        let aws = aws_env::load()?;
+        let ca = match &self.ca {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        };
+        KmsClient::endpoint(&self.url, ca.as_deref(), &aws.region, aws.creds)
+            .with_context(|| format!("KMS endpoint {}", self.url))
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct SealArgs {
-    /// KMS endpoint, e.g. http://127.0.0.1:4599.
-    #[arg(long)]
-    kms: String,
+    #[command(flatten)]
+    kms: KmsEndpoint,
     /// KMS key id, ARN or alias.
     #[arg(long)]
     key_id: String,
@@ -62,9 +88,8 @@ pub(crate) struct SealArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TokenKeyArgs {
-    /// KMS endpoint, e.g. http://127.0.0.1:4599.
-    #[arg(long)]
-    kms: String,
+    #[command(flatten)]
+    kms: KmsEndpoint,
     /// The KMS key the enclave's policy names for tokenization (`operations.tokenize.key_arn`).
     #[arg(long)]
     key_id: String,
@@ -75,9 +100,8 @@ pub(crate) struct TokenKeyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct OpenArgs {
-    /// KMS endpoint, e.g. http://127.0.0.1:4599.
-    #[arg(long)]
-    kms: String,
+    #[command(flatten)]
+    kms: KmsEndpoint,
     /// Sealed input (one or more messages).
     input: PathBuf,
     /// Output file (plaintext, written only if every message authenticates).
@@ -95,11 +119,6 @@ fn parse_suite(s: &str) -> Result<Suite, String> {
     let id = u16::from_str_radix(s.trim_start_matches("0x"), 16)
         .map_err(|_| "a hex suite id such as 0x0578")?;
     Suite::from_id(id).map_err(|e| e.to_string())
-}
-
-fn client(endpoint: &str) -> Result<KmsClient> {
-    let aws = aws_env::load()?;
-    Ok(KmsClient::http(endpoint, &aws.region, aws.creds)?)
 }
 
 /// Reads a JSON-lines file, checking that every non-empty line is a JSON object.
@@ -130,7 +149,7 @@ struct CachedKey {
 /// `cloister token-key`: a tokenization key made by `GenerateDataKeyWithoutPlaintext`, so it
 /// exists in the clear nowhere but in an enclave the key's policy releases it to.
 pub(crate) async fn token_key(args: TokenKeyArgs) -> Result<()> {
-    let kms = client(&args.kms)?;
+    let kms = args.kms.client()?;
     let (k, v) = cloister_enclave::kms::TOKEN_KEY_CONTEXT;
     let context: BTreeMap<String, String> = [(k.to_owned(), v.to_owned())].into();
     let (key_id, blob) = kms
@@ -148,7 +167,7 @@ pub(crate) async fn token_key(args: TokenKeyArgs) -> Result<()> {
 
 pub(crate) async fn seal(args: SealArgs) -> Result<()> {
     let records = read_records(&args.input)?;
-    let kms = client(&args.kms)?;
+    let kms = args.kms.client()?;
     let per = args
         .records_per_message
         .unwrap_or(records.len().max(1))
@@ -240,7 +259,7 @@ async fn data_key(kms: &KmsClient, header: &cloister_esdk::Header) -> Result<Dat
 pub(crate) async fn open(args: OpenArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let kms = client(&args.kms)?;
+    let kms = args.kms.client()?;
     let mut out = Zeroizing::new(Vec::new());
     for (i, message) in cloister_esdk::split(&bytes)
         .with_context(|| format!("{}", args.input.display()))?

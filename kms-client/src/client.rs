@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use crate::connector::{Connector, TcpConnector};
+use crate::connector::{Connector, TcpConnector, TlsConnector};
 use crate::error::ClientError;
 use crate::retry::Retry;
 
@@ -89,6 +89,37 @@ impl KmsClient {
             region,
             creds,
         ))
+    }
+
+    /// `http://host:port`, or `https://host:port` trusting only the CA certificates in `ca_pem`
+    /// (required for https: the KMS's CA is private, so no system roots are consulted).
+    pub fn endpoint(
+        endpoint: &str,
+        ca_pem: Option<&[u8]>,
+        region: &str,
+        creds: Credentials,
+    ) -> Result<Self, ClientError> {
+        let Some(rest) = endpoint.strip_prefix("https://") else {
+            if ca_pem.is_some() {
+                return Err(ClientError::Config(format!(
+                    "{endpoint}: a CA is given but the endpoint is not https://"
+                )));
+            }
+            return Self::http(endpoint, region, creds);
+        };
+        let host = rest.trim_end_matches('/');
+        let ca_pem = ca_pem.ok_or_else(|| {
+            ClientError::Config(format!(
+                "{endpoint}: an https:// endpoint needs the KMS's CA certificate (--kms-ca)"
+            ))
+        })?;
+        let server_name = match host.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => name,
+            _ => host,
+        };
+        let server_name = server_name.trim_start_matches('[').trim_end_matches(']');
+        let tls = TlsConnector::new(TcpConnector(host.to_owned()), server_name, ca_pem)?;
+        Ok(Self::new(tls, host, region, creds))
     }
 
     /// Changes the retry settings.

@@ -281,6 +281,9 @@ impl App {
                     .into(),
             ));
         }
+        for finding in policy.check().findings() {
+            tracing::warn!(key = %self.key_arn(key_id), by = %principal.arn, "key policy: {finding}");
+        }
         Ok(policy)
     }
 }

@@ -32,7 +32,7 @@ pub use rootkey::RootKey;
 pub use server::router;
 pub use state::Principal;
 pub use store::{AuditCheck, Store, StoredEntry};
-pub use tls::server_config;
+pub use tls::{Rotated, rotate as rotate_tls, server_config};
 
 /// Decodes a request body as operation `op`'s typed input (what the server does before it
 /// touches any key); an error is the answer the server would give.

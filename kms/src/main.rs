@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
-use cloister_kms::{App, AuditCheck, Config, Principal, Store, router, server_config};
+use cloister_kms::policy::KeyPolicy;
+use cloister_kms::{App, AuditCheck, Config, Principal, Rotated, Store, router, server_config};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,6 +66,48 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Examine key policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage the HTTPS listener's certificate.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Issue a new server key and certificate under the same CA (clients and enclave images
+    /// that pin <data-dir>/tls/ca.pem keep working); a running server uses it from its next
+    /// handshake. KMS keys are not touched.
+    Rotate {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Make a new CA as well: every client, and every enclave image, must take the new
+        /// ca.pem.
+        #[arg(long)]
+        new_ca: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Report, per principal, which paths reach plaintext (Decrypt, ReEncryptFrom,
+    /// GenerateDataKey*) or rewrite the policy without an attestation condition.
+    Check {
+        /// A key policy document (JSON file).
+        #[arg(required_unless_present = "key_id", conflicts_with = "key_id")]
+        file: Option<PathBuf>,
+        /// The key whose stored policy to check (key id or key ARN), with --data-dir.
+        #[arg(long, requires = "data_dir")]
+        key_id: Option<String>,
+        /// Data directory, for --key-id.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +241,52 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let (root, store) = Store::init(&data_dir, &account)?;
             let p = store.add_principal(&root, &arn)?;
             print_credentials(&p);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Check {
+            file,
+            key_id,
+            data_dir,
+            json,
+        }) => {
+            let text = match (file, key_id, data_dir) {
+                (Some(file), _, _) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+                (None, Some(key), Some(dir)) => {
+                    let id = key.rsplit_once(":key/").map_or(key.as_str(), |(_, id)| id);
+                    open_existing(&dir)?
+                        .key_policy_text(id)?
+                        .with_context(|| format!("no key {key} in {}", dir.display()))?
+                }
+                _ => bail!("give a policy file, or --key-id with --data-dir"),
+            };
+            let report = KeyPolicy::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cloister_common::ErrorCode::code(&e)))?
+                .check();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Tls(TlsCommand::Rotate { data_dir, new_ca }) => {
+            anyhow::ensure!(
+                Store::exists(&data_dir),
+                "no KMS store in {}",
+                data_dir.display()
+            );
+            let ca = data_dir.join("tls/ca.pem");
+            match cloister_kms::rotate_tls(&data_dir, new_ca)? {
+                Rotated::SameCa => println!(
+                    "new server certificate issued under the same CA ({})",
+                    ca.display()
+                ),
+                Rotated::NewCa => println!(
+                    "new CA and server certificate: clients and enclave images must pin the new {}",
+                    ca.display()
+                ),
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Tail { data_dir, n }) => {

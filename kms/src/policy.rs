@@ -15,9 +15,13 @@
 //! ARN, and an account id or `arn:aws:iam::<account>:root` names the account's root principal
 //! only (on AWS it delegates to IAM policies).
 
+mod findings;
+
 use std::collections::HashMap;
 
 use serde_json::Value;
+
+pub use self::findings::{ANYONE, Finding, Path, PrincipalReport, Reach, Report};
 
 use crate::error::{KmsError, Result};
 

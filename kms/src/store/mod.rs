@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use zeroize::Zeroizing;
 
 pub(crate) use self::audit_log::ChainHead;
@@ -189,6 +189,16 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The policy text of key `key_id` as stored, if the key exists (for `policy check`).
+    pub fn key_policy_text(&self, key_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT policy FROM keys WHERE key_id = ?1", [key_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// Loads every table into memory, opening sealed values with the root key.
