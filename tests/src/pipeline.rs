@@ -236,12 +236,19 @@ impl Pipeline {
         ];
         let with =
             |extra: &[&str]| -> Value { json!(manage.iter().chain(extra).collect::<Vec<_>>()) };
+        // And, whatever else a policy grants it later (AWS's standard key-user statement
+        // includes kms:ReEncrypt*), nothing at all without an attestation document.
+        let host_guard = json!({"Sid": "HostOnlyAttested", "Effect": "Deny",
+            "Principal": {"AWS": HOST}, "Action": "kms:*", "Resource": "*",
+            "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}});
         let records_policy = json!({"Version": "2012-10-17", "Statement": [
-            owner(with(&["kms:Encrypt", "kms:GenerateDataKey*"])), host_may("kms:Decrypt")]});
+            owner(with(&["kms:Encrypt", "kms:GenerateDataKey*"])), host_may("kms:Decrypt"),
+            host_guard]});
         let token_policy = json!({"Version": "2012-10-17", "Statement": [
-            owner(with(&["kms:GenerateDataKeyWithoutPlaintext"])), host_may("kms:Decrypt")]});
+            owner(with(&["kms:GenerateDataKeyWithoutPlaintext"])), host_may("kms:Decrypt"),
+            host_guard]});
         let target_policy = json!({"Version": "2012-10-17", "Statement": [
-            owner(with(&["kms:Decrypt"])), host_may("kms:GenerateDataKey")]});
+            owner(with(&["kms:Decrypt"])), host_may("kms:GenerateDataKey"), host_guard]});
         for (key, policy) in [
             (&key_arn, &records_policy),
             (&token_arn, &token_policy),
@@ -364,10 +371,14 @@ impl Pipeline {
         )
         .unwrap();
         let out = self.dir.path().join(format!("{name}.sealed"));
+        // Over the KMS's TLS listener, pinned to its CA, as a key owner off the KMS's machine
+        // would seal (GenerateDataKey answers plaintext over cleartext only on loopback).
         let (code, _, err) = self.cloister(&[
             "seal",
             "--kms",
-            &self.kms.url(),
+            &format!("https://{}", self.kms_tls),
+            "--kms-ca",
+            self.kms.ca_pem_path().to_str().unwrap(),
             "--key-id",
             &self.key_arn,
             "--context",

@@ -581,6 +581,77 @@ fn the_host_cannot_seal_records_of_its_own_nor_obtain_a_key() {
             "{op} {body}: {e}"
         );
     }
+    // AWS's standard key-user statement grants kms:ReEncrypt*: with it the host could re-wrap
+    // a data key under a key of its choosing, attestation or not. The owner adds it; the
+    // policy's explicit Deny for the host without an attestation document still refuses, and
+    // `policy check` says the host reaches nothing without attestation.
+    let records_policy: Value = serde_json::from_str(
+        owner_call(
+            &p,
+            "GetKeyPolicy",
+            &json!({"KeyId": p.key_arn, "PolicyName": "default"}),
+        )
+        .unwrap()["Policy"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut statements = records_policy["Statement"].as_array().unwrap().clone();
+    statements.push(json!({"Sid": "KeyUser", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::111122223333:role/cloister-host"},
+        "Action": ["kms:Encrypt", "kms:ReEncrypt*", "kms:DescribeKey"], "Resource": "*"}));
+    owner_call(
+        &p,
+        "PutKeyPolicy",
+        &json!({"KeyId": p.key_arn, "PolicyName": "default",
+                "Policy": json!({"Version": "2012-10-17", "Statement": statements}).to_string()}),
+    )
+    .unwrap();
+    let sealed = p.seal(&[json!({"country": "JP"})], "rewrap", 1);
+    let blob = messages_of(&sealed)[0].clone();
+    let header = cloister_esdk::parse_header(&blob).unwrap().0;
+    let wrapped = header
+        .edks
+        .iter()
+        .find(|k| k.provider_id == "aws-kms")
+        .unwrap()
+        .ciphertext
+        .clone();
+    let e = rt
+        .block_on(host.call(
+            "ReEncrypt",
+            &json!({"CiphertextBlob": cloister_kms_client::b64(&wrapped),
+                    "SourceEncryptionContext": header.context,
+                    "DestinationKeyId": p.target_arn}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        cloister_common::ErrorCode::code(&e),
+        "KMS-AccessDeniedException",
+        "{e}"
+    );
+    assert!(e.to_string().contains("explicit deny"), "{e}");
+    let report: Value = serde_json::from_str(
+        &p.kms
+            .cli(&["policy", "check", "--key-id", &p.key_arn, "--json"]),
+    )
+    .unwrap();
+    let host_paths = report["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["principal"] == "arn:aws:iam::111122223333:role/cloister-host")
+        .unwrap()["paths"]
+        .clone();
+    assert!(
+        host_paths
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|path| path["reach"] != "without-attestation"),
+        "{host_paths}"
+    );
+
     // The owner's own tokenization key: the host cannot unwrap it without the enclave.
     let (code, _, err) = p.cloister(&[
         "token-key",
