@@ -44,6 +44,8 @@ pub struct App {
     pub(crate) mutate: tokio::sync::Mutex<()>,
     /// Attestation verifier: the AWS root plus `--trust-root`s, with a chain cache.
     pub(crate) verifier: Verifier,
+    /// Derived SigV4 signing keys, one per principal and day.
+    pub(crate) signing_keys: cloister_sigv4::SigningKeyCache,
     limiter: Option<Mutex<TokenBucket>>,
     /// A read-only connection, for principals added while the server runs.
     reader: Mutex<Store>,
@@ -68,6 +70,7 @@ impl App {
         let limiter = cfg.rate.map(|r| Mutex::new(TokenBucket::new(r)));
         Ok(Self {
             verifier: Verifier::new(anchors).with_chain_cache(1024),
+            signing_keys: cloister_sigv4::SigningKeyCache::new(1024),
             cfg,
             root,
             state: RwLock::new(state),

@@ -6,11 +6,20 @@
 //! 2048-4096 bits. Only then do the `kms:RecipientAttestation:*` condition keys exist for the key
 //! policy, and the sensitive output is returned only as `CiphertextForRecipient` (CMS
 //! EnvelopedData to that key), never as `Plaintext`.
+//!
+//! Every trust root verifies documents for every key, so a key policy must be able to say which
+//! root it accepts: whoever holds a dev PKI can mint a document with a real image's PCR0.
+//! [`TRUST_ROOT_KEY`] (`cloister:RecipientAttestation:TrustRootSha256`, in cloister's own
+//! namespace since `kms:RecipientAttestation:*` is AWS's) is the SHA-256 of the DER of the root
+//! that verified the document (its `cabundle[0]`), lower-case hex; `cloister-kms trust-roots`
+//! prints each root's. The audit entry records a verified document's module id, PCR0 and root,
+//! and a refused document's module id and PCR0 only as `claimed_*`, since nothing vouches for
+//! them.
 
 use std::collections::HashMap;
 
 use cloister_attestation::recipient::{self, RecipientKey};
-use cloister_attestation::{PcrIndex, Policy, VerifiedDocument, VerifyAt};
+use cloister_attestation::{PcrIndex, PcrValue, Policy, VerifiedDocument, VerifyAt};
 
 use serde::Deserialize;
 
@@ -27,10 +36,16 @@ pub(crate) struct RecipientInput {
     attestation_document: Member<Base64>,
 }
 
+/// The condition key naming the trust root that verified a recipient's document (lower-case, as
+/// condition keys are stored): SHA-256 of the root's DER, lower-case hex.
+pub(crate) const TRUST_ROOT_KEY: &str = "cloister:recipientattestation:trustrootsha256";
+
 /// A verified recipient.
 #[derive(Debug)]
 pub(crate) struct Recipient {
     doc: VerifiedDocument,
+    /// SHA-256 (hex) of the trust anchor the document's chain starts with.
+    trust_root_sha256: String,
     key: RecipientKey,
 }
 
@@ -50,33 +65,74 @@ pub(crate) fn verify(app: &App, r: &RecipientInput, audit: &mut AuditEntry) -> R
     let doc = r
         .attestation_document
         .req_blob("AttestationDocument", 1, MAX_DOCUMENT)?;
-    // Record what the document claims even if it is refused, for the audit trail.
-    if let Ok(d) = cloister_attestation::decode(&doc) {
-        audit.module_id = Some(d.document.module_id.clone());
-        audit.pcr0 = d.document.pcrs.get(PcrIndex::IMAGE).map(|v| v.to_hex());
-    }
     let policy = Policy::new()
         .require_public_key(true)
         .max_age(app.cfg.max_attestation_age);
-    let verified = app.verifier.verify(&doc, VerifyAt::Now, &policy).map_err(|e| match e.code() {
-        "ATT-COSE" | "ATT-SYNTAX" | "ATT-NO-KEY" => {
-            KmsError::validation(format!("Value at 'recipient.attestationDocument' is not a valid attestation document: error[{}]: {e}", e.code()))
+    let verified = match app.verifier.verify(&doc, VerifyAt::Now, &policy) {
+        Ok(v) => v,
+        Err(e) => {
+            // What a refused document says is only a claim: audited apart from verified values.
+            if let Ok(d) = cloister_attestation::decode(&doc) {
+                audit.claimed_pcr0 = d.document.pcrs.get(PcrIndex::IMAGE).map(PcrValue::to_hex);
+                audit.claimed_module_id = Some(d.document.module_id);
+            }
+            return Err(match e.code() {
+                "ATT-COSE" | "ATT-SYNTAX" | "ATT-NO-KEY" => KmsError::validation(format!(
+                    "Value at 'recipient.attestationDocument' is not a valid attestation document: error[{}]: {e}",
+                    e.code()
+                )),
+                code => KmsError::AccessDenied(format!(
+                    "The attestation document was refused: error[{code}]: {e}"
+                )),
+            });
         }
-        code => KmsError::AccessDenied(format!("The attestation document was refused: error[{code}]: {e}")),
-    })?;
+    };
+    let trust_root_sha256 = trust_root_of(app, &verified)?;
+    audit.module_id = Some(verified.module_id.clone());
+    audit.pcr0 = verified.pcrs.get(PcrIndex::IMAGE).map(PcrValue::to_hex);
+    audit.trust_root_sha256 = Some(trust_root_sha256.clone());
     let spki = verified.public_key.as_deref().unwrap_or_default();
     let key = RecipientKey::from_spki_der(spki).map_err(|e| {
         KmsError::validation(format!(
             "Value at 'recipient.attestationDocument' does not carry a usable public key: {e}"
         ))
     })?;
-    Ok(Recipient { doc: verified, key })
+    Ok(Recipient {
+        doc: verified,
+        trust_root_sha256,
+        key,
+    })
+}
+
+/// The fingerprint of the trust anchor a verified document's chain starts with (verification
+/// checked that `cabundle[0]` is byte-identical to one of the verifier's anchors).
+fn trust_root_of(app: &App, doc: &VerifiedDocument) -> Result<String> {
+    doc.cabundle
+        .first()
+        .and_then(|first| {
+            app.verifier
+                .anchors()
+                .iter()
+                .find(|a| a.der() == first.as_slice())
+        })
+        .map(|a| hex::encode(a.sha256()))
+        .ok_or_else(|| {
+            KmsError::AccessDenied(
+                "The attestation document was refused: its chain does not start at a trust root"
+                    .into(),
+            )
+        })
 }
 
 impl Recipient {
-    /// The `kms:RecipientAttestation:*` condition keys (lower-case names, lower-case hex values).
+    /// The `kms:RecipientAttestation:*` condition keys and [`TRUST_ROOT_KEY`] (lower-case names,
+    /// lower-case hex values).
     pub(crate) fn conditions(&self) -> HashMap<String, Vec<String>> {
         let mut out = HashMap::new();
+        out.insert(
+            TRUST_ROOT_KEY.to_owned(),
+            vec![self.trust_root_sha256.clone()],
+        );
         for (index, value) in self.doc.pcrs.iter() {
             out.insert(
                 format!("kms:recipientattestation:pcr{}", index.get()),

@@ -2,7 +2,9 @@
 //!
 //! Each entry is stored as canonical JSON with `hash = SHA-256(prev_hash ‖ "\n" ‖ entry)`, so
 //! changing, removing or reordering any entry breaks every hash after it. `cloister-kms audit
-//! verify` walks the chain. Entries never hold key material or plaintext.
+//! verify` walks the chain. Entries never hold key material or plaintext. What an attestation
+//! document says is recorded as verified (`module_id`, `pcr0`, `trust_root_sha256`) only when it
+//! verified; a refused document's claims go to `claimed_*` fields.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,12 +40,23 @@ pub(crate) struct AuditEntry {
     /// Why (error message), when refused.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) reason: Option<String>,
-    /// For requests carrying an attestation document: its module id.
+    /// For requests carrying an attestation document that verified: its module id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) module_id: Option<String>,
-    /// For requests carrying an attestation document: its PCR0 (hex).
+    /// For requests carrying an attestation document that verified: its PCR0 (hex).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) pcr0: Option<String>,
+    /// For requests carrying an attestation document that verified: SHA-256 (hex) of the trust
+    /// root its chain starts with.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) trust_root_sha256: Option<String>,
+    /// For a refused attestation document: the module id it *claims*, unverified (anyone can
+    /// write any value into a document that does not verify).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) claimed_module_id: Option<String>,
+    /// For a refused attestation document: the PCR0 it *claims* (hex), unverified.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) claimed_pcr0: Option<String>,
 }
 
 /// The hash of an entry stored after `prev`.

@@ -1,4 +1,5 @@
-//! `cloister-kms`: serve the KMS, print credentials, add principals, read the audit log.
+//! `cloister-kms`: serve the KMS, print credentials, add principals, read the audit log, print the
+//! attestation trust roots' fingerprints (for `cloister:RecipientAttestation:TrustRootSha256`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,13 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print each attestation trust root's SHA-256 (the AWS Nitro root's, then each given root's):
+    /// the values of the `cloister:RecipientAttestation:TrustRootSha256` condition key.
+    TrustRoots {
+        /// A PEM root, as `serve --trust-root` takes it. Repeatable.
+        #[arg(long = "trust-root", value_name = "PEM")]
+        trust_roots: Vec<PathBuf>,
+    },
     /// Examine key policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -194,14 +202,16 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             max_attestation_age,
             rate,
         } => {
-            let mut roots = Vec::new();
-            for p in &trust_roots {
-                let pem = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                roots.extend(
-                    TrustAnchor::all_from_pem(&pem).with_context(|| format!("{}", p.display()))?,
+            let roots = load_trust_roots(&trust_roots)?;
+            for (source, anchor) in std::iter::once(&aws_root()).chain(&roots) {
+                tracing::info!(
+                    source = %source,
+                    subject = %anchor.subject(),
+                    sha256 = %hex::encode(anchor.sha256()),
+                    "attestation trust root"
                 );
             }
+            let roots = roots.into_iter().map(|(_, a)| a).collect();
             let (root, store) = Store::init(&data_dir, &account)?;
             let _lock = lock_data_dir(&data_dir)?;
             let cfg = Config {
@@ -220,6 +230,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(serve(app, listen, tls))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::TrustRoots { trust_roots } => {
+            for (source, anchor) in
+                std::iter::once(aws_root()).chain(load_trust_roots(&trust_roots)?)
+            {
+                println!(
+                    "{}  {source}  {}",
+                    hex::encode(anchor.sha256()),
+                    anchor.subject()
+                );
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Credentials { data_dir, account } => {
@@ -311,6 +333,26 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
     }
+}
+
+/// The built-in AWS Nitro Enclaves root, named as `trust-roots` prints it.
+fn aws_root() -> (String, TrustAnchor) {
+    (
+        "aws-nitro-enclaves-root-g1".into(),
+        TrustAnchor::aws_nitro_root_g1(),
+    )
+}
+
+/// Every root in each `--trust-root` PEM file, with the file it came from.
+fn load_trust_roots(paths: &[PathBuf]) -> Result<Vec<(String, TrustAnchor)>> {
+    let mut roots = Vec::new();
+    for p in paths {
+        let pem = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let anchors =
+            TrustAnchor::all_from_pem(&pem).with_context(|| format!("{}", p.display()))?;
+        roots.extend(anchors.into_iter().map(|a| (p.display().to_string(), a)));
+    }
+    Ok(roots)
 }
 
 fn open_existing(dir: &Path) -> Result<Store> {

@@ -14,12 +14,34 @@
 //! There is no IAM here: a principal that a key policy names is the principal with exactly that
 //! ARN, and an account id or `arn:aws:iam::<account>:root` names the account's root principal
 //! only (on AWS it delegates to IAM policies).
+//!
+//! Exactness, where IAM is exact or this KMS is stricter:
+//! - **Principals** match as IAM matches them: `"*"` (or `{"AWS": "*"}`) is everyone; otherwise an
+//!   ARN or account id matches exactly and case-sensitively. IAM does not let a wildcard match
+//!   part of a principal name or ARN, so a Principal ARN containing `*` is refused
+//!   (MalformedPolicyDocument) rather than glob-matched.
+//! - **Duplicate JSON keys**, at any depth, refuse the policy (MalformedPolicyDocument). Stricter
+//!   than AWS, whose parser keeps one of them: a policy must not mean something its reader did
+//!   not see.
+//! - **Several values for a single-valued key.** A condition key such as
+//!   `kms:EncryptionContext:purpose` matches context keys case-insensitively, so a context
+//!   `{"Purpose": "a", "purpose": "b"}` gives it two values (AWS advises against such pairs;
+//!   nothing is dropped here). Each value is a possible reading of the request, and a condition
+//!   must hold the way that cannot grant more than any one reading would: in an `Allow` statement
+//!   the condition must hold for *every* value, in a `Deny` statement it holds if it holds for
+//!   *any* value. So `StringEquals purpose = X` allows only if all values are `X`; `StringNotEquals
+//!   purpose = X` allows only if no value is `X`; a `Deny` on `StringEquals purpose = X` fires if
+//!   any value is `X`, and on `StringNotEquals` if any value is not `X`. For such a key the
+//!   `ForAnyValue:`/`ForAllValues:` qualifiers change nothing but the absent-key case (each reading
+//!   is a one-value set). The same rule applies to an unqualified operator on a multi-valued key
+//!   ([`MULTI_VALUED_KEYS`]); there the qualifiers keep IAM's set meaning.
 
 mod findings;
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 pub use self::findings::{ANYONE, Finding, Path, PrincipalReport, Reach, Report};
 
@@ -27,6 +49,10 @@ use crate::error::{KmsError, Result};
 
 /// The largest policy document accepted.
 pub(crate) const MAX_POLICY_LEN: usize = 131_072;
+
+/// Condition keys whose request values are a set (IAM's multivalued context keys). Every other
+/// key is single-valued: several values for it are alternative readings of one request.
+pub const MULTI_VALUED_KEYS: &[&str] = &["kms:encryptioncontextkeys"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
@@ -92,7 +118,9 @@ pub struct RequestContext<'a> {
     pub action: &'a str,
     /// The key ARN.
     pub resource: &'a str,
-    /// Condition keys (lower-case) to their values; multi-valued keys have several.
+    /// Condition keys (lower-case) to their values: a multi-valued key's set
+    /// ([`MULTI_VALUED_KEYS`]), or a single-valued key's value, or its alternative values when
+    /// the request is ambiguous (encryption-context keys that differ only in case).
     pub conditions: HashMap<String, Vec<String>>,
 }
 
@@ -137,7 +165,7 @@ impl KeyPolicy {
                 "policy must be 1..={MAX_POLICY_LEN} characters"
             )));
         }
-        let doc: Value = serde_json::from_str(text)
+        let UniqueKeys(doc) = serde_json::from_str(text)
             .map_err(|e| malformed(format!("policy is not JSON: {e}")))?;
         let Value::Object(top) = doc else {
             return Err(malformed("policy must be a JSON object"));
@@ -235,16 +263,11 @@ fn parse_statement(v: &Value) -> Result<Statement> {
             if list.iter().any(|a| a == "*") {
                 Principals::Any
             } else {
-                for a in &list {
-                    let account_id = a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
-                    if !account_id
-                        && !a.starts_with("arn:aws:iam::")
-                        && !a.starts_with("arn:aws:sts::")
-                    {
-                        return Err(malformed(format!("invalid principal {a:?}")));
-                    }
-                }
-                Principals::Arns(list)
+                Principals::Arns(
+                    list.iter()
+                        .map(|a| principal_arn(a))
+                        .collect::<Result<_>>()?,
+                )
             }
         }
         _ => return Err(malformed("Principal is required in a key policy")),
@@ -322,6 +345,91 @@ fn parse_statement(v: &Value) -> Result<Statement> {
     })
 }
 
+/// The ARN a Principal entry names: an account id names the account's root; an ARN must be an
+/// IAM or STS ARN without wildcards (IAM cannot match part of a principal name or ARN).
+fn principal_arn(entry: &str) -> Result<String> {
+    if entry.len() == 12 && entry.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(format!("arn:aws:iam::{entry}:root"));
+    }
+    if !entry.starts_with("arn:aws:iam::") && !entry.starts_with("arn:aws:sts::") {
+        return Err(malformed(format!("invalid principal {entry:?}")));
+    }
+    if entry.contains('*') {
+        return Err(malformed(format!(
+            "invalid principal {entry:?}: a wildcard cannot match part of a principal ARN; use \"*\" alone for everyone"
+        )));
+    }
+    Ok(entry.to_owned())
+}
+
+/// A JSON value read with every object's keys unique, at any depth: a duplicate key is an error
+/// where `serde_json::Value` would silently keep the last value.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let UniqueKeys(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// `*` and `?` glob matching, optionally case-insensitive.
 pub(crate) fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
@@ -359,15 +467,7 @@ impl Statement {
     fn matches(&self, req: &RequestContext<'_>) -> bool {
         let principal_ok = match &self.principals {
             Principals::Any => true,
-            Principals::Arns(list) => list.iter().any(|a| {
-                let arn = if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
-                    format!("arn:aws:iam::{a}:root")
-                } else {
-                    a.clone()
-                };
-                arn == req.principal_arn
-                    || (arn.contains('*') && glob(&arn, req.principal_arn, false))
-            }),
+            Principals::Arns(list) => list.iter().any(|arn| arn == req.principal_arn),
         };
         principal_ok
             && self
@@ -378,12 +478,17 @@ impl Statement {
                 .resources
                 .iter()
                 .any(|r| r == "*" || glob(r, req.resource, false))
-            && self.conditions.iter().all(|c| c.holds(&req.conditions))
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.holds(&req.conditions, self.effect))
     }
 }
 
 impl Condition {
-    fn holds(&self, ctx: &HashMap<String, Vec<String>>) -> bool {
+    /// Whether the condition holds for a statement of `effect` (see the module header for
+    /// several values of a single-valued key).
+    fn holds(&self, ctx: &HashMap<String, Vec<String>>, effect: Effect) -> bool {
         let present = ctx.get(&self.key).filter(|v| !v.is_empty());
         if self.op == Op::Null {
             // {"Null": {"k": "true"}} holds when k is absent.
@@ -415,11 +520,16 @@ impl Condition {
                 Op::Null => false,
             }
         };
-        match self.set {
-            Some(SetQualifier::ForAnyValue) => values.iter().any(|v| one(v)),
-            Some(SetQualifier::ForAllValues) => values.iter().all(|v| one(v)),
-            // A single-valued key: a multi-valued one must match on every value.
-            None => values.iter().all(|v| one(v)),
+        let multi_valued = MULTI_VALUED_KEYS.contains(&self.key.as_str());
+        match (self.set, multi_valued) {
+            (Some(SetQualifier::ForAnyValue), true) => values.iter().any(|v| one(v)),
+            (Some(SetQualifier::ForAllValues), true) => values.iter().all(|v| one(v)),
+            // Alternative readings of one request: an Allow needs every reading to satisfy the
+            // condition, a Deny fires on any (never more access than one reading would give).
+            _ => match effect {
+                Effect::Allow => values.iter().all(|v| one(v)),
+                Effect::Deny => values.iter().any(|v| one(v)),
+            },
         }
     }
 }
@@ -589,6 +699,169 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_refused() {
+        let ok = r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:*","Resource":"*",
+            "Condition":{"StringEquals":{"kms:EncryptionContext:a":"1","kms:EncryptionContext:b":"2"}}}}"#;
+        KeyPolicy::parse(ok).unwrap();
+        for bad in [
+            // Top level: the second Statement would silently replace the first.
+            r#"{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*"},
+                "Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}}"#,
+            // In a statement: which Effect?
+            r#"{"Statement":{"Effect":"Deny","Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}}"#,
+            // In a condition block, and in the Principal object.
+            r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*",
+                "Condition":{"StringEquals":{"kms:EncryptionContext:a":"1","kms:EncryptionContext:a":"2"}}}}"#,
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"111122223333","AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#,
+            // Inside an array inside an object.
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Sid":"a","Sid":"b"}]}"#,
+        ] {
+            let err = KeyPolicy::parse(bad).unwrap_err();
+            assert_eq!(err.aws_name(), "MalformedPolicyDocumentException", "{bad}");
+            assert!(err.to_string().contains("duplicate key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn principals_match_exactly_and_partial_wildcards_are_refused() {
+        for bad in [
+            "arn:aws:iam::111122223333:role/*",
+            "arn:aws:iam::*:root",
+            "arn:aws:iam::111122223333:role/app*",
+            "arn:aws:sts::111122223333:assumed-role/app/*",
+        ] {
+            let text = format!(
+                r#"{{"Statement":{{"Effect":"Allow","Principal":{{"AWS":["111122223333","{bad}"]}},"Action":"kms:*","Resource":"*"}}}}"#
+            );
+            assert_eq!(
+                KeyPolicy::parse(&text).unwrap_err().aws_name(),
+                "MalformedPolicyDocumentException",
+                "{bad}"
+            );
+        }
+        let p = KeyPolicy::parse(r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::111122223333:role/App","444455556666"]},"Action":"kms:*","Resource":"*"}}"#).unwrap();
+        let decide = |arn| p.evaluate(&ctx(arn, "kms:Decrypt", &[]));
+        assert_eq!(
+            decide("arn:aws:iam::111122223333:role/App"),
+            Decision::Allow
+        );
+        assert_eq!(decide("arn:aws:iam::444455556666:root"), Decision::Allow);
+        for other in [
+            "arn:aws:iam::111122223333:role/app",
+            "arn:aws:iam::111122223333:role/App2",
+            "arn:aws:iam::444455556666:role/x",
+            "arn:aws:iam::111122223333:root",
+        ] {
+            assert_eq!(decide(other), Decision::ImplicitDeny, "{other}");
+        }
+        // "*" alone, bare or under AWS, is everyone.
+        for any in [r#""*""#, r#"{"AWS":"*"}"#, r#"{"AWS":["*"]}"#] {
+            let p = KeyPolicy::parse(&format!(
+                r#"{{"Statement":{{"Effect":"Allow","Principal":{any},"Action":"kms:*","Resource":"*"}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(
+                p.evaluate(&ctx("arn:aws:iam::999999999999:role/z", "kms:Decrypt", &[])),
+                Decision::Allow
+            );
+        }
+    }
+
+    /// `{"Purpose": .., "purpose": ..}` gives `kms:encryptioncontext:purpose` two values.
+    const AMBIGUOUS: &str = "kms:EncryptionContext:purpose";
+
+    fn allow_if(op: &str) -> KeyPolicy {
+        KeyPolicy::parse(&format!(
+            r#"{{"Statement":{{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*",
+                "Condition":{{"{op}":{{"{AMBIGUOUS}":"x"}}}}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn deny_if(op: &str) -> KeyPolicy {
+        KeyPolicy::parse(&format!(
+            r#"{{"Statement":[{{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}},
+                {{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*",
+                  "Condition":{{"{op}":{{"{AMBIGUOUS}":"x"}}}}}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    fn with_values(p: &KeyPolicy, values: &[&str]) -> Decision {
+        p.evaluate(&ctx(
+            "arn:aws:iam::111122223333:role/r",
+            "kms:Decrypt",
+            &[(AMBIGUOUS, values)],
+        ))
+    }
+
+    #[test]
+    fn keys_differing_in_case_never_grant_more_than_one_reading() {
+        use Decision::{Allow, ExplicitDeny, ImplicitDeny};
+        // Allow statements: every value must satisfy the condition.
+        for op in [
+            "StringEquals",
+            "StringLike",
+            "StringEqualsIgnoreCase",
+            "ForAnyValue:StringEquals",
+            "ForAllValues:StringEquals",
+            "StringEqualsIfExists",
+        ] {
+            let p = allow_if(op);
+            assert_eq!(with_values(&p, &["x"]), Allow, "{op}");
+            assert_eq!(with_values(&p, &["x", "x"]), Allow, "{op}");
+            assert_eq!(with_values(&p, &["x", "y"]), ImplicitDeny, "{op}");
+            assert_eq!(with_values(&p, &["y", "x"]), ImplicitDeny, "{op}");
+        }
+        for op in [
+            "StringNotEquals",
+            "StringNotLike",
+            "StringNotEqualsIgnoreCase",
+            "ForAnyValue:StringNotEquals",
+        ] {
+            let p = allow_if(op);
+            assert_eq!(with_values(&p, &["y"]), Allow, "{op}");
+            assert_eq!(with_values(&p, &["y", "x"]), ImplicitDeny, "{op}");
+            assert_eq!(with_values(&p, &["x", "y"]), ImplicitDeny, "{op}");
+        }
+        // Deny statements: any value satisfying the condition fires the deny.
+        for op in ["StringEquals", "StringLike", "ForAllValues:StringEquals"] {
+            let p = deny_if(op);
+            assert_eq!(with_values(&p, &["y"]), Allow, "{op}");
+            assert_eq!(with_values(&p, &["y", "x"]), ExplicitDeny, "{op}");
+            assert_eq!(with_values(&p, &["x", "y"]), ExplicitDeny, "{op}");
+        }
+        for op in ["StringNotEquals", "StringNotLike"] {
+            let p = deny_if(op);
+            assert_eq!(with_values(&p, &["x"]), Allow, "{op}");
+            assert_eq!(with_values(&p, &["x", "y"]), ExplicitDeny, "{op}");
+        }
+        // Null does not depend on the values: the key is present.
+        let absent = KeyPolicy::parse(&format!(
+            r#"{{"Statement":{{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*",
+                "Condition":{{"Null":{{"{AMBIGUOUS}":"true"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(with_values(&absent, &["a", "b"]), ImplicitDeny);
+        assert_eq!(with_values(&absent, &[]), Allow);
+    }
+
+    #[test]
+    fn multi_valued_keys_keep_set_semantics() {
+        let p = KeyPolicy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"},
+            {"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*",
+             "Condition":{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":["a","b"]}}}]}"#,
+        )
+        .unwrap();
+        let r = "arn:aws:iam::111122223333:role/r";
+        let keys =
+            |k: &[&str]| p.evaluate(&ctx(r, "kms:Decrypt", &[("kms:EncryptionContextKeys", k)]));
+        assert_eq!(keys(&["a", "b"]), Decision::ExplicitDeny);
+        assert_eq!(keys(&["a", "c"]), Decision::Allow);
     }
 
     #[test]

@@ -1,4 +1,8 @@
 //! The HTTP front: AWS JSON 1.1 over `POST /`, authenticated with SigV4, every request audited.
+//!
+//! SigV4 is strict (see `cloister_sigv4::verify`): `host`, `x-amz-date`, `content-type` and every
+//! `x-amz-*` header a request carries must be signed, so a captured request cannot be replayed as
+//! another operation, and signing keys are derived once per principal per day (`App::signing_keys`).
 
 use std::sync::Arc;
 
@@ -30,6 +34,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Verifies the request's SigV4 signature against the principal it names (whose signing key
+/// comes from the app's cache). Header values that are not visible ASCII are kept (lossily), never
+/// dropped, so a header cannot hide from the signed-headers check by being unreadable.
 fn authenticate(
     app: &App,
     method: &Method,
@@ -47,10 +54,11 @@ fn authenticate(
     let principal = app
         .principal(&auth.access_key_id)?
         .ok_or(KmsError::UnrecognizedClient)?;
-    let pairs: Vec<(&str, &str)> = headers
+    let values: Vec<(&str, std::borrow::Cow<'_, str>)> = headers
         .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes())))
         .collect();
+    let pairs: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
     let parts = cloister_sigv4::RequestParts {
         method: method.as_str(),
         path: uri.path(),
@@ -58,13 +66,14 @@ fn authenticate(
         headers: &pairs,
         body,
     };
-    cloister_sigv4::verify(
+    cloister_sigv4::verify_cached(
         &parts,
         &auth,
         &principal.secret,
         &app.cfg.region,
         "kms",
         time::OffsetDateTime::now_utc(),
+        &app.signing_keys,
     )?;
     Ok(principal)
 }

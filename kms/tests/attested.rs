@@ -145,12 +145,13 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
         assert_eq!(host.call("Decrypt", &json!({"CiphertextBlob": ct, "Recipient": bad_alg})).await.unwrap_err().aws_name(), Some("ValidationException"));
     });
 
-    // The audit log saw every attempt, with the document's module id and PCR0.
+    // The audit log saw every attempt, with the document's module id and PCR0 (as claims only
+    // when the document was refused).
     let audit = server.audit_tail(40);
     let attested: Vec<&Value> = audit
         .iter()
         .map(|e| &e["entry"])
-        .filter(|e| e.get("module_id").is_some())
+        .filter(|e| e.get("module_id").is_some() || e.get("claimed_module_id").is_some())
         .collect();
     assert!(attested.len() >= 10, "{attested:?}");
     assert!(
@@ -165,6 +166,8 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
             .as_str()
             .unwrap_or_default()
             .contains("ATT-STALE")
+            && e["claimed_pcr0"] == good_image.as_str()
+            && e.get("pcr0").is_none()
     }));
     assert!(attested.iter().all(|e| e["principal"] == ENCLAVE_ROLE));
     let v = std::process::Command::new(kms_bin().path())

@@ -4,6 +4,10 @@
 //! drift apart; the server must not depend on the client, so this lives in a leaf crate. Only what
 //! AWS's JSON protocols use is implemented: the `Authorization` header form with
 //! `AWS4-HMAC-SHA256`, not presigned URLs or chunked payloads.
+//!
+//! This module canonicalises and signs; [`verify()`] (module `verify`) decides what a request must
+//! have signed and checks the signature; [`SigningKeyCache`] (module `cache`) lets a server derive
+//! each principal's signing key once a day instead of once a request.
 
 use std::fmt::Write as _;
 
@@ -12,6 +16,12 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use zeroize::Zeroizing;
+
+mod cache;
+mod verify;
+
+pub use cache::SigningKeyCache;
+pub use verify::{must_be_signed, verify, verify_cached};
 
 /// The only algorithm AWS JSON services use.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -37,6 +47,22 @@ pub enum SigV4Error {
     /// Scope names another region or service.
     #[error("Credential should be scoped to {0}")]
     Scope(String),
+    /// The credential scope's date is not the date of `X-Amz-Date`.
+    #[error(
+        "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{scope}' != '{request}', from '{amz_date}'."
+    )]
+    ScopeDate {
+        /// The scope's date as sent.
+        scope: String,
+        /// `YYYYMMDD` of `X-Amz-Date`.
+        request: String,
+        /// `X-Amz-Date` as sent.
+        amz_date: String,
+    },
+    /// A header the request carries that must be signed (see [`must_be_signed`]) is not in
+    /// `SignedHeaders`, or `host`/`x-amz-date` is not.
+    #[error("'{0}' must be a 'SignedHeader' in the AWS Authorization.")]
+    Unsigned(String),
     /// The signature does not match.
     #[error(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
@@ -49,8 +75,10 @@ impl SigV4Error {
     pub fn aws_error(&self) -> &'static str {
         match self {
             Self::Missing => "MissingAuthenticationTokenException",
-            Self::Malformed(_) => "IncompleteSignatureException",
-            Self::Date(_) | Self::Scope(_) | Self::Mismatch => "InvalidSignatureException",
+            Self::Malformed(_) | Self::Unsigned(_) => "IncompleteSignatureException",
+            Self::Date(_) | Self::Scope(_) | Self::ScopeDate { .. } | Self::Mismatch => {
+                "InvalidSignatureException"
+            }
         }
     }
 }
@@ -378,66 +406,6 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, SigV4Error> {
         signed_headers,
         signature,
     })
-}
-
-/// Checks a request's signature made with `secret`, at server time `now`, for `region`/`service`.
-pub fn verify(
-    parts: &RequestParts<'_>,
-    auth: &Authorization,
-    secret: &str,
-    region: &str,
-    service: &str,
-    now: OffsetDateTime,
-) -> Result<(), SigV4Error> {
-    if auth.region != region || auth.service != service {
-        return Err(SigV4Error::Scope(format!(
-            "a valid region ({region}) and service ({service})"
-        )));
-    }
-    let header = |name: &str| {
-        parts
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
-    let amz = header("x-amz-date").ok_or_else(|| SigV4Error::Date("missing X-Amz-Date".into()))?;
-    let when =
-        parse_amz_date(amz).ok_or_else(|| SigV4Error::Date(format!("bad X-Amz-Date {amz:?}")))?;
-    if !amz.starts_with(&auth.date) {
-        return Err(SigV4Error::Date(
-            "credential scope date differs from X-Amz-Date".into(),
-        ));
-    }
-    if (now - when).abs() > MAX_SKEW {
-        return Err(SigV4Error::Date(format!(
-            "{amz} is more than 15 minutes from the server time {}",
-            amz_date(now)
-        )));
-    }
-    for required in ["host", "x-amz-date"] {
-        if !auth.signed_headers.iter().any(|h| h == required) {
-            return Err(SigV4Error::Malformed(format!("{required} must be signed")));
-        }
-    }
-    let payload_hash = sha256_hex(parts.body);
-    if let Some(claimed) = header("x-amz-content-sha256")
-        && claimed != payload_hash
-    {
-        return Err(SigV4Error::Mismatch);
-    }
-    let creq = canonical_request(parts, &auth.signed_headers, &payload_hash);
-    let sts = string_to_sign(amz, &scope(&auth.date, region, service), &creq);
-    let expected = signature(&signing_key(secret, &auth.date, region, service), &sts);
-    if aws_lc_rs::constant_time::verify_slices_are_equal(
-        expected.as_bytes(),
-        auth.signature.as_bytes(),
-    )
-    .is_err()
-    {
-        return Err(SigV4Error::Mismatch);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

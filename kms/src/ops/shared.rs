@@ -1,5 +1,6 @@
 //! What the operation families share: the request being served, key lookup with its policy
-//! check, persisting a key, the input shapes several operations use, paging, randomness.
+//! check, the encryption context's condition keys, persisting a key, the input shapes several
+//! operations use, paging, randomness.
 
 use std::collections::HashMap;
 
@@ -93,17 +94,17 @@ pub(super) fn new_material() -> Result<Zeroizing<[u8; 32]>> {
     Ok(m)
 }
 
-/// Condition keys of an encryption context.
+/// Condition keys of an encryption context: `kms:encryptioncontext:<key>` for each pair, and the
+/// multi-valued `kms:encryptioncontextkeys`. Condition key names are case-insensitive, so keys
+/// that differ only in case (`Purpose`, `purpose`) give one condition key all their values, none
+/// dropped; the policy then reads them as alternatives (see `policy`'s header).
 pub(super) fn ec_conditions(ec: &EncryptionContext) -> HashMap<String, Vec<String>> {
-    let mut c: HashMap<String, Vec<String>> = ec
-        .iter()
-        .map(|(k, v)| {
-            (
-                format!("kms:encryptioncontext:{}", k.to_ascii_lowercase()),
-                vec![v.clone()],
-            )
-        })
-        .collect();
+    let mut c: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in ec.iter() {
+        c.entry(format!("kms:encryptioncontext:{}", k.to_ascii_lowercase()))
+            .or_default()
+            .push(v.clone());
+    }
     c.insert(
         "kms:encryptioncontextkeys".into(),
         ec.keys().cloned().collect(),
@@ -165,4 +166,26 @@ pub(super) fn paged(list_name: &str, items: Vec<Value>, next: Option<String>) ->
         out["NextMarker"] = json!(n);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differing_in_case_keep_every_value() {
+        let ec: EncryptionContext = [("Purpose", "a"), ("purpose", "b"), ("other", "c")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = ec_conditions(&ec);
+        let mut purpose = c["kms:encryptioncontext:purpose"].clone();
+        purpose.sort();
+        assert_eq!(purpose, ["a", "b"]);
+        assert_eq!(c["kms:encryptioncontext:other"], ["c"]);
+        assert_eq!(
+            c["kms:encryptioncontextkeys"],
+            ["Purpose", "other", "purpose"]
+        );
+    }
 }

@@ -73,7 +73,7 @@ pub struct PrincipalReport {
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Per principal named in the policy (account ids as their root ARN), then [`ANYONE`] if a
+    /// Per principal named in the policy (an account id is its root ARN), then [`ANYONE`] if a
     /// statement names `*`.
     pub principals: Vec<PrincipalReport>,
     /// How many paths are reached without attestation (the findings).
@@ -166,7 +166,7 @@ impl KeyPolicy {
         for s in &self.statements {
             match &s.principals {
                 Principals::Any => anyone = true,
-                Principals::Arns(list) => named.extend(list.iter().map(|a| normalize(a))),
+                Principals::Arns(list) => named.extend(list.iter().cloned()),
             }
         }
         let mut principals: Vec<String> = named.into_iter().collect();
@@ -234,22 +234,11 @@ impl KeyPolicy {
     }
 }
 
-/// An account id as its root ARN.
-fn normalize(a: &str) -> String {
-    if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
-        format!("arn:aws:iam::{a}:root")
-    } else {
-        a.to_owned()
-    }
-}
-
 /// Whether statement `s` names `principal` ([`ANYONE`] is named only by `*`).
 fn names(s: &Statement, principal: &str) -> bool {
     match &s.principals {
         Principals::Any => true,
-        Principals::Arns(list) => {
-            principal != ANYONE && list.iter().any(|a| normalize(a) == principal)
-        }
+        Principals::Arns(list) => principal != ANYONE && list.iter().any(|a| a == principal),
     }
 }
 
@@ -259,14 +248,14 @@ fn is_attestation_key(c: &Condition) -> bool {
 
 /// A condition that fails when no attestation document was verified.
 fn requires_attestation(c: &Condition) -> bool {
-    is_attestation_key(c) && !c.holds(&HashMap::new())
+    is_attestation_key(c) && !c.holds(&HashMap::new(), Effect::Allow)
 }
 
 /// A Deny that fires whenever no attestation is presented, whatever else the caller sends.
 fn denies_unattested(s: &Statement) -> bool {
     s.conditions
         .iter()
-        .all(|c| is_attestation_key(c) && c.holds(&HashMap::new()))
+        .all(|c| is_attestation_key(c) && c.holds(&HashMap::new(), Effect::Deny))
 }
 
 #[cfg(test)]
