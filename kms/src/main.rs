@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
-use cloister_kms::{App, AuditCheck, Config, Principal, Store, router, server_config};
+use cloister_kms::{
+    App, AuditCheck, Config, Migration, Principal, RootKeyFile, Store, router, server_config,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,13 +23,41 @@ struct Cli {
     command: Command,
 }
 
+/// The data directory and root key of a command that opens the store.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Data directory (created 0700): SQLite store, TLS material, and root.key unless
+    /// --root-key says otherwise.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The root key file (32 bytes, 0600), created only with a new store. Default:
+    /// <data-dir>/root.key. Keep it outside the data directory (another volume, a secrets mount)
+    /// so that a copy of the directory holds no key.
+    #[arg(long, value_name = "FILE")]
+    root_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn root_key(&self) -> RootKeyFile {
+        RootKeyFile::new(&self.data_dir, self.root_key.as_deref())
+    }
+
+    /// Opens (creating if needed) the store, its root key and `account`'s admin.
+    fn init(&self, account: &str) -> Result<(cloister_kms::RootKey, Store)> {
+        Ok(Store::init_with_root_key(
+            &self.data_dir,
+            &self.root_key(),
+            account,
+        )?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the KMS.
     Serve {
-        /// Data directory (created 0700): SQLite store, root.key, TLS material.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Plain HTTP address.
         #[arg(long, default_value = "127.0.0.1:4599")]
         listen: SocketAddr,
@@ -52,9 +82,8 @@ enum Command {
     },
     /// Print the admin principal's credentials as environment lines.
     Credentials {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Account id (used if the store is created by this command).
         #[arg(long, default_value = "111122223333")]
         account: String,
@@ -65,15 +94,20 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Once, after upgrading from a version without row integrity: MAC every key, alias and
+    /// principal row as it is now (they are only as trustworthy as the file was).
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum PrincipalCommand {
     /// Create a principal with fresh credentials and print them.
     Add {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Principal ARN, e.g. arn:aws:iam::111122223333:role/enclave.
         #[arg(long)]
         arn: String,
@@ -142,7 +176,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve {
-            data_dir,
+            store: store_args,
             listen,
             tls_listen,
             region,
@@ -159,8 +193,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     TrustAnchor::all_from_pem(&pem).with_context(|| format!("{}", p.display()))?,
                 );
             }
-            let (root, store) = Store::init(&data_dir, &account)?;
-            let _lock = lock_data_dir(&data_dir)?;
+            let data_dir = &store_args.data_dir;
+            let (root, store) = store_args.init(&account)?;
+            let _lock = lock_data_dir(data_dir)?;
             let cfg = Config {
                 region,
                 account,
@@ -169,18 +204,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 trust_roots: roots,
             };
             let tls = match tls_listen {
-                Some(addr) => Some((addr, server_config(&data_dir)?)),
+                Some(addr) => Some((addr, server_config(data_dir)?)),
                 None => None,
             };
-            let app = Arc::new(App::new(cfg, root, store, &data_dir)?);
+            let app = Arc::new(App::new(cfg, root, store, data_dir)?);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(serve(app, listen, tls))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Credentials { data_dir, account } => {
-            let (root, store) = Store::init(&data_dir, &account)?;
+        Command::Credentials { store, account } => {
+            let (root, store) = store.init(&account)?;
             let p = store
                 .admin(&root, &account)?
                 .context("no admin principal for this account")?;
@@ -188,16 +223,29 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Principal(PrincipalCommand::Add {
-            data_dir,
+            store,
             arn,
             account,
         }) => {
             if !(arn.starts_with("arn:aws:iam::") || arn.starts_with("arn:aws:sts::")) {
                 bail!("--arn must be an IAM or STS ARN (arn:aws:iam::<account>:...)");
             }
-            let (root, store) = Store::init(&data_dir, &account)?;
+            let (root, store) = store.init(&account)?;
             let p = store.add_principal(&root, &arn)?;
             print_credentials(&p);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Migrate { store } => {
+            let dir = &store.data_dir;
+            anyhow::ensure!(Store::exists(dir), "no KMS store in {}", dir.display());
+            let _lock = lock_data_dir(dir)?;
+            match Store::migrate(dir, &store.root_key())? {
+                Migration::Migrated { rows } => println!(
+                    "migrated {}: {rows} key, alias and principal rows MAC'd as they were",
+                    dir.display()
+                ),
+                _ => println!("{} already has row integrity: nothing to do", dir.display()),
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Tail { data_dir, n }) => {
