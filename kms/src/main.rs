@@ -94,8 +94,10 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Once, after upgrading from a version without row integrity: MAC every key, alias and
-    /// principal row as it is now (they are only as trustworthy as the file was).
+    /// MAC the rows of a store from before row integrity (once, after upgrading).
+    ///
+    /// Every key, alias and principal row is MAC'd as it is now, so it is only as trustworthy as
+    /// the file was. A server never does this on its own.
     Migrate {
         #[command(flatten)]
         store: StoreArgs,
