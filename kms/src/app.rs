@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use cloister_attestation::{TrustAnchor, Verifier};
 
+use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
 use crate::policy::{Decision, KeyPolicy, RequestContext};
 use crate::ratelimit::TokenBucket;
 use crate::rootkey::RootKey;
-use crate::state::{KeyRecord, KeyState, Principal, State};
-use crate::store::{Store, Writer};
+use crate::state::{Alias, Flaw, KeyRecord, KeyState, Principal, RowId, State};
+use crate::store::{Store, Writer, now_ms};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -60,15 +61,23 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the application over the store in `data_dir` that [`Store::init`] opened.
+    /// Builds the application over the store in `data_dir` that [`Store::init`] opened. Stored
+    /// rows that fail their integrity check are logged and audited (`IntegrityCheck`), and
+    /// refused whenever a request names them; the rest is served.
     pub fn new(cfg: Config, root: RootKey, store: Store, data_dir: &Path) -> Result<Self> {
         let state = store.load(&root)?;
-        let writer = store.start_writer()?;
+        let writer = store.start_writer(&root)?;
         let reader = Store::open_read_only(data_dir)?;
         let mut anchors = vec![TrustAnchor::aws_nitro_root_g1()];
         anchors.extend(cfg.trust_roots.iter().cloned());
         let limiter = cfg.rate.map(|r| Mutex::new(TokenBucket::new(r)));
-        Ok(Self {
+        let mut tampered: Vec<(RowId, Flaw)> = state
+            .tampered
+            .iter()
+            .map(|(r, f)| (r.clone(), *f))
+            .collect();
+        tampered.sort_by(|a, b| a.0.cmp(&b.0));
+        let app = Self {
             verifier: Verifier::new(anchors).with_chain_cache(1024),
             signing_keys: cloister_sigv4::SigningKeyCache::new(1024),
             cfg,
@@ -78,6 +87,51 @@ impl App {
             mutate: tokio::sync::Mutex::new(()),
             limiter,
             reader: Mutex::new(reader),
+        };
+        for (row, flaw) in &tampered {
+            app.report_tampered(row, *flaw)?;
+        }
+        Ok(app)
+    }
+
+    /// The refusal for a request naming a stored row that failed its integrity check.
+    fn tampered(&self, row: &RowId, flaw: Flaw) -> KmsError {
+        let what = match row {
+            RowId::Key(id) => format!("key {}", self.key_arn(id)),
+            RowId::Alias(name) => format!("alias {}", self.alias_arn(name)),
+            RowId::Principal(id) => format!("access key {id}"),
+        };
+        KmsError::Internal(format!(
+            "error[KMS-INTEGRITY]: the stored record of {what} (table {}) failed its integrity check: {flaw}; it is refused until an operator restores it",
+            flaw.table(row)
+        ))
+    }
+
+    /// The refusal for `row` if its stored record failed its integrity check.
+    fn refused(&self, state: &State, row: RowId) -> Option<KmsError> {
+        state
+            .tampered
+            .get(&row)
+            .map(|flaw| self.tampered(&row, *flaw))
+    }
+
+    /// Logs a stored row that failed its integrity check, and queues its `IntegrityCheck` audit
+    /// entry.
+    fn report_tampered(&self, row: &RowId, flaw: Flaw) -> Result<()> {
+        let err = self.tampered(row, flaw);
+        tracing::error!("{err}");
+        self.writer.queue_audit(AuditEntry {
+            time_ms: now_ms(),
+            principal: "cloister-kms".into(),
+            operation: "IntegrityCheck".into(),
+            key_id: match row {
+                RowId::Key(id) => Some(id.clone()),
+                _ => None,
+            },
+            outcome: "error".into(),
+            error: Some(err.aws_name().into()),
+            reason: Some(err.to_string()),
+            ..AuditEntry::default()
         })
     }
 
@@ -108,25 +162,51 @@ impl App {
     }
 
     /// Finds a principal by access key id: memory first, then the store (for principals added by
-    /// `cloister-kms principal add` while the server runs).
+    /// `cloister-kms principal add` while the server runs). A principal whose stored record
+    /// failed its integrity check is refused (and reported when first seen).
     pub(crate) fn principal(&self, access_key_id: &str) -> Result<Option<Principal>> {
-        if let Some(p) = self.state().principals.get(access_key_id) {
-            return Ok(Some(p.clone()));
+        {
+            let state = self.state();
+            if let Some(p) = state.principals.get(access_key_id) {
+                return Ok(Some(p.clone()));
+            }
+            let row = RowId::Principal(access_key_id.to_owned());
+            if let Some(refusal) = self.refused(&state, row) {
+                return Err(refusal);
+            }
         }
-        let found = {
+        let checked = {
             let store = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            store.principals(&self.root)?
+            store.checked_principals(&self.root)?
         };
-        let hit = found
+        let hit = checked
+            .rows
             .iter()
             .find(|p| p.access_key_id == access_key_id)
             .cloned();
+        let mut new_flaws = Vec::new();
         self.apply(|s| {
-            for p in found {
+            for p in checked.rows {
                 s.principals.insert(p.access_key_id.clone(), p);
             }
+            for (id, flaw) in checked.flawed {
+                let row = RowId::Principal(id);
+                if !s.tampered.contains_key(&row) {
+                    s.tampered.insert(row.clone(), flaw);
+                    new_flaws.push((row, flaw));
+                }
+            }
         });
-        Ok(hit)
+        for (row, flaw) in &new_flaws {
+            self.report_tampered(row, *flaw)?;
+        }
+        match hit {
+            Some(p) => Ok(Some(p)),
+            None => {
+                let row = RowId::Principal(access_key_id.to_owned());
+                self.refused(&self.state(), row).map_or(Ok(None), Err)
+            }
+        }
     }
 
     /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
@@ -148,27 +228,47 @@ impl App {
         };
         let state = self.state();
         if local.starts_with("alias/") {
-            return state
-                .aliases
-                .get(local)
-                .map(|a| a.key_id.clone())
-                .ok_or_else(|| {
+            if let Some(a) = state.aliases.get(local) {
+                return Ok(a.key_id.clone());
+            }
+            return Err(self
+                .refused(&state, RowId::Alias(local.to_owned()))
+                .unwrap_or_else(|| {
                     KmsError::NotFound(format!("Alias '{}' is not found.", self.alias_arn(local)))
-                });
+                }));
         }
         let id = local.strip_prefix("key/").unwrap_or(local);
         if state.keys.contains_key(id) {
             Ok(id.to_owned())
         } else {
-            Err(not_found(&format!("Key '{}'", self.key_arn(id))))
+            Err(self
+                .refused(&state, RowId::Key(id.to_owned()))
+                .unwrap_or_else(|| not_found(&format!("Key '{}'", self.key_arn(id)))))
         }
     }
 
     /// The key record for an id (after [`App::resolve`]).
     pub(crate) fn key(&self, key_id: &str) -> Result<KeyRecord> {
-        self.state().keys.get(key_id).cloned().ok_or_else(|| {
-            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(key_id)))
-        })
+        let state = self.state();
+        if let Some(k) = state.keys.get(key_id) {
+            return Ok(k.clone());
+        }
+        Err(self
+            .refused(&state, RowId::Key(key_id.to_owned()))
+            .unwrap_or_else(|| {
+                KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(key_id)))
+            }))
+    }
+
+    /// The alias named `name`: `None` if there is none, refused if its stored record failed its
+    /// integrity check.
+    pub(crate) fn alias(&self, name: &str) -> Result<Option<Alias>> {
+        let state = self.state();
+        if let Some(a) = state.aliases.get(name) {
+            return Ok(Some(a.clone()));
+        }
+        self.refused(&state, RowId::Alias(name.to_owned()))
+            .map_or(Ok(None), Err)
     }
 
     /// Evaluates `policy` for `principal` doing `action` on key `key_id`, adding the condition

@@ -246,6 +246,51 @@ pub enum SetupError {
         /// The file.
         path: PathBuf,
     },
+    /// The root key file does not exist, but the data directory holds a store sealed under one.
+    #[error(
+        "{} does not exist, but {} holds a store sealed under a root key: give that key with --root-key <FILE> (a new key would open none of its rows, so none is made)",
+        key.display(),
+        dir.display()
+    )]
+    RootKeyMissing {
+        /// The root key file looked for.
+        key: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The root key is not the one the store's rows were sealed and MAC'd under.
+    #[error(
+        "{} is not the root key of the store in {} (its root key check does not match): wrong --root-key?",
+        key.display(),
+        dir.display()
+    )]
+    WrongRootKey {
+        /// The root key file given.
+        key: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store predates row integrity: `cloister-kms migrate` must MAC its rows first.
+    #[error(
+        "the store in {} predates row integrity (schema version 0): run `cloister-kms migrate --data-dir {}` once; it MACs the rows as they are now",
+        dir.display(),
+        dir.display()
+    )]
+    NeedsMigration {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store's schema version is one this build does not know.
+    #[error(
+        "the store in {} has schema version {version}, which this cloister-kms does not know",
+        dir.display()
+    )]
+    UnknownSchema {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its `PRAGMA user_version`.
+        version: i64,
+    },
     /// The store could not be opened or initialised.
     #[error(transparent)]
     Kms(#[from] KmsError),

@@ -6,7 +6,8 @@
 //! encryption context unambiguously, keeps every rotated key version, refuses disabled and
 //! pending-deletion keys, audits every request in a hash chain, and persists durably in SQLite.
 //!
-//! The API is what the `cloister-kms` binary needs: [`Store::init`] opens a data directory,
+//! The API is what the `cloister-kms` binary needs: [`Store::init`] opens a data directory (its
+//! root key where [`RootKeyFile`] says; [`Store::migrate`] upgrades a store from before row MACs),
 //! [`App::new`] builds the service over it, [`router`] serves it (and [`server_config`] its TLS),
 //! [`App::housekeeping`] rotates and deletes keys when due. [`blob`] reads a ciphertext blob's
 //! header; [`policy`] and [`decode_input`] are public for the fuzz targets.
@@ -28,10 +29,10 @@ mod tls;
 
 pub use app::{App, Config};
 pub use error::{KmsError, SetupError, StoreError};
-pub use rootkey::RootKey;
+pub use rootkey::{RootKey, RootKeyFile};
 pub use server::router;
 pub use state::Principal;
-pub use store::{AuditCheck, Store, StoredEntry};
+pub use store::{AuditCheck, Migration, Store, StoredEntry};
 pub use tls::{Rotated, rotate as rotate_tls, server_config};
 
 /// Decodes a request body as operation `op`'s typed input (what the server does before it

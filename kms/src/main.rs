@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
 use cloister_kms::policy::KeyPolicy;
-use cloister_kms::{App, AuditCheck, Config, Principal, Rotated, Store, router, server_config};
+use cloister_kms::{
+    App, AuditCheck, Config, Migration, Principal, RootKeyFile, Rotated, Store, router,
+    server_config,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,13 +26,41 @@ struct Cli {
     command: Command,
 }
 
+/// The data directory and root key of a command that opens the store.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Data directory (created 0700): SQLite store, TLS material, and root.key unless
+    /// --root-key says otherwise.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The root key file (32 bytes, 0600), created only with a new store. Default:
+    /// <data-dir>/root.key. Keep it outside the data directory (another volume, a secrets mount)
+    /// so that a copy of the directory holds no key.
+    #[arg(long, value_name = "FILE")]
+    root_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn root_key(&self) -> RootKeyFile {
+        RootKeyFile::new(&self.data_dir, self.root_key.as_deref())
+    }
+
+    /// Opens (creating if needed) the store, its root key and `account`'s admin.
+    fn init(&self, account: &str) -> Result<(cloister_kms::RootKey, Store)> {
+        Ok(Store::init_with_root_key(
+            &self.data_dir,
+            &self.root_key(),
+            account,
+        )?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the KMS.
     Serve {
-        /// Data directory (created 0700): SQLite store, root.key, TLS material.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Plain HTTP address.
         #[arg(long, default_value = "127.0.0.1:4599")]
         listen: SocketAddr,
@@ -54,9 +85,8 @@ enum Command {
     },
     /// Print the admin principal's credentials as environment lines.
     Credentials {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Account id (used if the store is created by this command).
         #[arg(long, default_value = "111122223333")]
         account: String,
@@ -67,6 +97,14 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// MAC the rows of a store from before row integrity (once, after upgrading).
+    ///
+    /// Every key, alias and principal row is MAC'd as it is now, so it is only as trustworthy as
+    /// the file was. A server never does this on its own.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print each attestation trust root's SHA-256 (the AWS Nitro root's, then each given root's):
     /// the values of the `cloister:RecipientAttestation:TrustRootSha256` condition key.
     TrustRoots {
@@ -109,9 +147,12 @@ enum PolicyCommand {
         /// The key whose stored policy to check (key id or key ARN), with --data-dir.
         #[arg(long, requires = "data_dir")]
         key_id: Option<String>,
-        /// Data directory, for --key-id.
+        /// Data directory, for --key-id (its rows' integrity is checked with the root key).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The root key file, for --key-id. Default: <data-dir>/root.key.
+        #[arg(long, value_name = "FILE", requires = "data_dir")]
+        root_key: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -122,9 +163,8 @@ enum PolicyCommand {
 enum PrincipalCommand {
     /// Create a principal with fresh credentials and print them.
     Add {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Principal ARN, e.g. arn:aws:iam::111122223333:role/enclave.
         #[arg(long)]
         arn: String,
@@ -193,7 +233,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve {
-            data_dir,
+            store: store_args,
             listen,
             tls_listen,
             region,
@@ -212,8 +252,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 );
             }
             let roots = roots.into_iter().map(|(_, a)| a).collect();
-            let (root, store) = Store::init(&data_dir, &account)?;
-            let _lock = lock_data_dir(&data_dir)?;
+            let data_dir = &store_args.data_dir;
+            let (root, store) = store_args.init(&account)?;
+            let _lock = lock_data_dir(data_dir)?;
             let cfg = Config {
                 region,
                 account,
@@ -222,10 +263,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 trust_roots: roots,
             };
             let tls = match tls_listen {
-                Some(addr) => Some((addr, server_config(&data_dir)?)),
+                Some(addr) => Some((addr, server_config(data_dir)?)),
                 None => None,
             };
-            let app = Arc::new(App::new(cfg, root, store, &data_dir)?);
+            let app = Arc::new(App::new(cfg, root, store, data_dir)?);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -244,8 +285,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Credentials { data_dir, account } => {
-            let (root, store) = Store::init(&data_dir, &account)?;
+        Command::Credentials { store, account } => {
+            let (root, store) = store.init(&account)?;
             let p = store
                 .admin(&root, &account)?
                 .context("no admin principal for this account")?;
@@ -253,14 +294,14 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Principal(PrincipalCommand::Add {
-            data_dir,
+            store,
             arn,
             account,
         }) => {
             if !(arn.starts_with("arn:aws:iam::") || arn.starts_with("arn:aws:sts::")) {
                 bail!("--arn must be an IAM or STS ARN (arn:aws:iam::<account>:...)");
             }
-            let (root, store) = Store::init(&data_dir, &account)?;
+            let (root, store) = store.init(&account)?;
             let p = store.add_principal(&root, &arn)?;
             print_credentials(&p);
             Ok(std::process::ExitCode::SUCCESS)
@@ -269,6 +310,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             file,
             key_id,
             data_dir,
+            root_key,
             json,
         }) => {
             let text = match (file, key_id, data_dir) {
@@ -276,9 +318,15 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     .with_context(|| format!("reading {}", file.display()))?,
                 (None, Some(key), Some(dir)) => {
                     let id = key.rsplit_once(":key/").map_or(key.as_str(), |(_, id)| id);
-                    open_existing(&dir)?
-                        .key_policy_text(id)?
-                        .with_context(|| format!("no key {key} in {}", dir.display()))?
+                    anyhow::ensure!(Store::exists(&dir), "no KMS store in {}", dir.display());
+                    let args = StoreArgs {
+                        data_dir: dir,
+                        root_key,
+                    };
+                    let root = args.root_key().load()?;
+                    open_existing(&args.data_dir)?
+                        .key_policy(&root, id)?
+                        .with_context(|| format!("no key {key} in {}", args.data_dir.display()))?
                 }
                 _ => bail!("give a policy file, or --key-id with --data-dir"),
             };
@@ -308,6 +356,19 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     "new CA and server certificate: clients and enclave images must pin the new {}",
                     ca.display()
                 ),
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Migrate { store } => {
+            let dir = &store.data_dir;
+            anyhow::ensure!(Store::exists(dir), "no KMS store in {}", dir.display());
+            let _lock = lock_data_dir(dir)?;
+            match Store::migrate(dir, &store.root_key())? {
+                Migration::Migrated { rows } => println!(
+                    "migrated {}: {rows} key, alias and principal rows MAC'd as they were",
+                    dir.display()
+                ),
+                _ => println!("{} already has row integrity: nothing to do", dir.display()),
             }
             Ok(std::process::ExitCode::SUCCESS)
         }

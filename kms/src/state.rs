@@ -1,6 +1,6 @@
 //! The KMS's in-memory view of the store: keys with their decrypted material, aliases,
-//! principals. Loaded once at start (by [`crate::store::Store::load`]); every change is persisted
-//! first and applied after.
+//! principals, and the stored rows that failed their integrity check. Loaded once at start (by
+//! [`crate::store::Store::load`]); every change is persisted first and applied after.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -117,6 +117,60 @@ pub(crate) struct State {
     pub(crate) aliases: BTreeMap<String, Alias>,
     /// Principals by access key id.
     pub(crate) principals: HashMap<String, Principal>,
+    /// Stored rows that failed their integrity check, and why: none of them is in the maps
+    /// above, and a request naming one is refused (see `App::tampered`).
+    pub(crate) tampered: HashMap<RowId, Flaw>,
+}
+
+/// A stored row, by what names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum RowId {
+    /// A key (its `keys` row, or one of its `key_material` rows), by key id.
+    Key(String),
+    /// An `aliases` row, by alias name.
+    Alias(String),
+    /// A `principals` row, by access key id.
+    Principal(String),
+}
+
+/// Why a stored row failed its integrity check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flaw {
+    /// The row has no MAC (written past the store's integrity, or its MAC was removed).
+    NoMac,
+    /// The row's MAC does not match its contents: a column was changed, or the row was copied
+    /// from another identity.
+    BadMac,
+    /// The principal's sealed secret does not open under the root key for its access key.
+    SecretSeal,
+    /// This version of the key's material does not open under the root key for its identity.
+    MaterialSeal(u32),
+}
+
+impl Flaw {
+    /// The table holding the flawed row named `row`.
+    pub(crate) fn table(self, row: &RowId) -> &'static str {
+        match (self, row) {
+            (Self::MaterialSeal(_), _) => "key_material",
+            (_, RowId::Key(_)) => "keys",
+            (_, RowId::Alias(_)) => "aliases",
+            (_, RowId::Principal(_)) => "principals",
+        }
+    }
+}
+
+impl std::fmt::Display for Flaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoMac => f.write_str("it has no MAC"),
+            Self::BadMac => f.write_str("its MAC does not match its contents"),
+            Self::SecretSeal => f.write_str("its sealed secret does not open under the root key"),
+            Self::MaterialSeal(v) => write!(
+                f,
+                "key material version {v} does not open under the root key"
+            ),
+        }
+    }
 }
 
 /// The label binding a sealed key-material row to its identity.

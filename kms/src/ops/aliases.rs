@@ -76,10 +76,7 @@ async fn write_alias(app: &App, alias: Alias) -> Result<()> {
 }
 
 fn existing_alias(app: &App, name: &str) -> Result<Alias> {
-    app.state()
-        .aliases
-        .get(name)
-        .cloned()
+    app.alias(name)?
         .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", app.alias_arn(name))))
 }
 
@@ -89,7 +86,7 @@ pub(super) async fn create_alias(mut call: Call<'_>) -> Result<Value> {
     check_alias_name(&name)?;
     let key = alias_target(&mut call, &i, "kms:CreateAlias")?;
     let _guard = call.app.mutate.lock().await;
-    if call.app.state().aliases.contains_key(&name) {
+    if call.app.alias(&name)?.is_some() {
         return Err(KmsError::AlreadyExists(format!(
             "An alias with the name {} already exists",
             call.app.alias_arn(&name)

@@ -140,10 +140,10 @@ fn open_blob(
     o: Opening<'_>,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>)> {
     let header = blob::header(blob_bytes)?;
-    let key = call
-        .app
-        .key(&header.key_id)
-        .map_err(|_| KmsError::InvalidCiphertext(String::new()))?;
+    let key = call.app.key(&header.key_id).map_err(|e| match e {
+        KmsError::NotFound(_) => KmsError::InvalidCiphertext(String::new()),
+        refused => refused,
+    })?;
     call.audit.key_id = Some(key.key_id.clone());
     call.audit.key_version = Some(header.version);
     if let Some(named) = o.key_member.text(o.key_field)?

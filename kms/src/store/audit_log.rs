@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Store, Writer};
 use crate::audit::{self, AuditEntry};
 use crate::error::{Result, StoreError};
+use crate::rootkey::RootKey;
 
 /// A stored audit entry with its chain fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +76,9 @@ impl Store {
         Ok(AuditCheck::Intact(expected_seq - 1))
     }
 
-    /// Moves this (read-write) connection to the writer thread; the audit chain continues from
-    /// the newest stored entry.
-    pub(crate) fn start_writer(self) -> Result<Writer> {
+    /// Moves this (read-write) connection to the writer thread, which MACs the rows it writes
+    /// under `root`'s row key; the audit chain continues from the newest stored entry.
+    pub(crate) fn start_writer(self, root: &RootKey) -> Result<Writer> {
         let head: Option<(i64, String)> = self
             .conn
             .query_row(
@@ -87,7 +88,7 @@ impl Store {
             )
             .optional()?;
         let (seq, hash) = head.unwrap_or_else(|| (0, audit::GENESIS.to_owned()));
-        Writer::start(self.conn, ChainHead { seq, hash })
+        Writer::start(self.conn, root.rows().clone(), ChainHead { seq, hash })
     }
 }
 
@@ -143,8 +144,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_audit_entries_form_one_intact_chain_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, store) = Store::init(dir.path(), "111122223333").unwrap();
-        let writer = store.start_writer().unwrap();
+        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
+        let writer = store.start_writer(&root).unwrap();
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let w = writer.clone();
@@ -156,7 +157,10 @@ mod tests {
         }
         drop(writer);
         // A new writer continues the chain from the stored head.
-        let writer = Store::open(dir.path()).unwrap().start_writer().unwrap();
+        let writer = Store::open(dir.path())
+            .unwrap()
+            .start_writer(&root)
+            .unwrap();
         writer.append_audit(entry("Last")).await.unwrap();
         let reader = Store::open_read_only(dir.path()).unwrap();
         assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Intact(21));

@@ -5,73 +5,59 @@
 //! server runs). [`Writer`] is the one thread that writes while the server runs, with group
 //! commit, and holds the audit chain's head (see `writer.rs`). The database runs in WAL mode with
 //! `synchronous=FULL`, so a committed write is on disk and readers read while the writer writes.
+//!
+//! Key, alias and principal rows carry a MAC under a key derived from the root key
+//! (`integrity.rs`): a row that fails it is not loaded but set aside in [`State::tampered`], so
+//! requests naming it are refused while the rest of the service works. The tables and their
+//! versions, and the migration of a store from before row MACs, are in `schema.rs`.
 
 mod audit_log;
+mod integrity;
+mod schema;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags};
 use zeroize::Zeroizing;
 
 pub(crate) use self::audit_log::ChainHead;
 pub use self::audit_log::{AuditCheck, StoredEntry};
+pub(crate) use self::integrity::Checked;
+use self::integrity::Table;
+use self::schema::{Found, Migrated};
 pub(crate) use self::writer::Writer;
 use crate::error::{Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
-use crate::rootkey::RootKey;
-use crate::state::{Alias, KeyRecord, KeyState, Principal, State, material_label, secret_label};
+use crate::rootkey::{RootKey, RootKeyFile, RowKey};
+use crate::state::{
+    Alias, Flaw, KeyRecord, KeyState, Principal, RowId, State, material_label, secret_label,
+};
 
 /// The database file inside the data directory.
 const DB_FILE: &str = "kms.sqlite3";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keys (
-    key_id TEXT PRIMARY KEY,
-    description TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    deletion_ms INTEGER,
-    pending_days INTEGER,
-    rotation_enabled INTEGER NOT NULL,
-    rotation_period_days INTEGER NOT NULL,
-    last_rotation_ms INTEGER NOT NULL,
-    current_version INTEGER NOT NULL,
-    policy TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS key_material (
-    key_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    sealed BLOB NOT NULL,
-    created_ms INTEGER NOT NULL,
-    PRIMARY KEY (key_id, version)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS principals (
-    access_key_id TEXT PRIMARY KEY,
-    sealed_secret BLOB NOT NULL,
-    arn TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    entry TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-";
 
 /// A connection to the store in a data directory.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+}
+
+/// What [`Store::migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Migration {
+    /// The store predated row MACs: this many key, alias and principal rows were MAC'd as they
+    /// were, so they are only as trustworthy as the file was before.
+    Migrated {
+        /// Rows MAC'd.
+        rows: usize,
+    },
+    /// The store already has row MACs (or no tables yet): nothing done.
+    UpToDate,
 }
 
 /// Milliseconds since the epoch, now.
@@ -97,9 +83,20 @@ fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
     }
     Ok(conn)
+}
+
+/// Loads the root key of an existing store: it must exist (a new one could open none of the
+/// store's rows) and be the store's.
+fn existing_root_key(dir: &Path, file: &RootKeyFile) -> Result<RootKey, SetupError> {
+    if !file.exists() {
+        return Err(SetupError::RootKeyMissing {
+            key: file.path().to_owned(),
+            dir: dir.to_owned(),
+        });
+    }
+    file.load()
 }
 
 impl Store {
@@ -108,7 +105,7 @@ impl Store {
         dir.join(DB_FILE).exists()
     }
 
-    /// Opens the store in `dir` for reading and writing, creating the schema if needed.
+    /// Opens the store that [`Store::init`] made in `dir`, for reading and writing.
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Self {
             conn: open_connection(dir, false)?,
@@ -122,9 +119,23 @@ impl Store {
         })
     }
 
-    /// Opens (creating if needed) the data directory `dir` (0700): its root key, its store, and
-    /// the admin principal of `account`.
+    /// [`Store::init_with_root_key`] with the root key in its default place,
+    /// `<dir>/root.key`.
     pub fn init(dir: &Path, account: &str) -> Result<(RootKey, Self), SetupError> {
+        Self::init_with_root_key(dir, &RootKeyFile::in_data_dir(dir), account)
+    }
+
+    /// Opens (creating if needed) the data directory `dir` (0700): its root key (`root_key`),
+    /// its store, and the admin principal of `account`.
+    ///
+    /// The root key file is created (0600) only for a new store. Refused: a store whose root key
+    /// file is missing or is another store's key, a store from before row MACs (see
+    /// [`Store::migrate`]), a store of an unknown schema version.
+    pub fn init_with_root_key(
+        dir: &Path,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
         if !dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -133,11 +144,37 @@ impl Store {
                 .create(dir)
                 .map_err(SetupError::io(dir))?;
         }
-        let root = RootKey::load_or_create(dir)?;
-        let mut store = Self::open(dir)?;
-        let tx = store
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut conn = open_connection(dir, false)?;
+        let root = match schema::found(&conn)? {
+            Found::Empty => {
+                let root = if root_key.exists() {
+                    root_key.load()?
+                } else {
+                    root_key.create()?
+                };
+                schema::create(&mut conn, root.rows())?;
+                root
+            }
+            Found::Current => existing_root_key(dir, root_key)?,
+            Found::Unauthenticated => {
+                return Err(SetupError::NeedsMigration {
+                    dir: dir.to_owned(),
+                });
+            }
+            Found::Other(version) => {
+                return Err(SetupError::UnknownSchema {
+                    dir: dir.to_owned(),
+                    version,
+                });
+            }
+        };
+        if !schema::root_key_matches(&conn, root.rows())? {
+            return Err(SetupError::WrongRootKey {
+                key: root_key.path().to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let admin = root_arn(account);
         let exists: i64 = tx.query_row(
             "SELECT count(*) FROM principals WHERE arn = ?1",
@@ -148,7 +185,41 @@ impl Store {
             insert_principal(&tx, &root, &Principal::generate(&admin)?)?;
         }
         tx.commit()?;
-        Ok((root, store))
+        Ok((root, Self { conn }))
+    }
+
+    /// Brings the store in `dir` from before row MACs (schema version 0) to the current version,
+    /// in one transaction: every key, alias and principal row is MAC'd as it is now, so it is
+    /// only as trustworthy as the file was. The root key (`root_key`) must exist and open the
+    /// store's sealed values. Run once, by the operator, after upgrading: nothing migrates on its
+    /// own, or whoever can write the database could make it look unmigrated and have their edits
+    /// MAC'd at the next start.
+    pub fn migrate(dir: &Path, root_key: &RootKeyFile) -> Result<Migration, SetupError> {
+        let mut conn = open_connection(dir, false)?;
+        let root = existing_root_key(dir, root_key)?;
+        let wrong_key = || SetupError::WrongRootKey {
+            key: root_key.path().to_owned(),
+            dir: dir.to_owned(),
+        };
+        match schema::migrate(&mut conn, &root)? {
+            Migrated::Rows(rows) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    rows,
+                    "store migrated to row MACs: every key, alias and principal row was MAC'd as it was, so it is only as trustworthy as the file was before"
+                );
+                Ok(Migration::Migrated { rows })
+            }
+            Migrated::Empty => Ok(Migration::UpToDate),
+            Migrated::Current if schema::root_key_matches(&conn, root.rows())? => {
+                Ok(Migration::UpToDate)
+            }
+            Migrated::Current | Migrated::WrongRootKey => Err(wrong_key()),
+            Migrated::Other(version) => Err(SetupError::UnknownSchema {
+                dir: dir.to_owned(),
+                version,
+            }),
+        }
     }
 
     /// Creates a principal named `arn` with fresh credentials; returns them.
@@ -158,28 +229,38 @@ impl Store {
         Ok(p)
     }
 
-    /// The admin principal of `account`, if the store has one.
+    /// The admin principal of `account`, if the store has one whose row is intact.
     pub fn admin(&self, root: &RootKey, account: &str) -> Result<Option<Principal>> {
         let admin = root_arn(account);
         Ok(self.principals(root)?.into_iter().find(|p| p.arn == admin))
     }
 
-    /// Every principal, oldest first, with its secret opened under the root key.
+    /// Every principal whose row is intact, oldest first, with its secret opened under the root
+    /// key.
     pub fn principals(&self, root: &RootKey) -> Result<Vec<Principal>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT access_key_id, sealed_secret, arn FROM principals ORDER BY created_ms",
-        )?;
-        let rows = stmt.query_map([], |r| {
+        Ok(self.checked_principals(root)?.rows)
+    }
+
+    /// Every principal whose row is intact, oldest first, and the access key ids of those whose
+    /// row failed its integrity check, with why.
+    pub(crate) fn checked_principals(&self, root: &RootKey) -> Result<Checked<Principal>> {
+        let read = integrity::read_table(&self.conn, root.rows(), Table::Principals, |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (access_key_id, sealed, arn) = row?;
-            let secret = root.open(&secret_label(&access_key_id), &sealed)?;
+        let mut rows = read.rows;
+        rows.sort_by_key(|(_, _, _, created_ms)| *created_ms);
+        let mut flawed = read.flawed;
+        let mut out = Vec::with_capacity(rows.len());
+        for (access_key_id, sealed, arn, _) in rows {
+            let Ok(secret) = root.open(&secret_label(&access_key_id), &sealed) else {
+                flawed.push((access_key_id, Flaw::SecretSeal));
+                continue;
+            };
             let secret =
                 Zeroizing::new(String::from_utf8(secret.to_vec()).map_err(StoreError::from)?);
             out.push(Principal {
@@ -188,44 +269,57 @@ impl Store {
                 arn,
             });
         }
-        Ok(out)
+        Ok(Checked { rows: out, flawed })
     }
 
-    /// The policy text of key `key_id` as stored, if the key exists (for `policy check`).
-    pub fn key_policy_text(&self, key_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT policy FROM keys WHERE key_id = ?1", [key_id], |r| {
-                r.get(0)
-            })
-            .optional()?)
+    /// The policy text of key `key_id` (for `policy check`), if the key exists; an error if its
+    /// row fails its integrity check (the server refuses that key, so no report is made of it).
+    pub fn key_policy(&self, root: &RootKey, key_id: &str) -> Result<Option<String>> {
+        let keys = integrity::read_table(&self.conn, root.rows(), Table::Keys, key_from_row)?;
+        if let Some((_, flaw)) = keys.flawed.iter().find(|(id, _)| id == key_id) {
+            return Err(crate::KmsError::Internal(format!(
+                "error[KMS-INTEGRITY]: the stored record of key {key_id} (table keys) failed its integrity check: {flaw}"
+            )));
+        }
+        Ok(keys
+            .rows
+            .into_iter()
+            .find(|k| k.key_id == key_id)
+            .map(|k| k.policy_text))
     }
 
-    /// Loads every table into memory, opening sealed values with the root key.
+    /// Loads every table into memory, checking each row's MAC and opening sealed values with
+    /// the root key. Rows that fail are left out and listed in [`State::tampered`]; a key whose
+    /// row or any of whose material fails is left out with all its material.
     pub(crate) fn load(&self, root: &RootKey) -> Result<State> {
+        let rows = root.rows();
         let mut state = State::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT key_id, description, created_ms, state, deletion_ms, pending_days, rotation_enabled,
-                    rotation_period_days, last_rotation_ms, current_version, policy FROM keys",
-        )?;
-        let rows = stmt.query_map([], |r| Ok(key_from_row(r)))?;
-        for row in rows {
-            let key = row??;
+        let keys = integrity::read_table(&self.conn, rows, Table::Keys, key_from_row)?;
+        for key in keys.rows {
             state.keys.insert(key.key_id.clone(), key);
+        }
+        for (id, flaw) in keys.flawed {
+            state.tampered.insert(RowId::Key(id), flaw);
         }
         let mut stmt = self
             .conn
             .prepare("SELECT key_id, version, sealed FROM key_material")?;
-        let rows = stmt.query_map([], |r| {
+        let material = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, u32>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
             ))
         })?;
-        for row in rows {
+        for row in material {
             let (key_id, version, sealed) = row?;
-            let opened = root.open(&material_label(&key_id, version), &sealed)?;
+            let Ok(opened) = root.open(&material_label(&key_id, version), &sealed) else {
+                state
+                    .tampered
+                    .entry(RowId::Key(key_id))
+                    .or_insert(Flaw::MaterialSeal(version));
+                continue;
+            };
             let material: [u8; 32] = opened
                 .as_slice()
                 .try_into()
@@ -234,10 +328,15 @@ impl Store {
                 .material
                 .insert((key_id, version), Zeroizing::new(material));
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, key_id, created_ms, updated_ms FROM aliases")?;
-        let rows = stmt.query_map([], |r| {
+        for row in state.tampered.keys() {
+            if let RowId::Key(id) = row {
+                state.keys.remove(id);
+            }
+        }
+        let keys = &state.keys;
+        state.material.retain(|(id, _), _| keys.contains_key(id));
+
+        let aliases = integrity::read_table(&self.conn, rows, Table::Aliases, |r| {
             Ok(Alias {
                 name: r.get(0)?,
                 key_id: r.get(1)?,
@@ -245,20 +344,27 @@ impl Store {
                 updated_ms: r.get(3)?,
             })
         })?;
-        for row in rows {
-            let a = row?;
+        for a in aliases.rows {
             state.aliases.insert(a.name.clone(), a);
         }
-        state.principals = self
-            .principals(root)?
+        for (name, flaw) in aliases.flawed {
+            state.tampered.insert(RowId::Alias(name), flaw);
+        }
+
+        let principals = self.checked_principals(root)?;
+        state.principals = principals
+            .rows
             .into_iter()
             .map(|p| (p.access_key_id.clone(), p))
             .collect::<HashMap<_, _>>();
+        for (id, flaw) in principals.flawed {
+            state.tampered.insert(RowId::Principal(id), flaw);
+        }
         Ok(state)
     }
 }
 
-/// A key row (`SELECT` of every column of `keys`, in order).
+/// A key row (`SELECT` of [`Table::Keys`]' columns, in order), after its MAC verified.
 fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
     let policy_text: String = r.get(10)?;
     let policy = KeyPolicy::parse(&policy_text).map_err(|e| StoreError::Policy(Box::new(e)))?;
@@ -278,52 +384,60 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
     })
 }
 
-fn insert_principal(conn: &Connection, root: &RootKey, p: &Principal) -> Result<()> {
-    let sealed = root.seal(&secret_label(&p.access_key_id), p.secret.as_bytes())?;
-    conn.execute(
-        "INSERT INTO principals (access_key_id, sealed_secret, arn, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![p.access_key_id, sealed, p.arn, now_ms()],
-    )?;
-    Ok(())
+/// A key row's columns, in [`Table::Keys`]' order.
+fn key_values(k: &KeyRecord) -> Vec<Value> {
+    vec![
+        Value::Text(k.key_id.clone()),
+        Value::Text(k.description.clone()),
+        Value::Integer(k.created_ms),
+        Value::Text(k.state.as_str().to_owned()),
+        k.deletion_ms.map_or(Value::Null, Value::Integer),
+        k.pending_days.map_or(Value::Null, Value::Integer),
+        Value::Integer(i64::from(k.rotation_enabled)),
+        Value::Integer(k.rotation_period_days),
+        Value::Integer(k.last_rotation_ms),
+        Value::Integer(i64::from(k.current_version)),
+        Value::Text(k.policy_text.clone()),
+    ]
 }
 
-/// A key row, inserted or replaced.
-fn put_key(tx: &Connection, k: &KeyRecord) -> Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO keys (key_id, description, created_ms, state, deletion_ms, pending_days,
-            rotation_enabled, rotation_period_days, last_rotation_ms, current_version, policy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            k.key_id,
-            k.description,
-            k.created_ms,
-            k.state.as_str(),
-            k.deletion_ms,
-            k.pending_days,
-            k.rotation_enabled,
-            k.rotation_period_days,
-            k.last_rotation_ms,
-            k.current_version,
-            k.policy_text,
-        ],
-    )?;
-    Ok(())
+/// An alias row's columns, in [`Table::Aliases`]' order.
+fn alias_values(a: &Alias) -> Vec<Value> {
+    vec![
+        Value::Text(a.name.clone()),
+        Value::Text(a.key_id.clone()),
+        Value::Integer(a.created_ms),
+        Value::Integer(a.updated_ms),
+    ]
+}
+
+fn insert_principal(conn: &Connection, root: &RootKey, p: &Principal) -> Result<()> {
+    let sealed = root.seal(&secret_label(&p.access_key_id), p.secret.as_bytes())?;
+    let values = vec![
+        Value::Text(p.access_key_id.clone()),
+        Value::Blob(sealed),
+        Value::Text(p.arn.clone()),
+        Value::Integer(now_ms()),
+    ];
+    integrity::put_row(conn, root.rows(), Table::Principals, values)
+}
+
+/// A key row, inserted or replaced, with its MAC.
+fn put_key(tx: &Connection, rows: &RowKey, k: &KeyRecord) -> Result<()> {
+    integrity::put_row(tx, rows, Table::Keys, key_values(k))
 }
 
 fn put_material(tx: &Connection, key_id: &str, version: u32, sealed: &[u8]) -> Result<()> {
     tx.execute(
         "INSERT INTO key_material (key_id, version, sealed, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![key_id, version, sealed, now_ms()],
+        rusqlite::params![key_id, version, sealed, now_ms()],
     )?;
     Ok(())
 }
 
-fn put_alias(tx: &Connection, a: &Alias) -> Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO aliases (name, key_id, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![a.name, a.key_id, a.created_ms, a.updated_ms],
-    )?;
-    Ok(())
+/// An alias row, inserted or replaced, with its MAC.
+fn put_alias(tx: &Connection, rows: &RowKey, a: &Alias) -> Result<()> {
+    integrity::put_row(tx, rows, Table::Aliases, alias_values(a))
 }
 
 fn delete_alias(tx: &Connection, name: &str) -> Result<()> {
@@ -346,8 +460,11 @@ fn delete_key(tx: &Connection, key_id: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    const ACCOUNT: &str = "111122223333";
+    const ROLE: &str = "arn:aws:iam::111122223333:role/r";
+
     fn key(id: &str) -> KeyRecord {
-        let text = KeyPolicy::default_text("111122223333");
+        let text = KeyPolicy::default_text(ACCOUNT);
         KeyRecord {
             key_id: id.into(),
             description: "d".into(),
@@ -364,16 +481,83 @@ mod tests {
         }
     }
 
+    fn alias(name: &str, key_id: &str) -> Alias {
+        Alias {
+            name: name.into(),
+            key_id: key_id.into(),
+            created_ms: 3,
+            updated_ms: 4,
+        }
+    }
+
+    /// A store with two rows in each MAC'd table: keys `k1` (no deletion date, so a NULL
+    /// column) and `k2`, each with material version 1; aliases `alias/a` → k1 and `alias/b` →
+    /// k2; the admin and a role principal. Returns the role principal's access key id too.
+    fn populated() -> (tempfile::TempDir, RootKey, Store, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
+        let mut k1 = key("k1");
+        k1.deletion_ms = None;
+        for k in [k1, key("k2")] {
+            put_key(&store.conn, root.rows(), &k).unwrap();
+            let sealed = root.seal(&material_label(&k.key_id, 1), &[1; 32]).unwrap();
+            put_material(&store.conn, &k.key_id, 1, &sealed).unwrap();
+        }
+        put_alias(&store.conn, root.rows(), &alias("alias/a", "k1")).unwrap();
+        put_alias(&store.conn, root.rows(), &alias("alias/b", "k2")).unwrap();
+        let role = store.add_principal(&root, ROLE).unwrap();
+        (dir, root, store, role.access_key_id)
+    }
+
+    /// The first row of each table that tests tamper with, and the one that must still load.
+    fn victims(role: &str) -> [(Table, String, RowId); 3] {
+        [
+            (Table::Keys, "k1".into(), RowId::Key("k2".into())),
+            (
+                Table::Aliases,
+                "alias/a".into(),
+                RowId::Alias("alias/b".into()),
+            ),
+            (
+                Table::Principals,
+                role.into(),
+                RowId::Principal(String::new()),
+            ),
+        ]
+    }
+
+    fn row_id(table: Table, id: &str) -> RowId {
+        match table {
+            Table::Keys => RowId::Key(id.into()),
+            Table::Aliases => RowId::Alias(id.into()),
+            Table::Principals => RowId::Principal(id.into()),
+        }
+    }
+
+    /// Whether `row` is loaded as a valid row.
+    fn loaded(state: &State, row: &RowId) -> bool {
+        match row {
+            RowId::Key(id) => state.keys.contains_key(id),
+            RowId::Alias(name) => state.aliases.contains_key(name),
+            // The admin: the one principal that is not the role.
+            RowId::Principal(id) if id.is_empty() => state
+                .principals
+                .values()
+                .any(|p| p.arn == root_arn(ACCOUNT)),
+            RowId::Principal(id) => state.principals.contains_key(id),
+        }
+    }
+
     #[test]
     fn init_creates_one_admin_and_principals_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
-        let admin = store.admin(&root, "111122223333").unwrap().unwrap();
+        let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
+        let admin = store.admin(&root, ACCOUNT).unwrap().unwrap();
         assert!(admin.access_key_id().starts_with("AKIA"));
         assert_eq!(admin.arn(), "arn:aws:iam::111122223333:root");
-        let added = store.add_principal(&root, "arn:aws:iam::1:role/r").unwrap();
+        let added = store.add_principal(&root, ROLE).unwrap();
         drop(store);
-        let (root, again) = Store::init(dir.path(), "111122223333").unwrap();
+        let (root, again) = Store::init(dir.path(), ACCOUNT).unwrap();
         let all = again.principals(&root).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].secret(), admin.secret());
@@ -382,24 +566,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn written_rows_load_back_and_deletes_cascade() {
+    async fn written_rows_load_back_with_their_macs_and_deletes_cascade() {
         let dir = tempfile::tempdir().unwrap();
-        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
-        let writer = store.start_writer().unwrap();
+        let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
+        let writer = store.start_writer(&root).unwrap();
         let id = "0b1e2d3c-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
         let sealed = root.seal(&material_label(id, 2), &[9; 32]).unwrap();
         writer.put_key(key(id), Some((2, sealed))).await.unwrap();
-        let alias = Alias {
-            name: "alias/a".into(),
-            key_id: id.into(),
-            created_ms: 3,
-            updated_ms: 4,
-        };
-        writer.put_alias(alias).await.unwrap();
-        let state = Store::open_read_only(dir.path())
-            .unwrap()
-            .load(&root)
-            .unwrap();
+        writer.put_alias(alias("alias/a", id)).await.unwrap();
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        let state = reader.load(&root).unwrap();
+        assert!(state.tampered.is_empty(), "{:?}", state.tampered);
         let k = &state.keys[id];
         assert_eq!(
             (
@@ -413,29 +590,350 @@ mod tests {
         assert_eq!(state.material[&(id.to_owned(), 2)].as_ref(), &[9; 32]);
         assert_eq!(state.aliases["alias/a"].updated_ms, 4);
         assert_eq!(state.principals.len(), 1);
+        let macs: i64 = reader
+            .conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM keys WHERE length(mac) = 32)
+                      + (SELECT count(*) FROM aliases WHERE length(mac) = 32)
+                      + (SELECT count(*) FROM principals WHERE length(mac) = 32)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(macs, 3);
 
         writer.delete_key(id.into()).await.unwrap();
-        let state = Store::open_read_only(dir.path())
-            .unwrap()
-            .load(&root)
-            .unwrap();
+        let state = reader.load(&root).unwrap();
         assert!(state.keys.is_empty() && state.material.is_empty() && state.aliases.is_empty());
     }
 
     #[test]
-    fn a_corrupt_row_is_a_store_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
-        put_key(&store.conn, &key("k")).unwrap();
+    fn a_change_to_any_column_of_any_row_sets_that_row_aside() {
+        let (_dir, root, store, role) = populated();
+        assert!(store.load(&root).unwrap().tampered.is_empty());
+        for (table, victim, bystander) in victims(&role) {
+            let id_column = table.columns()[0];
+            for column in table.columns().iter().chain(&["mac"]) {
+                let (_dir, root, store, role) = populated();
+                let victim = if table == Table::Principals {
+                    role.clone()
+                } else {
+                    victim.clone()
+                };
+                // Text grows, integers grow, blobs are replaced, NULL becomes 7.
+                let sql = format!(
+                    "UPDATE {t} SET {c} = CASE typeof({c}) WHEN 'text' THEN {c} || 'x'
+                        WHEN 'integer' THEN {c} + 1 WHEN 'blob' THEN randomblob(length({c}))
+                        ELSE 7 END WHERE {id_column} = ?1",
+                    t = table.name(),
+                    c = column,
+                );
+                assert_eq!(store.conn.execute(&sql, [&victim]).unwrap(), 1, "{sql}");
+                let state = store.load(&root).unwrap();
+                let now_named = if *column == id_column {
+                    format!("{victim}x")
+                } else {
+                    victim.clone()
+                };
+                let flagged = row_id(table, &now_named);
+                assert_eq!(
+                    state.tampered.get(&flagged),
+                    Some(&Flaw::BadMac),
+                    "{}.{column}: {:?}",
+                    table.name(),
+                    state.tampered
+                );
+                assert_eq!(state.tampered.len(), 1, "{:?}", state.tampered);
+                assert!(!loaded(&state, &flagged), "{}.{column}", table.name());
+                assert!(!loaded(&state, &row_id(table, &victim)));
+                assert!(loaded(&state, &bystander), "{}.{column}", table.name());
+            }
+        }
+        // A tampered key takes its material out of memory with it.
         store
             .conn
-            .execute("UPDATE keys SET state = 'Melted'", [])
+            .execute("UPDATE keys SET state = 'Enabled' WHERE key_id = 'k2'", [])
             .unwrap();
+        let state = store.load(&root).unwrap();
+        assert!(!state.material.contains_key(&("k2".to_owned(), 1)));
+        assert!(state.material.contains_key(&("k1".to_owned(), 1)));
+    }
+
+    #[test]
+    fn a_row_without_a_mac_is_set_aside() {
+        let (_dir, root, store, role) = populated();
+        for (table, victim, _) in victims(&role) {
+            let sql = format!(
+                "UPDATE {} SET mac = NULL WHERE {} = ?1",
+                table.name(),
+                table.columns()[0]
+            );
+            store.conn.execute(&sql, [&victim]).unwrap();
+        }
+        let state = store.load(&root).unwrap();
+        for (table, victim, bystander) in victims(&role) {
+            assert_eq!(
+                state.tampered.get(&row_id(table, &victim)),
+                Some(&Flaw::NoMac)
+            );
+            assert!(loaded(&state, &bystander));
+        }
+    }
+
+    #[test]
+    fn a_valid_row_copied_to_another_identity_is_set_aside() {
+        let (_dir, root, store, role) = populated();
+        let copies = [
+            (Table::Keys, "k1", "k3"),
+            (Table::Aliases, "alias/a", "alias/c"),
+            (Table::Principals, role.as_str(), "AKIACOPYCOPYCOPYCOPY"),
+        ];
+        for (table, from, to) in copies {
+            let rest = table.columns()[1..].join(", ");
+            let sql = format!(
+                "INSERT INTO {t} ({id}, {rest}, mac) SELECT ?2, {rest}, mac FROM {t} WHERE {id} = ?1",
+                t = table.name(),
+                id = table.columns()[0],
+            );
+            store.conn.execute(&sql, [from, to]).unwrap();
+        }
+        // And one row's MAC put on another row of the same table.
+        store
+            .conn
+            .execute(
+                "UPDATE aliases SET mac = (SELECT mac FROM aliases WHERE name = 'alias/a') WHERE name = 'alias/b'",
+                [],
+            )
+            .unwrap();
+        let state = store.load(&root).unwrap();
+        for (table, from, to) in copies {
+            assert_eq!(
+                state.tampered.get(&row_id(table, to)),
+                Some(&Flaw::BadMac),
+                "{to}"
+            );
+            assert!(loaded(&state, &row_id(table, from)), "{from}");
+        }
+        assert_eq!(
+            state.tampered.get(&RowId::Alias("alias/b".into())),
+            Some(&Flaw::BadMac)
+        );
+        assert_eq!(state.tampered.len(), 4);
+    }
+
+    #[test]
+    fn a_sealed_value_that_does_not_open_sets_its_row_aside() {
+        let (_dir, root, store, role) = populated();
+        // k1's material under k2's name: authentic bytes, wrong identity.
+        store
+            .conn
+            .execute(
+                "UPDATE key_material SET sealed = (SELECT sealed FROM key_material WHERE key_id = 'k1')
+                 WHERE key_id = 'k2'",
+                [],
+            )
+            .unwrap();
+        // The admin's sealed secret on the role's row, with a MAC recomputed for it (as only a
+        // holder of the root key could): the seal's label still refuses it.
+        let (admin_sealed, created): (Vec<u8>, i64) = store
+            .conn
+            .query_row(
+                "SELECT sealed_secret, created_ms FROM principals WHERE arn = ?1",
+                [root_arn(ACCOUNT)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let values = vec![
+            Value::Text(role.clone()),
+            Value::Blob(admin_sealed),
+            Value::Text(ROLE.into()),
+            Value::Integer(created),
+        ];
+        store
+            .conn
+            .execute("DELETE FROM principals WHERE access_key_id = ?1", [&role])
+            .unwrap();
+        integrity::put_row(&store.conn, root.rows(), Table::Principals, values).unwrap();
+
+        let state = store.load(&root).unwrap();
+        assert_eq!(
+            state.tampered.get(&RowId::Key("k2".into())),
+            Some(&Flaw::MaterialSeal(1))
+        );
+        assert!(
+            !state.keys.contains_key("k2") && !state.material.contains_key(&("k2".to_owned(), 1))
+        );
+        assert!(state.keys.contains_key("k1"));
+        assert_eq!(
+            state.tampered.get(&RowId::Principal(role.clone())),
+            Some(&Flaw::SecretSeal)
+        );
+        assert_eq!(state.principals.len(), 1);
+        let checked = store.checked_principals(&root).unwrap();
+        assert_eq!(
+            (checked.rows.len(), checked.flawed),
+            (1, vec![(role, Flaw::SecretSeal)])
+        );
+    }
+
+    #[test]
+    fn an_authentic_row_that_does_not_decode_is_a_store_error() {
+        let (_dir, root, store, _) = populated();
+        // Only a holder of the root key can write this row: it is a bug, not tampering.
+        let mut values = key_values(&key("k1"));
+        values[3] = Value::Text("Melted".into());
+        integrity::put_row(&store.conn, root.rows(), Table::Keys, values).unwrap();
         let err = store.load(&root).unwrap_err();
         assert_eq!(
             err.to_string(),
             "key store failure: unknown key state \"Melted\""
         );
         assert_eq!(err.aws_name(), "KMSInternalException");
+    }
+
+    /// The tables as cloister-kms wrote them before row MACs (schema version 0).
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE keys (key_id TEXT PRIMARY KEY, description TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, state TEXT NOT NULL, deletion_ms INTEGER,
+            pending_days INTEGER, rotation_enabled INTEGER NOT NULL,
+            rotation_period_days INTEGER NOT NULL, last_rotation_ms INTEGER NOT NULL,
+            current_version INTEGER NOT NULL, policy TEXT NOT NULL);
+        CREATE TABLE key_material (key_id TEXT NOT NULL, version INTEGER NOT NULL,
+            sealed BLOB NOT NULL, created_ms INTEGER NOT NULL, PRIMARY KEY (key_id, version));
+        CREATE TABLE aliases (name TEXT PRIMARY KEY, key_id TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+        CREATE TABLE principals (access_key_id TEXT PRIMARY KEY, sealed_secret BLOB NOT NULL,
+            arn TEXT NOT NULL, created_ms INTEGER NOT NULL);
+        CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL,
+            prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+    ";
+
+    /// A data directory as the version before row MACs left it: root.key, and a store with the
+    /// admin, a role principal, key `k1` with material, and `alias/a`.
+    fn old_store() -> (tempfile::TempDir, RootKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = RootKeyFile::in_data_dir(dir.path()).create().unwrap();
+        let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        db.execute_batch(OLD_SCHEMA).unwrap();
+        for (id, secret, arn) in [
+            ("AKIAADMINADMINADMIN1", "admin-secret", root_arn(ACCOUNT)),
+            ("AKIAROLEROLEROLEROLE", "role-secret", ROLE.to_owned()),
+        ] {
+            let sealed = root.seal(&secret_label(id), secret.as_bytes()).unwrap();
+            db.execute(
+                "INSERT INTO principals VALUES (?1, ?2, ?3, 1)",
+                rusqlite::params![id, sealed, arn],
+            )
+            .unwrap();
+        }
+        let k = key("k1");
+        db.execute(
+            "INSERT INTO keys VALUES ('k1', 'd', 1, 'Enabled', NULL, NULL, 0, 365, 1, 1, ?1)",
+            [&k.policy_text],
+        )
+        .unwrap();
+        let sealed = root.seal(&material_label("k1", 1), &[5; 32]).unwrap();
+        db.execute("INSERT INTO key_material VALUES ('k1', 1, ?1, 1)", [sealed])
+            .unwrap();
+        db.execute("INSERT INTO aliases VALUES ('alias/a', 'k1', 1, 1)", [])
+            .unwrap();
+        (dir, root)
+    }
+
+    fn user_version(dir: &Path) -> i64 {
+        Connection::open(dir.join(DB_FILE))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_store_from_before_row_macs_is_migrated_once_by_the_operator() {
+        let (dir, root) = old_store();
+        let d = dir.path();
+        let default_key = RootKeyFile::in_data_dir(d);
+        // Never on its own: opening it names the command.
+        let err = Store::init(d, ACCOUNT).unwrap_err();
+        assert!(matches!(err, SetupError::NeedsMigration { .. }), "{err}");
+        assert!(err.to_string().contains("cloister-kms migrate"), "{err}");
+
+        // Not with a key that opens none of its sealed values, nor without a key.
+        let other = RootKeyFile::new(d, Some(&d.join("other.key")));
+        other.create().unwrap();
+        let err = Store::migrate(d, &other).unwrap_err();
+        assert!(matches!(err, SetupError::WrongRootKey { .. }), "{err}");
+        let missing = RootKeyFile::new(d, Some(&d.join("missing.key")));
+        let err = Store::migrate(d, &missing).unwrap_err();
+        assert!(matches!(err, SetupError::RootKeyMissing { .. }), "{err}");
+        assert!(!missing.exists());
+        assert_eq!(user_version(d), 0);
+
+        assert_eq!(
+            Store::migrate(d, &default_key).unwrap(),
+            Migration::Migrated { rows: 4 }
+        );
+        assert_eq!(user_version(d), schema::VERSION);
+        assert_eq!(
+            Store::migrate(d, &default_key).unwrap(),
+            Migration::UpToDate
+        );
+
+        let (again, store) = Store::init(d, ACCOUNT).unwrap();
+        assert_eq!(again.rows().sign(b"x"), root.rows().sign(b"x"));
+        let state = store.load(&root).unwrap();
+        assert!(state.tampered.is_empty(), "{:?}", state.tampered);
+        assert_eq!(state.keys["k1"].state, KeyState::Enabled);
+        assert_eq!(state.material[&("k1".to_owned(), 1)].as_ref(), &[5; 32]);
+        assert_eq!(state.aliases["alias/a"].key_id, "k1");
+        assert_eq!(
+            state.principals["AKIAROLEROLEROLEROLE"].secret(),
+            "role-secret"
+        );
+        // init found the old admin: no second one.
+        assert_eq!(state.principals.len(), 2);
+
+        // Made to look unmigrated again (as whoever writes the database could): refused, not
+        // re-MAC'd.
+        store.conn.pragma_update(None, "user_version", 0).unwrap();
+        let err = Store::init(d, ACCOUNT).unwrap_err();
+        assert!(matches!(err, SetupError::NeedsMigration { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_root_key_is_made_only_with_a_new_store_and_must_be_the_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("kms");
+        let outside = RootKeyFile::new(&data, Some(&dir.path().join("root.key")));
+        let (root, store) = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap();
+        assert!(outside.exists() && !data.join(crate::rootkey::ROOT_KEY_FILE).exists());
+        store.add_principal(&root, ROLE).unwrap();
+        drop(store);
+
+        // Without --root-key: refused, and no key is made beside the store.
+        let err = Store::init(&data, ACCOUNT).unwrap_err();
+        assert!(matches!(err, SetupError::RootKeyMissing { .. }), "{err}");
+        assert!(err.to_string().contains("--root-key"), "{err}");
+        assert!(!data.join(crate::rootkey::ROOT_KEY_FILE).exists());
+
+        // Another key: refused up front.
+        let other = RootKeyFile::new(&data, Some(&dir.path().join("other.key")));
+        other.create().unwrap();
+        let err = Store::init_with_root_key(&data, &other, ACCOUNT).unwrap_err();
+        assert!(matches!(err, SetupError::WrongRootKey { .. }), "{err}");
+
+        // The right one, again.
+        let (_, store) = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap();
+        assert_eq!(store.principals(&root).unwrap().len(), 2);
+
+        // A store whose root key check is gone, or of an unknown version, is refused.
+        store.conn.execute("DELETE FROM meta", []).unwrap();
+        let err = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap_err();
+        assert!(matches!(err, SetupError::WrongRootKey { .. }), "{err}");
+        store.conn.pragma_update(None, "user_version", 9).unwrap();
+        let err = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap_err();
+        assert!(
+            matches!(err, SetupError::UnknownSchema { version: 9, .. }),
+            "{err}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::ChainHead;
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
+use crate::rootkey::RowKey;
 use crate::state::{Alias, KeyRecord};
 
 /// Most jobs committed in one transaction.
@@ -27,6 +28,8 @@ type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut ChainHead) -> Deliver + Sen
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
+    /// MACs the key and alias rows it writes.
+    rows: RowKey,
 }
 
 impl std::fmt::Debug for Writer {
@@ -40,8 +43,9 @@ fn stopped() -> KmsError {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, extending the audit chain from `head`.
-    pub(super) fn start(mut conn: Connection, mut head: ChainHead) -> Result<Self> {
+    /// Starts the writer thread on `conn`, MACing rows with `rows` and extending the audit chain
+    /// from `head`.
+    pub(super) fn start(mut conn: Connection, rows: RowKey, mut head: ChainHead) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("kms-store-writer".into())
@@ -58,7 +62,7 @@ impl Writer {
                 }
             })
             .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
-        Ok(Self { tx })
+        Ok(Self { tx, rows })
     }
 
     /// Stores a key row and, if given, a new sealed key material version; resolves when durable.
@@ -67,8 +71,9 @@ impl Writer {
         key: KeyRecord,
         material: Option<(u32, Vec<u8>)>,
     ) -> Result<()> {
+        let rows = self.rows.clone();
         self.write(move |tx, _| {
-            super::put_key(tx, &key)?;
+            super::put_key(tx, &rows, &key)?;
             if let Some((version, sealed)) = material {
                 super::put_material(tx, &key.key_id, version, &sealed)?;
             }
@@ -79,7 +84,9 @@ impl Writer {
 
     /// Stores (creates or retargets) an alias; resolves when durable.
     pub(crate) async fn put_alias(&self, alias: Alias) -> Result<()> {
-        self.write(move |tx, _| super::put_alias(tx, &alias)).await
+        let rows = self.rows.clone();
+        self.write(move |tx, _| super::put_alias(tx, &rows, &alias))
+            .await
     }
 
     /// Deletes an alias; resolves when durable.
@@ -99,6 +106,21 @@ impl Writer {
         self.write(move |tx, head| head.append(tx, &entry)).await
     }
 
+    /// Queues `entry` for the audit chain without waiting, for synchronous callers (start-up,
+    /// a principal re-read inside a request). It is committed in the same transaction as any
+    /// write queued after it, or an earlier one, so once a later write resolves it is durable
+    /// too; a failure to commit it is logged.
+    pub(crate) fn queue_audit(&self, entry: AuditEntry) -> Result<()> {
+        self.submit(
+            move |tx, head| head.append(tx, &entry),
+            |committed: Result<()>| {
+                if let Err(e) = committed {
+                    tracing::error!("store: a queued audit entry was not written: {e}");
+                }
+            },
+        )
+    }
+
     /// Runs `f` in the writer's transaction; resolves after the transaction is durably committed.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
@@ -106,6 +128,20 @@ impl Writer {
         F: FnOnce(&Connection, &mut ChainHead) -> Result<T> + Send + 'static,
     {
         let (done, wait) = oneshot::channel::<Result<T>>();
+        self.submit(f, move |outcome| {
+            let _ = done.send(outcome);
+        })?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `f` for the writer's transaction; `answer` gets its outcome once the transaction
+    /// is committed (or not).
+    fn submit<T, F, A>(&self, f: F, answer: A) -> Result<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut ChainHead) -> Result<T> + Send + 'static,
+        A: FnOnce(Result<T>) + Send + 'static,
+    {
         let job: Job = Box::new(move |tx, head| {
             let saved = head.clone();
             let outcome = match tx.savepoint() {
@@ -128,11 +164,10 @@ impl Writer {
                 *head = saved;
             }
             Box::new(move |committed: Result<(), StoreError>| {
-                let _ = done.send(committed.map_err(KmsError::from).and(outcome));
+                answer(committed.map_err(KmsError::from).and(outcome));
             })
         });
-        self.tx.send(job).map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?
+        self.tx.send(job).map_err(|_| stopped())
     }
 }
 
