@@ -246,6 +246,34 @@ impl Store {
             .collect::<HashMap<_, _>>();
         Ok(state)
     }
+
+    /// The principal with `access_key_id`, its secret opened under the root key; one row read
+    /// and opened, none when there is no such principal.
+    pub(crate) fn principal(
+        &self,
+        root: &RootKey,
+        access_key_id: &str,
+    ) -> Result<Option<Principal>> {
+        use rusqlite::OptionalExtension as _;
+        let row = self
+            .conn
+            .query_row(
+                "SELECT sealed_secret, arn FROM principals WHERE access_key_id = ?1",
+                [access_key_id],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        let Some((sealed, arn)) = row else {
+            return Ok(None);
+        };
+        let secret = root.open(&secret_label(access_key_id), &sealed)?;
+        let secret = Zeroizing::new(String::from_utf8(secret.to_vec()).map_err(StoreError::from)?);
+        Ok(Some(Principal {
+            access_key_id: access_key_id.to_owned(),
+            secret,
+            arn,
+        }))
+    }
 }
 
 /// A key row (`SELECT` of every column of `keys`, in order).
