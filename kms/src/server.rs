@@ -125,16 +125,6 @@ impl App {
     }
 }
 
-/// Audits an unauthenticated request's entry if the budget admits it (after the count of those
-/// it did not); otherwise the request is only counted.
-async fn audit_unauthenticated(app: &App, entry: AuditEntry) -> Result<()> {
-    if !app.admit_unauthenticated(entry.time_ms) {
-        return Ok(());
-    }
-    app.audit_unaudited().await?;
-    app.writer.append_audit(entry).await
-}
-
 fn authenticate(
     app: &App,
     method: &Method,
@@ -225,12 +215,23 @@ async fn handle(
         Ok(_) => "ok".to_owned(),
         Err(e) => e.aws_name().to_owned(),
     };
-    tracing::info!(request_id, principal = %entry.principal, op = %entry.operation, key = ?entry.key_id, outcome = %status_line, "request");
-    // The answer waits until its audit entry is durable.
-    let audited = if anonymous {
-        audit_unauthenticated(&app, entry).await
+    // Unauthenticated requests beyond the budget are only counted (and logged at debug level,
+    // so they do not flood the log either).
+    let individually = !anonymous || app.admit_unauthenticated(entry.time_ms);
+    if individually {
+        tracing::info!(request_id, principal = %entry.principal, op = %entry.operation, key = ?entry.key_id, outcome = %status_line, "request");
     } else {
-        app.writer.append_audit(entry).await
+        tracing::debug!(request_id, principal = %entry.principal, op = %entry.operation, outcome = %status_line, "request, counted");
+    }
+    // The answer waits until its audit entry is durable; an unauthenticated one's comes after
+    // the count of those not audited before it.
+    let audited = match (individually, anonymous) {
+        (false, _) => Ok(()),
+        (true, false) => app.writer.append_audit(entry).await,
+        (true, true) => match app.audit_unaudited().await {
+            Ok(()) => app.writer.append_audit(entry).await,
+            Err(e) => Err(e),
+        },
     };
     let result = match audited {
         Ok(()) => result,

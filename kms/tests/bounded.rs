@@ -99,8 +99,15 @@ fn a_thousand_idle_connections_neither_starve_clients_nor_stay_open() {
 }
 
 #[test]
-fn a_slow_loris_head_is_cut_off_after_the_header_timeout() {
-    let server = kms_bin().start_temp(&["--header-timeout", "2s", "--idle-timeout", "30s"]);
+fn slow_loris_heads_and_bodies_are_cut_off_after_their_timeouts() {
+    let server = kms_bin().start_temp(&[
+        "--header-timeout",
+        "2s",
+        "--idle-timeout",
+        "30s",
+        "--body-timeout",
+        "2s",
+    ]);
     let head = format!(
         "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Type: \
          application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n",
@@ -128,6 +135,36 @@ fn a_slow_loris_head_is_cut_off_after_the_header_timeout() {
     );
     // The idle timeout (30 s) would have let 30 bytes through; the header timeout lets ~2.
     assert!(sent < 15, "cut off only after {sent} bytes, one a second");
+
+    // A whole head, then a body one byte a second.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(
+        head.replace("Content-Length: 2", "Content-Length: 60")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    for _ in 0..60 {
+        if s.write_all(b" ").is_err() {
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "a body sent one byte a second for 60 s: {answer:?}"
+    );
     // Others are still served.
     let kms = impatient(server.client(server.admin()));
     rt().block_on(random(&kms)).unwrap();
