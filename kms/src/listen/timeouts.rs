@@ -26,29 +26,39 @@ use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// What a connection has read, shared by its stream and its head clock.
+/// When a connection's current request head started to arrive, shared by its stream (which
+/// sees the bytes) and its head clock (which hyper starts when it waits for a head).
 #[derive(Debug)]
 pub(super) struct Activity {
     epoch: Instant,
-    /// 1 + nanoseconds after `epoch` of the last read that returned bytes; 0: none yet.
-    last_read: AtomicU64,
+    /// 1 + nanoseconds after `epoch` of the first read that returned bytes since the head
+    /// clock was last started; 0: none yet.
+    first_read: AtomicU64,
 }
 
 impl Activity {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
-            last_read: AtomicU64::new(0),
+            first_read: AtomicU64::new(0),
         })
     }
 
-    fn record_read(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.last_read.store(nanos + 1, Ordering::Relaxed);
+    /// A head clock starts: forget earlier reads.
+    fn arm(&self) {
+        self.first_read.store(0, Ordering::Relaxed);
     }
 
-    fn last_read(&self) -> Option<Instant> {
-        match self.last_read.load(Ordering::Relaxed) {
+    /// Bytes arrived: the first time since [`Activity::arm`], note when.
+    fn record_read(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        let _ =
+            self.first_read
+                .compare_exchange(0, nanos + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn first_read(&self) -> Option<Instant> {
+        match self.first_read.load(Ordering::Relaxed) {
             0 => None,
             n => self.epoch.checked_add(Duration::from_nanos(n - 1)),
         }
@@ -85,7 +95,6 @@ impl Timer for HeadClock {
 #[derive(Debug)]
 struct HeadSleep {
     activity: Arc<Activity>,
-    start: Instant,
     header: Duration,
     first_byte: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
@@ -94,10 +103,9 @@ struct HeadSleep {
 impl HeadSleep {
     /// Started now.
     fn new(activity: Arc<Activity>, idle: Duration, header: Duration) -> Self {
-        let start = Instant::now();
+        activity.arm();
         Self {
             activity,
-            start,
             header,
             first_byte: None,
             sleep: Box::pin(tokio::time::sleep(idle)),
@@ -110,11 +118,8 @@ impl Future for HeadSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        // hyper polls this whenever the head is still incomplete after a read attempt, so the
-        // first poll after the first byte sees it.
         if this.first_byte.is_none()
-            && let Some(at) = this.activity.last_read()
-            && at >= this.start
+            && let Some(at) = this.activity.first_read()
         {
             this.first_byte = Some(at);
             if let Some(deadline) = at.checked_add(this.header) {
