@@ -4,17 +4,24 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloister_attestation::{TrustAnchor, Verifier};
 
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
 use crate::policy::{Decision, KeyPolicy, RequestContext};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{AuditBudget, TokenBucket, Unaudited};
 use crate::rootkey::RootKey;
 use crate::state::{Alias, Flaw, KeyRecord, KeyState, Principal, RowId, State};
 use crate::store::{Store, Writer, now_ms};
+use crate::unknown_keys::{self, UnknownKeys};
+
+/// Unauthenticated requests audited one by one per second, unless configured otherwise.
+pub const DEFAULT_UNAUTHENTICATED_AUDIT_RATE: f64 = 10.0;
+
+/// Longest access key id looked up in the store (AWS's are `\w+`, at most 128 characters).
+const MAX_ACCESS_KEY_ID: usize = 128;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -50,6 +57,10 @@ pub struct App {
     limiter: Option<Mutex<TokenBucket>>,
     /// A read-only connection, for principals added while the server runs.
     reader: Mutex<Store>,
+    /// Access key ids recently not found in the store.
+    unknown_keys: Mutex<UnknownKeys>,
+    /// How many unauthenticated requests are audited one by one.
+    unauthenticated_audit: Mutex<AuditBudget>,
 }
 
 impl std::fmt::Debug for App {
@@ -87,6 +98,8 @@ impl App {
             mutate: tokio::sync::Mutex::new(()),
             limiter,
             reader: Mutex::new(reader),
+            unknown_keys: Mutex::new(UnknownKeys::new(unknown_keys::CAPACITY, unknown_keys::TTL)),
+            unauthenticated_audit: Mutex::new(AuditBudget::new(DEFAULT_UNAUTHENTICATED_AUDIT_RATE)),
         };
         for (row, flaw) in &tampered {
             app.report_tampered(row, *flaw)?;
@@ -135,6 +148,33 @@ impl App {
         })
     }
 
+    /// Audits at most `rate` unauthenticated requests per second one by one; the others are
+    /// counted and audited as one summary entry (see `server`).
+    #[must_use]
+    pub fn with_unauthenticated_audit_rate(self, rate: f64) -> Self {
+        Self {
+            unauthenticated_audit: Mutex::new(AuditBudget::new(rate)),
+            ..self
+        }
+    }
+
+    /// Whether an unauthenticated request arriving at `now_ms` gets its own audit entry; if
+    /// not, it is counted for the next summary.
+    pub(crate) fn admit_unauthenticated(&self, now_ms: i64) -> bool {
+        self.unauthenticated_audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(now_ms)
+    }
+
+    /// The unauthenticated requests counted and not yet summarized, if any.
+    pub(crate) fn take_unaudited(&self) -> Option<Unaudited> {
+        self.unauthenticated_audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_unaudited()
+    }
+
     /// Read access to the in-memory state.
     pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
@@ -162,8 +202,11 @@ impl App {
     }
 
     /// Finds a principal by access key id: memory first, then the store (for principals added by
-    /// `cloister-kms principal add` while the server runs). A principal whose stored record
-    /// failed its integrity check is refused (and reported when first seen).
+    /// `cloister-kms principal add` while the server runs), reading and opening only that
+    /// principal's row. A principal whose stored record failed its integrity check is refused
+    /// (and reported when first seen). An id the store did not have is remembered as unknown for
+    /// [`unknown_keys::TTL`], so a principal added after its id was tried is found after that
+    /// at worst; ids that cannot be access key ids are never looked up.
     pub(crate) fn principal(&self, access_key_id: &str) -> Result<Option<Principal>> {
         {
             let state = self.state();
@@ -175,36 +218,51 @@ impl App {
                 return Err(refusal);
             }
         }
+        if access_key_id.is_empty()
+            || access_key_id.len() > MAX_ACCESS_KEY_ID
+            || !access_key_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Ok(None);
+        }
+        let row = RowId::Principal(access_key_id.to_owned());
+        if let Some(refused) = self.refused(&self.state(), row.clone()) {
+            return Err(refused);
+        }
+        let unknown = || {
+            self.unknown_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if unknown().contains(access_key_id, Instant::now()) {
+            return Ok(None);
+        }
         let checked = {
             let store = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            store.checked_principals(&self.root)?
+            store.checked_principal(&self.root, access_key_id)?
         };
-        let hit = checked
-            .rows
-            .iter()
-            .find(|p| p.access_key_id == access_key_id)
-            .cloned();
-        let mut new_flaws = Vec::new();
-        self.apply(|s| {
-            for p in checked.rows {
-                s.principals.insert(p.access_key_id.clone(), p);
+        if let Some((_, flaw)) = checked.flawed.into_iter().next() {
+            let mut new = false;
+            self.apply(|s| {
+                new = s.tampered.insert(row.clone(), flaw).is_none();
+            });
+            if new {
+                self.report_tampered(&row, flaw)?;
             }
-            for (id, flaw) in checked.flawed {
-                let row = RowId::Principal(id);
-                if !s.tampered.contains_key(&row) {
-                    s.tampered.insert(row.clone(), flaw);
-                    new_flaws.push((row, flaw));
-                }
-            }
-        });
-        for (row, flaw) in &new_flaws {
-            self.report_tampered(row, *flaw)?;
+            return Err(self.tampered(&row, flaw));
         }
-        match hit {
-            Some(p) => Ok(Some(p)),
+        match checked.rows.into_iter().next() {
+            Some(p) => {
+                unknown().remove(access_key_id);
+                self.apply(|s| {
+                    s.principals.insert(p.access_key_id.clone(), p.clone());
+                });
+                Ok(Some(p))
+            }
             None => {
-                let row = RowId::Principal(access_key_id.to_owned());
-                self.refused(&self.state(), row).map_or(Ok(None), Err)
+                unknown().insert(access_key_id, Instant::now());
+                Ok(None)
             }
         }
     }
@@ -388,5 +446,74 @@ impl App {
             tracing::warn!(key = %self.key_arn(key_id), by = %principal.arn, "key policy: {finding}");
         }
         Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(dir: &Path) -> App {
+        let cfg = Config {
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+            max_attestation_age: Duration::from_secs(300),
+            rate: None,
+            trust_roots: Vec::new(),
+        };
+        let (root, store) = Store::init(dir, &cfg.account).unwrap();
+        App::new(cfg, root, store, dir).unwrap()
+    }
+
+    fn sql(dir: &Path, statement: &str) {
+        rusqlite::Connection::open(dir.join("kms.sqlite3"))
+            .unwrap()
+            .execute_batch(statement)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_principal_added_while_serving_is_found_by_its_row_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
+        let broken = store
+            .add_principal(&root, "arn:aws:iam::1:role/broken")
+            .unwrap();
+        let added = store
+            .add_principal(&root, "arn:aws:iam::1:role/added")
+            .unwrap();
+        // Another principal's row no longer opens: looking up `added` must not read it.
+        sql(
+            dir.path(),
+            &format!(
+                "UPDATE principals SET sealed_secret = x'00' WHERE access_key_id = '{}'",
+                broken.access_key_id()
+            ),
+        );
+        let found = app.principal(added.access_key_id()).unwrap().unwrap();
+        assert_eq!(found.secret(), added.secret());
+        assert!(app.principal(broken.access_key_id()).is_err());
+    }
+
+    #[test]
+    fn unknown_access_key_ids_are_not_looked_up_again_within_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let unknown = "AKIAUNKNOWNUNKNOWN00";
+        assert!(app.principal(unknown).unwrap().is_none());
+        // From now on any store lookup fails: the ids answered come from memory.
+        sql(dir.path(), "ALTER TABLE principals RENAME TO gone");
+        assert!(
+            app.principal("AKIAOTHERUNKNOWN0000").is_err(),
+            "a lookup fails"
+        );
+        for _ in 0..3 {
+            assert!(app.principal(unknown).unwrap().is_none());
+        }
+        // Ids that cannot be access key ids are never looked up.
+        for id in ["", "AKIA/../x", &"A".repeat(129)] {
+            assert!(app.principal(id).unwrap().is_none(), "{id}");
+        }
     }
 }

@@ -37,6 +37,11 @@ impl Body {
         }
     }
 
+    /// Whether the body has member `name`, not `null`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|v| !v.is_null())
+    }
+
     /// The body as the operation's input shape.
     pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(&self.0).map_err(|e| KmsError::Serialization(e.to_string()))
@@ -215,16 +220,32 @@ impl Member<Base64> {
     }
 }
 
+/// Most characters an encryption context holds, its keys' and values' together (AWS's bound).
+pub(crate) const MAX_CONTEXT_CHARS: usize = 8192;
+
 impl Member<Map> {
-    /// An encryption context, empty when absent.
+    /// An encryption context, empty when absent; at most [`MAX_CONTEXT_CHARS`] characters.
     pub(crate) fn context(&self, name: &str) -> Result<EncryptionContext> {
-        match self.value(name, "must be a map of strings")? {
-            None => Ok(EncryptionContext::new()),
-            Some(Map::Strings(ec)) => Ok(ec.clone()),
-            Some(Map::Other(_)) => Err(KmsError::Serialization(format!(
-                "{name} values must be strings"
-            ))),
+        let ec = match self.value(name, "must be a map of strings")? {
+            None => return Ok(EncryptionContext::new()),
+            Some(Map::Strings(ec)) => ec,
+            Some(Map::Other(_)) => {
+                return Err(KmsError::Serialization(format!(
+                    "{name} values must be strings"
+                )));
+            }
+        };
+        let chars: usize = ec
+            .iter()
+            .map(|(k, v)| k.chars().count() + v.chars().count())
+            .sum();
+        if chars > MAX_CONTEXT_CHARS {
+            return Err(KmsError::validation(format!(
+                "Value at '{}' failed to satisfy constraint: Member must have length less than or equal to {MAX_CONTEXT_CHARS}",
+                member(name)
+            )));
         }
+        Ok(ec.clone())
     }
 }
 
@@ -334,5 +355,26 @@ mod tests {
         assert!(
             message(bad.key_id.one_of("KeyId", &["A", "B"])).contains("enum value set: [A, B]")
         );
+    }
+
+    #[test]
+    fn encryption_contexts_hold_at_most_8192_characters() {
+        // Keys and values count together, in characters (not bytes).
+        let at_limit = json!({"Context": {"k": "é".repeat(4091), "key2": "v".repeat(4096)}});
+        assert_eq!(shape(at_limit).context.context("Context").unwrap().len(), 2);
+        let over = json!({"Context": {"k": "é".repeat(4092), "key2": "v".repeat(4096)}});
+        let err = shape(over).context.context("Context").unwrap_err();
+        assert_eq!(err.aws_name(), "ValidationException");
+        assert_eq!(
+            err.to_string(),
+            "1 validation error detected: Value at 'context' failed to satisfy constraint: Member must have length less than or equal to 8192"
+        );
+    }
+
+    #[test]
+    fn bodies_tell_which_members_they_have() {
+        let b = Body::parse(br#"{"Recipient": {"A": 1}, "Gone": null}"#).unwrap();
+        assert!(b.has("Recipient"));
+        assert!(!b.has("Gone") && !b.has("Other"));
     }
 }

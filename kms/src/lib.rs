@@ -8,8 +8,9 @@
 //!
 //! The API is what the `cloister-kms` binary needs: [`Store::init`] opens a data directory (its
 //! root key where [`RootKeyFile`] says; [`Store::migrate`] upgrades a store from before row MACs),
-//! [`App::new`] builds the service over it, [`router`] serves it (and [`server_config`] its TLS),
-//! [`App::housekeeping`] rotates and deletes keys when due. [`blob`] reads a ciphertext blob's
+//! [`App::new`] builds the service over it, [`router`] serves it (and [`server_config`] its TLS)
+//! on the bounded listeners of [`listen`], [`App::housekeeping`] rotates and deletes keys when
+//! due. [`blob`] reads a ciphertext blob's
 //! header; [`policy`] and [`decode_input`] are public for the fuzz targets.
 
 mod app;
@@ -18,6 +19,7 @@ mod audit;
 pub mod blob;
 mod error;
 mod input;
+pub mod listen;
 mod ops;
 pub mod policy;
 mod ratelimit;
@@ -26,8 +28,9 @@ mod server;
 mod state;
 mod store;
 mod tls;
+mod unknown_keys;
 
-pub use app::{App, Config};
+pub use app::{App, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE};
 pub use error::{KmsError, SetupError, StoreError};
 pub use rootkey::{RootKey, RootKeyFile};
 pub use server::router;

@@ -9,13 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
+use cloister_kms::listen::{self, Connections, Limits, Listener};
 use cloister_kms::policy::KeyPolicy;
 use cloister_kms::{
-    App, AuditCheck, Config, Migration, Principal, RootKeyFile, Rotated, Store, router,
-    server_config,
+    App, AuditCheck, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE, Migration, Principal, RootKeyFile,
+    Rotated, Store, router, server_config,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// cloister-kms: an AWS-KMS-compatible key service that releases keys only to attested enclaves.
@@ -82,6 +81,8 @@ enum Command {
         /// Cryptographic requests per second per account (default: unlimited).
         #[arg(long)]
         rate: Option<f64>,
+        #[command(flatten)]
+        limits: LimitFlags,
     },
     /// Print the admin principal's credentials as environment lines.
     Credentials {
@@ -193,6 +194,72 @@ enum AuditCommand {
     },
 }
 
+/// What one client may hold of the server (see `cloister_kms::listen`).
+#[derive(Debug, clap::Args)]
+struct LimitFlags {
+    /// A request head must be complete this long after its first byte (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Close a connection with no request in progress, or whose client stops reading, after this.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// A TLS handshake must be complete this long after the connection is accepted.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// A request body must have arrived this long after its head.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Connections open at once over all listeners; more are closed on arrival.
+    #[arg(long, default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=listen::MAX_CONNECTIONS as i64))]
+    max_connections: u32,
+    /// Largest request head (request line and headers), bytes; larger ones get 431.
+    #[arg(long, default_value_t = 32768,
+          value_parser = clap::value_parser!(u32).range(listen::MIN_HEADER_BYTES as i64..=1 << 24))]
+    max_header_bytes: u32,
+    /// Unauthenticated requests audited one by one per second; the rest are counted in a
+    /// summary entry.
+    #[arg(long, default_value_t = DEFAULT_UNAUTHENTICATED_AUDIT_RATE)]
+    unauthenticated_audit_rate: f64,
+}
+
+impl LimitFlags {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: self.max_connections as usize,
+            max_header_bytes: self.max_header_bytes as usize,
+        }
+    }
+}
+
+/// Longest timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// `10s`, `500ms`, `2m`, or a number of seconds; between 1 ms and a day.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!("{text:?} must be between 1ms and 24h"));
+    }
+    Ok(d)
+}
+
 fn print_credentials(p: &Principal) {
     println!("AWS_ACCESS_KEY_ID={}", p.access_key_id());
     println!("AWS_SECRET_ACCESS_KEY={}", p.secret());
@@ -241,6 +308,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             trust_roots,
             max_attestation_age,
             rate,
+            limits,
         } => {
             let roots = load_trust_roots(&trust_roots)?;
             for (source, anchor) in std::iter::once(&aws_root()).chain(&roots) {
@@ -266,11 +334,24 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 Some(addr) => Some((addr, server_config(data_dir)?)),
                 None => None,
             };
-            let app = Arc::new(App::new(cfg, root, store, data_dir)?);
+            let app = Arc::new(
+                App::new(cfg, root, store, data_dir)?
+                    .with_unauthenticated_audit_rate(limits.unauthenticated_audit_rate),
+            );
+            let limits = limits.limits();
+            match listen::raise_open_files(limits.max_connections) {
+                Ok((soft, want)) if soft < want => tracing::warn!(
+                    "at most {soft} open files (the hard limit): --max-connections {} needs {want}; \
+                     connections beyond the system's limit are refused",
+                    limits.max_connections
+                ),
+                Ok((soft, _)) => tracing::info!("open files: at most {soft}"),
+                Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(app, listen, tls))?;
+            rt.block_on(serve(app, listen, tls, limits))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::TrustRoots { trust_roots } => {
@@ -436,71 +517,72 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
+/// How often counted unauthenticated requests are audited as one entry.
+const UNAUDITED_EVERY: Duration = Duration::from_secs(10);
+/// How long stopping waits for open connections to finish.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 async fn serve(
     app: Arc<App>,
     listen: SocketAddr,
     tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    limits: Limits,
 ) -> Result<()> {
-    let router = router(app.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
+    let limits = Arc::new(limits);
+    let connections = Connections::new(limits.max_connections);
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(
-        "cloister-kms listening on http://{}",
-        listener.local_addr()?
-    );
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut rx = stop_rx.clone();
-    let http_router = router.clone();
-    tasks.spawn(async move {
-        axum::serve(listener, http_router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    });
+    let mut listeners = vec![Listener::http(listen).with_context(|| format!("binding {listen}"))?];
     if let Some((addr, config)) = tls {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(
-            "cloister-kms listening on https://{}",
-            listener.local_addr()?
-        );
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            loop {
-                let (tcp, _) = tokio::select! {
-                    r = listener.accept() => r?,
-                    _ = rx.wait_for(|s| *s) => return Ok(()),
-                };
-                let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        listeners.push(Listener::https(addr, &config).with_context(|| format!("binding {addr}"))?);
     }
-    let housekeeping_app = app.clone();
+    tracing::info!("limits: {limits}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let addr = listener.local_addr();
+        match listener.transport() {
+            listen::Transport::Tls => tracing::info!("cloister-kms listening on https://{addr}"),
+            listen::Transport::LoopbackCleartext => {
+                tracing::info!("cloister-kms listening on http://{addr}");
+            }
+            listen::Transport::PublicCleartext => {
+                tracing::warn!(
+                    "--listen {addr} is not a loopback address: requests and answers cross the \
+                     network in cleartext, so operations that answer with plaintext (Decrypt, \
+                     GenerateDataKey, GenerateRandom without a Recipient) are refused on it; \
+                     serve them with --tls-listen"
+                );
+                tracing::info!("cloister-kms listening on http://{addr}");
+            }
+        }
+        let router = router(app.clone(), listener.transport());
+        tasks.spawn(listen::serve(
+            listener,
+            router,
+            limits.clone(),
+            connections.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let background = app.clone();
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
+        let mut since_housekeeping = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                _ = rx.wait_for(|s| *s) => return Ok(()),
+                () = tokio::time::sleep(UNAUDITED_EVERY) => {}
+                _ = rx.wait_for(|s| *s) => return,
             }
-            match housekeeping_app.housekeeping().await {
+            if let Err(e) = background.audit_unaudited().await {
+                tracing::error!("auditing unauthenticated requests: {e}");
+            }
+            since_housekeeping += UNAUDITED_EVERY;
+            if since_housekeeping < Duration::from_secs(60) {
+                continue;
+            }
+            since_housekeeping = Duration::ZERO;
+            match background.housekeeping().await {
                 Ok((0, 0)) => {}
                 Ok((r, d)) => tracing::info!(rotated = r, deleted = d, "housekeeping"),
                 Err(e) => tracing::error!("housekeeping: {e}"),
@@ -508,8 +590,71 @@ async fn serve(
         }
     });
     while let Some(r) = tasks.join_next().await {
-        r??;
+        r?;
+    }
+    let open = connections.drained(STOP_GRACE).await;
+    if open > 0 {
+        tracing::warn!("{open} connections still open after {STOP_GRACE:?}; closing them");
+    }
+    if let Err(e) = app.audit_unaudited().await {
+        tracing::error!("auditing unauthenticated requests: {e}");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bounds() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "0s", "s", "10h", "-1s", "1.5s", "25000m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_limit_flags_have_sane_defaults() {
+        let cli = Cli::try_parse_from(["cloister-kms", "serve", "--data-dir", "/x"]).unwrap();
+        let Command::Serve { limits, .. } = cli.command else {
+            panic!("not serve");
+        };
+        let l = limits.limits();
+        assert_eq!(
+            (
+                l.header_timeout,
+                l.idle_timeout,
+                l.max_connections,
+                l.max_header_bytes
+            ),
+            (Duration::from_secs(10), Duration::from_secs(30), 512, 32768)
+        );
+        assert!(
+            Cli::try_parse_from([
+                "cloister-kms",
+                "serve",
+                "--data-dir",
+                "/x",
+                "--max-header-bytes",
+                "100"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "cloister-kms",
+                "serve",
+                "--data-dir",
+                "/x",
+                "--max-connections",
+                "0"
+            ])
+            .is_err()
+        );
+    }
 }

@@ -1,4 +1,6 @@
-//! A token bucket: `rate` tokens per second, holding at most one second's worth.
+//! Token buckets: the per-account rate of cryptographic requests, and the budget of
+//! unauthenticated requests audited one by one (beyond it they are counted, and the count is
+//! audited as one summary entry).
 
 use std::time::Instant;
 
@@ -36,6 +38,51 @@ impl TokenBucket {
     }
 }
 
+/// Requests that were not audited one by one: how many, since when (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unaudited {
+    /// How many.
+    pub(crate) count: u64,
+    /// When the first of them arrived.
+    pub(crate) since_ms: i64,
+}
+
+/// How many unauthenticated requests get their own audit entry: a token bucket; the requests
+/// beyond it are counted until [`AuditBudget::take_unaudited`] hands the count over.
+#[derive(Debug)]
+pub(crate) struct AuditBudget {
+    bucket: TokenBucket,
+    unaudited: Option<Unaudited>,
+}
+
+impl AuditBudget {
+    /// A budget of `rate` individually audited requests per second.
+    pub(crate) fn new(rate: f64) -> Self {
+        Self {
+            bucket: TokenBucket::new(rate),
+            unaudited: None,
+        }
+    }
+
+    /// Whether a request arriving at `now_ms` gets its own entry; if not, it is counted.
+    pub(crate) fn admit(&mut self, now_ms: i64) -> bool {
+        if self.bucket.take() {
+            return true;
+        }
+        let u = self.unaudited.get_or_insert(Unaudited {
+            count: 0,
+            since_ms: now_ms,
+        });
+        u.count = u.count.saturating_add(1);
+        false
+    }
+
+    /// The requests counted since the last call, if any (the count restarts from zero).
+    pub(crate) fn take_unaudited(&mut self) -> Option<Unaudited> {
+        self.unaudited.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +93,29 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.take()).count(), 5);
         std::thread::sleep(std::time::Duration::from_millis(450));
         assert!(b.take());
+    }
+
+    #[test]
+    fn the_budget_counts_what_it_does_not_admit_until_handed_over() {
+        let mut b = AuditBudget::new(2.0);
+        assert_eq!(b.take_unaudited(), None);
+        let admitted = (0..10).filter(|i| b.admit(100 + i)).count();
+        assert_eq!(admitted, 2);
+        assert_eq!(
+            b.take_unaudited(),
+            Some(Unaudited {
+                count: 8,
+                since_ms: 102
+            })
+        );
+        assert_eq!(b.take_unaudited(), None);
+        assert!(!b.admit(500));
+        assert_eq!(
+            b.take_unaudited(),
+            Some(Unaudited {
+                count: 1,
+                since_ms: 500
+            })
+        );
     }
 }

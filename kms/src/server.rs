@@ -3,35 +3,130 @@
 //! SigV4 is strict (see `cloister_sigv4::verify`): `host`, `x-amz-date`, `content-type` and every
 //! `x-amz-*` header a request carries must be signed, so a captured request cannot be replayed as
 //! another operation, and signing keys are derived once per principal per day (`App::signing_keys`).
+//!
+//! Authenticated requests are audited one by one. Unauthenticated ones cost the caller nothing,
+//! so what they can make the audit log hold is bounded: what they sent is cut to a few hundred
+//! bytes, and beyond a rate they are counted rather than written one by one; the count is
+//! audited as one `UnauthenticatedRequests` entry with the next unauthenticated request audited,
+//! by the server's timer ([`App::audit_unaudited`]), and when it stops.
+//!
+//! Operations that answer with plaintext are refused on a cleartext listener that other
+//! machines reach (see [`check_transport`]).
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
 use crate::input::Body;
+use crate::listen::Transport;
 use crate::ops;
+use crate::ratelimit::Unaudited;
 use crate::state::Principal;
 use crate::store::now_ms;
 
 /// Largest request body accepted.
-const MAX_BODY: usize = 512 * 1024;
+pub(crate) const MAX_BODY: usize = 512 * 1024;
 
-/// The router serving the KMS API.
-pub fn router(app: Arc<App>) -> Router {
+/// The principal of an unauthenticated request's audit entry.
+const ANONYMOUS: &str = "anonymous";
+/// Most bytes of the operation (the raw `X-Amz-Target` when unknown) an entry keeps.
+const MAX_OPERATION: usize = 128;
+/// Most bytes of an unauthenticated request's refusal reason an entry keeps.
+const MAX_REASON: usize = 256;
+/// The operation of the entry that counts unaudited unauthenticated requests.
+const UNAUDITED_OPERATION: &str = "UnauthenticatedRequests";
+
+/// The router serving the KMS API to requests that come over `transport`.
+pub fn router(app: Arc<App>, transport: Transport) -> Router {
     Router::new()
         .route("/", any(handle))
         .fallback(any(handle))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(Extension(transport))
         .with_state(app)
+}
+
+/// Operations whose answer carries plaintext or secret material, unless the request names a
+/// `Recipient` (the answer is then encrypted to the attested enclave). Any operation added
+/// that answers with secrets belongs here.
+const RETURNS_PLAINTEXT: &[&str] = &[
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateRandom",
+    "DeriveSharedSecret",
+];
+
+/// Refuses an operation that would answer with plaintext over cleartext HTTP that leaves the
+/// machine. AWS has no such case; UnsupportedOperationException says the request cannot be
+/// served as sent, without suggesting that the key policy is at fault.
+fn check_transport(op: &str, body: &Body, transport: Transport) -> Result<()> {
+    if transport.carries_plaintext() || !RETURNS_PLAINTEXT.contains(&op) || body.has("Recipient") {
+        return Ok(());
+    }
+    Err(KmsError::Unsupported(format!(
+        "{op} answers with plaintext, which this KMS does not send over cleartext HTTP on a \
+         non-loopback address: use the HTTPS listener (--tls-listen) or bind --listen to loopback"
+    )))
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with how much was cut.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}...[{} more bytes]",
+        text.get(..end).unwrap_or_default(),
+        text.len() - end
+    )
+}
+
+/// The entry counting `u`.
+fn unaudited_entry(u: Unaudited) -> AuditEntry {
+    let since = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(u.since_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{} ms after the epoch", u.since_ms));
+    AuditEntry {
+        time_ms: now_ms(),
+        principal: ANONYMOUS.into(),
+        operation: UNAUDITED_OPERATION.into(),
+        outcome: "error".into(),
+        reason: Some(format!(
+            "{} unauthenticated requests not individually audited since {since}",
+            u.count
+        )),
+        ..AuditEntry::default()
+    }
+}
+
+impl App {
+    /// Audits the unauthenticated requests counted and not audited one by one, as one
+    /// `UnauthenticatedRequests` entry; nothing if there are none. The server calls it every
+    /// few seconds and when it stops.
+    pub async fn audit_unaudited(&self) -> Result<()> {
+        match self.take_unaudited() {
+            Some(u) => self.writer.append_audit(unaudited_entry(u)).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Verifies the request's SigV4 signature against the principal it names (whose signing key
@@ -80,6 +175,7 @@ fn authenticate(
 
 async fn handle(
     State(app): State<Arc<App>>,
+    Extension(transport): Extension<Transport>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -97,45 +193,82 @@ async fn handle(
         .to_owned();
     let mut entry = AuditEntry {
         time_ms: now_ms(),
-        principal: "anonymous".into(),
-        operation: if op.is_empty() {
-            target.clone()
-        } else {
-            op.clone()
-        },
+        principal: ANONYMOUS.into(),
+        operation: bounded(if op.is_empty() { &target } else { &op }, MAX_OPERATION),
         ..AuditEntry::default()
     };
-    let result = serve(&app, &method, &uri, &headers, &body, &op, &mut entry).await;
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+        op: &op,
+        transport,
+    };
+    let result = serve(&app, request, &mut entry).await;
+    let anonymous = entry.principal == ANONYMOUS;
     match &result {
         Ok(_) => entry.outcome = "ok".into(),
         Err(e) => {
             entry.outcome = "error".into();
             entry.error = Some(e.aws_name().into());
-            entry.reason = Some(e.to_string());
+            let reason = e.to_string();
+            entry.reason = Some(if anonymous {
+                bounded(&reason, MAX_REASON)
+            } else {
+                reason
+            });
         }
     }
     let status_line = match &result {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.aws_name().to_owned(),
     };
-    tracing::info!(request_id, principal = %entry.principal, op = %entry.operation, key = ?entry.key_id, outcome = %status_line, "request");
-    // The answer waits until its audit entry is durable.
-    let result = match app.writer.append_audit(entry).await {
+    // Unauthenticated requests beyond the budget are only counted (and logged at debug level,
+    // so they do not flood the log either).
+    let individually = !anonymous || app.admit_unauthenticated(entry.time_ms);
+    if individually {
+        tracing::info!(request_id, principal = %entry.principal, op = %entry.operation, key = ?entry.key_id, outcome = %status_line, "request");
+    } else {
+        tracing::debug!(request_id, principal = %entry.principal, op = %entry.operation, outcome = %status_line, "request, counted");
+    }
+    // The answer waits until its audit entry is durable; an unauthenticated one's comes after
+    // the count of those not audited before it.
+    let audited = match (individually, anonymous) {
+        (false, _) => Ok(()),
+        (true, false) => app.writer.append_audit(entry).await,
+        (true, true) => match app.audit_unaudited().await {
+            Ok(()) => app.writer.append_audit(entry).await,
+            Err(e) => Err(e),
+        },
+    };
+    let result = match audited {
         Ok(()) => result,
         Err(e) => Err(e),
     };
     respond(result, &request_id)
 }
 
-async fn serve(
-    app: &App,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    op: &str,
-    entry: &mut AuditEntry,
-) -> Result<Value> {
+/// What [`serve`] needs of a request.
+struct Request<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    /// The operation named by `X-Amz-Target` (empty when it names none).
+    op: &'a str,
+    transport: Transport,
+}
+
+async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Result<Value> {
+    let Request {
+        method,
+        uri,
+        headers,
+        body,
+        op,
+        transport,
+    } = request;
     let principal = authenticate(app, method, uri, headers, body)?;
     entry.principal = principal.arn.clone();
     if *method != Method::POST || uri.path() != "/" {
@@ -149,6 +282,7 @@ async fn serve(
         ));
     }
     let body = Body::parse(body)?;
+    check_transport(op, &body, transport)?;
     if ops::is_cryptographic(op) {
         app.throttle()?;
     }
@@ -177,4 +311,59 @@ fn respond(result: Result<Value>, request_id: &str) -> Response {
         h.insert("x-amzn-errortype", HeaderValue::from_static(t));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_is_cut_on_a_character_boundary_and_marked() {
+        assert_eq!(bounded("Decrypt", 128), "Decrypt");
+        let long = format!("a{}", "é".repeat(100));
+        let cut = bounded(&long, 4);
+        assert_eq!(cut, "aé...[198 more bytes]");
+        assert!(bounded(&"x".repeat(60_000), MAX_OPERATION).len() < MAX_OPERATION + 32);
+    }
+
+    #[test]
+    fn plaintext_answers_need_tls_loopback_or_a_recipient() {
+        let plain = Body::parse(b"{}").unwrap();
+        let attested = Body::parse(br#"{"Recipient": {"AttestationDocument": "AA=="}}"#).unwrap();
+        let public = Transport::PublicCleartext;
+        for op in ["Decrypt", "GenerateDataKey", "GenerateRandom"] {
+            let err = check_transport(op, &plain, public).unwrap_err();
+            assert_eq!(err.aws_name(), "UnsupportedOperationException");
+            assert!(err.to_string().contains("--tls-listen"), "{err}");
+            assert!(check_transport(op, &attested, public).is_ok());
+            assert!(check_transport(op, &plain, Transport::Tls).is_ok());
+            assert!(check_transport(op, &plain, Transport::LoopbackCleartext).is_ok());
+        }
+        for op in [
+            "Encrypt",
+            "ReEncrypt",
+            "GenerateDataKeyWithoutPlaintext",
+            "DescribeKey",
+        ] {
+            assert!(check_transport(op, &plain, public).is_ok(), "{op}");
+        }
+    }
+
+    #[test]
+    fn the_unaudited_entry_counts_and_dates() {
+        let e = unaudited_entry(Unaudited {
+            count: 42,
+            since_ms: 1_700_000_000_123,
+        });
+        assert_eq!(
+            (e.principal.as_str(), e.operation.as_str()),
+            (ANONYMOUS, UNAUDITED_OPERATION)
+        );
+        assert_eq!(
+            e.reason.as_deref(),
+            Some(
+                "42 unauthenticated requests not individually audited since 2023-11-14T22:13:20.123Z"
+            )
+        );
+    }
 }

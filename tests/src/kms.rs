@@ -82,13 +82,25 @@ impl KmsBinary {
     /// Starts `cloister-kms serve --listen 127.0.0.1:0 --data-dir <data_dir> <extra>`; with
     /// `--tls-listen` among `extra`, waits for the HTTPS listener too.
     pub fn start(&self, data_dir: &Path, extra: &[&str]) -> KmsServer {
-        KmsServer::spawn(self.clone(), data_dir.to_owned(), None, extra)
+        self.start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`KmsBinary::start`], with the plain HTTP listener on `listen` (`host:0` for a free
+    /// port) instead of loopback.
+    pub fn start_on(&self, data_dir: &Path, listen: &str, extra: &[&str]) -> KmsServer {
+        KmsServer::spawn(self.clone(), data_dir.to_owned(), None, listen, extra)
     }
 
     /// Like [`KmsBinary::start`], over a new temporary data directory the server owns.
     pub fn start_temp(&self, extra: &[&str]) -> KmsServer {
         let tmp = tempfile::tempdir().expect("temporary directory");
-        KmsServer::spawn(self.clone(), tmp.path().join("kms"), Some(tmp), extra)
+        KmsServer::spawn(
+            self.clone(),
+            tmp.path().join("kms"),
+            Some(tmp),
+            "127.0.0.1:0",
+            extra,
+        )
     }
 }
 
@@ -121,7 +133,7 @@ pub fn env_lines(out: &str) -> Vec<(String, String)> {
 pub struct KmsServer {
     /// The process.
     pub child: Child,
-    /// The plain HTTP address (`127.0.0.1:port`).
+    /// The plain HTTP address (`127.0.0.1:port` unless started with [`KmsBinary::start_on`]).
     pub addr: String,
     /// The HTTPS address, when started with `--tls-listen`.
     pub https: Option<String>,
@@ -151,10 +163,11 @@ impl KmsServer {
         binary: KmsBinary,
         dir: PathBuf,
         tmp: Option<tempfile::TempDir>,
+        listen: &str,
         extra: &[&str],
     ) -> Self {
         let mut child = Command::new(binary.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(&dir)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -229,6 +242,26 @@ impl KmsServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.log().contains(marker)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit, at most `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(
+            i32::try_from(self.child.id()).expect("a process id fits in i32"),
+        );
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for cloister-kms") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cloister-kms did not stop within {timeout:?} of SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The binary this server runs.

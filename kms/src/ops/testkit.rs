@@ -50,7 +50,7 @@ impl Kms {
         let admin = credentials(admin.access_key_id(), admin.secret());
         let app = Arc::new(App::new(cfg, root, store, dir.path()).unwrap());
         Self {
-            router: crate::server::router(app.clone()),
+            router: crate::server::router(app.clone(), crate::listen::Transport::Tls),
             app,
             admin,
             dir,

@@ -204,9 +204,27 @@ pub(super) fn read_table<T>(
     table: Table,
     decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Checked<T>> {
+    read_rows(conn, rows, table, None, decode)
+}
+
+/// As [`read_table`], reading only the row whose identity (first column) is `only`, if given.
+pub(super) fn read_rows<T>(
+    conn: &Connection,
+    rows: &RowKey,
+    table: Table,
+    only: Option<&str>,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Checked<T>> {
     let n = table.columns().len();
-    let mut stmt = conn.prepare(&table.select())?;
-    let mut cursor = stmt.query([])?;
+    let mut sql = table.select();
+    if only.is_some() {
+        sql.push_str(&format!(" WHERE {} = ?1", table.columns()[0]));
+    }
+    let mut stmt = conn.prepare(&sql)?;
+    let mut cursor = match only {
+        Some(id) => stmt.query([id])?,
+        None => stmt.query([])?,
+    };
     let mut out = Checked {
         rows: Vec::new(),
         flawed: Vec::new(),

@@ -244,7 +244,21 @@ impl Store {
     /// Every principal whose row is intact, oldest first, and the access key ids of those whose
     /// row failed its integrity check, with why.
     pub(crate) fn checked_principals(&self, root: &RootKey) -> Result<Checked<Principal>> {
-        let read = integrity::read_table(&self.conn, root.rows(), Table::Principals, |r| {
+        self.read_principals(root, None)
+    }
+
+    /// The principal with `access_key_id` (one row read and opened), or why its row failed its
+    /// integrity check; both empty when there is no such principal.
+    pub(crate) fn checked_principal(
+        &self,
+        root: &RootKey,
+        access_key_id: &str,
+    ) -> Result<Checked<Principal>> {
+        self.read_principals(root, Some(access_key_id))
+    }
+
+    fn read_principals(&self, root: &RootKey, only: Option<&str>) -> Result<Checked<Principal>> {
+        let read = integrity::read_rows(&self.conn, root.rows(), Table::Principals, only, |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
