@@ -3,7 +3,7 @@
 //! [`Store`] is a connection for the synchronous work (creating the data directory, loading the
 //! in-memory [`State`], the CLI's principal and audit commands, reading principals added while a
 //! server runs). [`Writer`] is the one thread that writes while the server runs, with group
-//! commit, and holds the audit chain's head (see `writer.rs`). The database runs in WAL mode with
+//! commit, and holds the audit log's head (see `writer.rs`). The database runs in WAL mode with
 //! `synchronous=FULL`, so a committed write is on disk and readers read while the writer writes.
 
 mod audit_log;
@@ -16,8 +16,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OpenFlags, params};
 use zeroize::Zeroizing;
 
-pub(crate) use self::audit_log::ChainHead;
-pub use self::audit_log::{AuditCheck, StoredEntry};
+pub use self::audit_log::{AuditCheck, AuditSummary, BrokenAt, StoredEntry};
 pub(crate) use self::writer::Writer;
 use crate::error::{Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
@@ -375,7 +374,7 @@ mod tests {
     async fn written_rows_load_back_and_deletes_cascade() {
         let dir = tempfile::tempdir().unwrap();
         let (root, store) = Store::init(dir.path(), "111122223333").unwrap();
-        let writer = store.start_writer().unwrap();
+        let writer = store.start_writer(&root, dir.path()).unwrap();
         let id = "0b1e2d3c-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
         let sealed = root.seal(&material_label(id, 2), &[9; 32]).unwrap();
         writer.put_key(key(id), Some((2, sealed))).await.unwrap();
