@@ -70,7 +70,7 @@ enum Command {
     /// Manage principals.
     #[command(subcommand)]
     Principal(PrincipalCommand),
-    /// Read the audit log.
+    /// Read and verify the audit log, and prove things about it.
     #[command(subcommand)]
     Audit(AuditCommand),
 }

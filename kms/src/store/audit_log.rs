@@ -256,14 +256,10 @@ impl Store {
                 at: Instant::now(),
             },
         };
-        let signed: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM tree_heads WHERE tree_size = ?1",
-                [sql_int(head.frontier.size())?],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if signed.is_none() {
+        // Unless a good head of the log as it is exists already (a restart with no new entry).
+        let current = stored_head(&tx, sql_int(head.frontier.size())?)?;
+        let root = head.frontier.root();
+        if !current.is_some_and(|h| heads.signer.public_key().verifies(&h) && h.root_hash == root) {
             heads.sign(&tx, &head)?;
         }
         tx.commit()?;
@@ -308,10 +304,25 @@ fn stored_heads(conn: &Connection) -> Result<Vec<StoredHead>> {
     if !has_tree_heads(conn)? {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare(
-        "SELECT tree_size, root_hash, timestamp_ms, signature FROM tree_heads ORDER BY tree_size",
-    )?;
-    let rows = stmt.query_map([], |r| {
+    read_heads(conn, "ORDER BY tree_size", [])
+}
+
+/// The stored tree head of `size`, if there is one and it is well-formed.
+fn stored_head(conn: &Connection, size: i64) -> Result<Option<SignedTreeHead>> {
+    let heads = read_heads(conn, "WHERE tree_size = ?1", [size])?;
+    Ok(heads.into_iter().next().and_then(|(_, h)| h.ok()))
+}
+
+/// The `tree_heads` rows that `clause` selects.
+fn read_heads(
+    conn: &Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredHead>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT tree_size, root_hash, timestamp_ms, signature FROM tree_heads {clause}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, Vec<u8>>(1)?,
@@ -431,7 +442,7 @@ impl<'a> Verification<'a> {
         target: &Target<'_>,
         root: &Hash,
     ) -> std::result::Result<(), (BrokenAt, String)> {
-        let not_the_key = "its signature is not the KMS's tree-head key's";
+        let not_the_key = "its signature does not verify under the tree-head public key";
         match target {
             Target::Head(head) => {
                 let at = BrokenAt::TreeHead(size);
@@ -618,10 +629,7 @@ fn stored_frontier(tx: &Connection, key: &TreeKey) -> Result<Option<Frontier>> {
         return Ok(None);
     };
     let frontier = Frontier::decode(&bytes).filter(|f| i64::try_from(f.size()).ok() == Some(size));
-    let head = stored_heads(tx)?
-        .into_iter()
-        .find(|(s, _)| i64::try_from(*s).ok() == Some(size))
-        .and_then(|(_, h)| h.ok());
+    let head = stored_head(tx, size)?;
     match (frontier, head) {
         (Some(f), Some(h)) if key.verifies(&h) && h.root_hash == f.root() => Ok(Some(f)),
         _ => {
@@ -670,9 +678,13 @@ impl TreeHeads {
         self.signed
     }
 
-    /// Restores [`TreeHeads::mark`]'s state.
+    /// Restores [`TreeHeads::mark`]'s size after a failed transaction, but restarts the clock:
+    /// a store that keeps failing is retried a period later, not in a loop.
     pub(super) fn reset(&mut self, mark: Signed) {
-        self.signed = mark;
+        self.signed = Signed {
+            size: mark.size,
+            at: Instant::now(),
+        };
     }
 
     /// Signs the head of `log` now and stores it with the frontier, inside `tx`.
