@@ -77,7 +77,7 @@ impl App {
     /// refused whenever a request names them; the rest is served.
     pub fn new(cfg: Config, root: RootKey, store: Store, data_dir: &Path) -> Result<Self> {
         let state = store.load(&root)?;
-        let writer = store.start_writer(&root)?;
+        let writer = store.start_writer(&root, data_dir)?;
         let reader = Store::open_read_only(data_dir)?;
         let mut anchors = vec![TrustAnchor::aws_nitro_root_g1()];
         anchors.extend(cfg.trust_roots.iter().cloned());

@@ -1,8 +1,12 @@
-//! The audit log's entries and their hash chain (the store keeps them; see `store`).
+//! The audit log's entries, their hash chain and their Merkle leaves (the store keeps them; see
+//! `store`).
 //!
 //! Each entry is stored as canonical JSON with `hash = SHA-256(prev_hash ‖ "\n" ‖ entry)`, so
-//! changing, removing or reordering any entry breaks every hash after it. `cloister-kms audit
-//! verify` walks the chain. Entries never hold key material or plaintext. What an attestation
+//! changing, removing or reordering any entry breaks every hash after it, for whoever cannot
+//! recompute the hashes. Against whoever can write the database, each entry is also a leaf of a
+//! Merkle tree (`merkle`) whose heads the KMS signs (`tree_head`); `cloister-kms audit verify`
+//! checks the chain, the tree and the signed heads. Entries never hold key material or
+//! plaintext. What an attestation
 //! document says is recorded as verified (`module_id`, `pcr0`, `trust_root_sha256`) only when it
 //! verified; a refused document's claims go to `claimed_*` fields.
 

@@ -4,22 +4,26 @@
 //! AWS Encryption SDK work against it unchanged. Beyond what local KMS emulators do, it enforces
 //! key policies (including `kms:RecipientAttestation:*` conditions on verified PCRs), binds
 //! encryption context unambiguously, keeps every rotated key version, refuses disabled and
-//! pending-deletion keys, audits every request in a hash chain, and persists durably in SQLite.
+//! pending-deletion keys, audits every request in a Merkle tree with signed tree heads, and
+//! persists durably in SQLite.
 //!
 //! The API is what the `cloister-kms` binary needs: [`Store::init`] opens a data directory (its
 //! root key where [`RootKeyFile`] says; [`Store::migrate`] upgrades a store from before row MACs),
 //! [`App::new`] builds the service over it, [`router`] serves it (and [`server_config`] its TLS)
 //! on the bounded listeners of [`listen`], [`App::housekeeping`] rotates and deletes keys when
-//! due. [`blob`] reads a ciphertext blob's
-//! header; [`policy`] and [`decode_input`] are public for the fuzz targets.
+//! due. [`blob`] reads a ciphertext blob's header; [`policy`] and [`decode_input`] are public for
+//! the fuzz targets, [`audit_proof`] for offline checks of the audit log's proofs (and its fuzz
+//! target).
 
 mod app;
 mod attested;
 mod audit;
+pub mod audit_proof;
 pub mod blob;
 mod error;
 mod input;
 pub mod listen;
+mod merkle;
 mod ops;
 pub mod policy;
 mod ratelimit;
@@ -28,15 +32,18 @@ mod server;
 mod state;
 mod store;
 mod tls;
+mod tree_head;
 mod unknown_keys;
 
 pub use app::{App, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE};
 pub use error::{KmsError, SetupError, StoreError};
+pub use merkle::Hash;
 pub use rootkey::{RootKey, RootKeyFile};
 pub use server::router;
 pub use state::Principal;
-pub use store::{AuditCheck, Migration, Store, StoredEntry};
+pub use store::{AuditCheck, AuditSummary, BrokenAt, Migration, Store, StoredEntry};
 pub use tls::{Rotated, rotate as rotate_tls, server_config};
+pub use tree_head::{KeyFormatError, SignedTreeHead, TreeKey, TreeSigner};
 
 /// Decodes a request body as operation `op`'s typed input (what the server does before it
 /// touches any key); an error is the answer the server would give.

@@ -1,4 +1,5 @@
-//! `cloister-kms`: serve the KMS, print credentials, add principals, read the audit log, print the
+//! `cloister-kms`: serve the KMS, print credentials, add principals, read, verify and prove
+//! things about the audit log, check key policies, rotate the TLS certificate, and print the
 //! attestation trust roots' fingerprints (for `cloister:RecipientAttestation:TrustRootSha256`).
 
 use std::net::SocketAddr;
@@ -6,14 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use cloister_attestation::TrustAnchor;
+use cloister_kms::audit_proof::{self, Checked, ConsistencyProof, InclusionProof};
 use cloister_kms::listen::{self, Connections, Limits, Listener};
 use cloister_kms::policy::KeyPolicy;
 use cloister_kms::{
     App, AuditCheck, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE, Migration, Principal, RootKeyFile,
-    Rotated, Store, router, server_config,
+    Rotated, SignedTreeHead, Store, TreeKey, TreeSigner, router, server_config,
 };
 use tokio::sync::watch;
 
@@ -95,7 +100,7 @@ enum Command {
     /// Manage principals.
     #[command(subcommand)]
     Principal(PrincipalCommand),
-    /// Read the audit log.
+    /// Read and verify the audit log, and prove things about it.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// MAC the rows of a store from before row integrity (once, after upgrading).
@@ -186,11 +191,56 @@ enum AuditCommand {
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
     },
-    /// Check the hash chain; exit 1 naming the first bad entry.
+    /// Check every entry, every stored signed tree head and, if given, a checkpoint kept
+    /// elsewhere; exit 1 naming the first bad entry, head or checkpoint.
     Verify {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A checkpoint (`audit checkpoint`'s output) the log must still extend.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Check signatures with this public key (PEM) instead of the data directory's key.
+        #[arg(long, value_name = "PEM")]
+        public_key: Option<PathBuf>,
+    },
+    /// Print the public key (PEM) of the key that signs tree heads: keep it to check
+    /// checkpoints and proofs.
+    PublicKey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify the log, then sign a tree head of it now and print it (JSON): keep it elsewhere.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify the log, then print a proof (JSON) against a tree head signed now: that entry SEQ
+    /// is in the log, or that the log extends the checkpoint of size M.
+    Prove {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Prove this entry is in the log.
+        #[arg(
+            long,
+            required_unless_present = "from_size",
+            conflicts_with = "from_size"
+        )]
+        seq: Option<u64>,
+        /// Prove the log extends a checkpoint of this many entries.
+        #[arg(long, value_name = "M")]
+        from_size: Option<u64>,
+    },
+    /// Check a proof offline, with only the KMS's public key; exit 1 if it does not hold.
+    CheckProof {
+        /// The KMS's tree-head public key (PEM, `audit public-key`'s output).
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+        /// The proof (`audit prove`'s output).
+        #[arg(long, value_name = "FILE")]
+        proof: PathBuf,
+        /// For a consistency proof (`audit prove --from-size`): the checkpoint it starts from.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -453,24 +503,124 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Tail { data_dir, n }) => {
+        Command::Audit(cmd) => audit(cmd),
+    }
+}
+
+fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    match cmd {
+        AuditCommand::Tail { data_dir, n } => {
             for e in open_existing(&data_dir)?.audit_tail(n)? {
                 println!(
                     "{{\"seq\":{},\"hash\":\"{}\",\"entry\":{}}}",
                     e.seq, e.hash, e.json
                 );
             }
-            Ok(std::process::ExitCode::SUCCESS)
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify { data_dir }) => {
-            match open_existing(&data_dir)?.verify_audit()? {
-                AuditCheck::Intact(n) => {
-                    println!("audit log intact: {n} entries");
-                    Ok(std::process::ExitCode::SUCCESS)
+        AuditCommand::Verify {
+            store: args,
+            checkpoint,
+            public_key,
+        } => {
+            let data_dir = args.data_dir.clone();
+            let store = open_existing(&data_dir)?;
+            let key = match public_key {
+                Some(p) => Some(read_public_key(&p)?),
+                None if TreeSigner::exists(&data_dir) => {
+                    Some(open_signer(&args)?.public_key().clone())
                 }
-                AuditCheck::Broken { seq, reason } => {
-                    println!("audit log BROKEN at entry {seq}: {reason}");
-                    Ok(std::process::ExitCode::from(1))
+                None => None,
+            };
+            let checkpoint = checkpoint.map(|p| read_checkpoint(&p)).transpose()?;
+            match store.verify_audit(key.as_ref(), checkpoint.as_ref())? {
+                AuditCheck::Intact(s) => {
+                    println!("audit log intact: {s}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                broken => Ok(report_broken(&broken)),
+            }
+        }
+        AuditCommand::PublicKey { store: args } => {
+            let data_dir = args.data_dir.clone();
+            open_existing(&data_dir)?;
+            print!("{}", open_signer(&args)?.public_key().to_pem());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { store: args } => {
+            let data_dir = args.data_dir.clone();
+            let (store, signer) = (open_existing(&data_dir)?, open_signer(&args)?);
+            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+                AuditCheck::Intact(s) => s,
+                broken => return Ok(report_broken(&broken)),
+            };
+            println!("{}", signer.sign_now(s.entries, s.root_hash).to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prove {
+            store: args,
+            seq,
+            from_size,
+        } => {
+            let data_dir = args.data_dir.clone();
+            let (store, signer) = (open_existing(&data_dir)?, open_signer(&args)?);
+            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+                AuditCheck::Intact(s) => s,
+                broken => return Ok(report_broken(&broken)),
+            };
+            let n = s.entries;
+            let json = match (seq, from_size) {
+                (Some(seq), _) => {
+                    if seq == 0 || seq > n {
+                        bail!("there is no entry {seq}: the log has {n} entries");
+                    }
+                    let (entry, audit_path, root) = store.audit_inclusion(seq, n)?;
+                    ensure!(root == s.root_hash, "the log changed while it was read");
+                    InclusionProof {
+                        leaf_index: seq - 1,
+                        entry,
+                        audit_path,
+                        tree_head: signer.sign_now(n, root),
+                    }
+                    .to_json()
+                }
+                (None, Some(m)) => {
+                    if m > n {
+                        bail!("the log has {n} entries, fewer than {m}");
+                    }
+                    let (consistency_path, root) = store.audit_consistency(m, n)?;
+                    ensure!(root == s.root_hash, "the log changed while it was read");
+                    ConsistencyProof {
+                        from_size: m,
+                        consistency_path,
+                        tree_head: signer.sign_now(n, root),
+                    }
+                    .to_json()
+                }
+                (None, None) => bail!("give --seq or --from-size"),
+            };
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::CheckProof {
+            public_key,
+            proof,
+            checkpoint,
+        } => {
+            let pem = read_bounded(&public_key)?;
+            let proof = read_bounded(&proof)?;
+            let checkpoint = checkpoint.map(|p| read_bounded(&p)).transpose()?;
+            match audit_proof::check(&pem, &proof, checkpoint.as_deref()) {
+                Ok(checked) => {
+                    println!("{checked}");
+                    if let Checked::Inclusion { entry, .. } = checked {
+                        println!("{entry}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("proof REJECTED: {e}");
+                    Ok(ExitCode::from(1))
                 }
             }
         }
@@ -495,6 +645,42 @@ fn load_trust_roots(paths: &[PathBuf]) -> Result<Vec<(String, TrustAnchor)>> {
         roots.extend(anchors.into_iter().map(|a| (p.display().to_string(), a)));
     }
     Ok(roots)
+}
+
+/// Prints `audit verify`'s one-line verdict on a broken log; exit status 1.
+fn report_broken(check: &AuditCheck) -> ExitCode {
+    if let AuditCheck::Broken { at, reason } = check {
+        println!("audit log BROKEN at {at}: {reason}");
+    }
+    ExitCode::from(1)
+}
+
+/// The data directory's tree-head signing key (created on first use), opened under its root key.
+fn open_signer(args: &StoreArgs) -> Result<TreeSigner> {
+    let root = args.root_key().load()?;
+    Ok(TreeSigner::load_or_create(&args.data_dir, &root)?)
+}
+
+/// A file given on the command line, read up to one byte past what any parser accepts (so an
+/// oversized file is refused by the parser, not read whole).
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(audit_proof::MAX_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut buf)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(buf)
+}
+
+fn read_public_key(path: &Path) -> Result<TreeKey> {
+    TreeKey::from_pem(&read_bounded(path)?).with_context(|| format!("{}", path.display()))
+}
+
+fn read_checkpoint(path: &Path) -> Result<SignedTreeHead> {
+    audit_proof::parse_checkpoint(&read_bounded(path)?)
+        .with_context(|| format!("{}", path.display()))
 }
 
 fn open_existing(dir: &Path) -> Result<Store> {

@@ -3,7 +3,7 @@
 //! [`Store`] is a connection for the synchronous work (creating the data directory, loading the
 //! in-memory [`State`], the CLI's principal and audit commands, reading principals added while a
 //! server runs). [`Writer`] is the one thread that writes while the server runs, with group
-//! commit, and holds the audit chain's head (see `writer.rs`). The database runs in WAL mode with
+//! commit, and holds the audit log's head (see `writer.rs`). The database runs in WAL mode with
 //! `synchronous=FULL`, so a committed write is on disk and readers read while the writer writes.
 //!
 //! Key, alias and principal rows carry a MAC under a key derived from the root key
@@ -24,8 +24,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use zeroize::Zeroizing;
 
-pub(crate) use self::audit_log::ChainHead;
-pub use self::audit_log::{AuditCheck, StoredEntry};
+pub use self::audit_log::{AuditCheck, AuditSummary, BrokenAt, StoredEntry};
 pub(crate) use self::integrity::Checked;
 use self::integrity::Table;
 use self::schema::{Found, Migrated};
@@ -583,7 +582,7 @@ mod tests {
     async fn written_rows_load_back_with_their_macs_and_deletes_cascade() {
         let dir = tempfile::tempdir().unwrap();
         let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
-        let writer = store.start_writer(&root).unwrap();
+        let writer = store.start_writer(&root, dir.path()).unwrap();
         let id = "0b1e2d3c-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
         let sealed = root.seal(&material_label(id, 2), &[9; 32]).unwrap();
         writer.put_key(key(id), Some((2, sealed))).await.unwrap();

@@ -4,15 +4,18 @@
 //! all jobs that are waiting, runs each in its own savepoint inside one transaction, commits
 //! (WAL, `synchronous=FULL`: the commit is on disk when it returns), and only then answers each
 //! job. So an answered write survives `kill -9`, and concurrent requests share one fsync. The
-//! thread owns the audit chain's head, so entries are chained in commit order.
+//! thread owns the audit log's head, so entries are chained and enter the Merkle tree in commit
+//! order, and it signs tree heads: in a batch's transaction when one is due, when idle with
+//! entries unsigned for a while, and when the last handle is dropped (which waits for it).
 
-use std::sync::mpsc;
-use std::thread;
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
-use super::ChainHead;
+use super::audit_log::{LogHead, TreeHeads};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
@@ -22,14 +25,32 @@ use crate::state::{Alias, KeyRecord};
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut ChainHead) -> Deliver + Send>;
+type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut LogHead) -> Deliver + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    thread: Arc<Thread>,
     /// MACs the key and alias rows it writes.
     rows: RowKey,
+}
+
+/// The thread: when the last handle goes, its queue closes and the drop waits for it to finish
+/// (its last job, and the final tree head).
+struct Thread {
+    tx: Option<mpsc::Sender<Job>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take()
+            && h.join().is_err()
+        {
+            tracing::error!("store writer thread panicked");
+        }
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -43,14 +64,31 @@ fn stopped() -> KmsError {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, MACing rows with `rows` and extending the audit chain
-    /// from `head`.
-    pub(super) fn start(mut conn: Connection, rows: RowKey, mut head: ChainHead) -> Result<Self> {
+    /// Starts the writer thread on `conn`, MACing rows with `rows`, extending the audit log from `head` and signing its
+    /// tree heads with `heads`.
+    pub(super) fn start(
+        mut conn: Connection,
+        rows: RowKey,
+        mut head: LogHead,
+        mut heads: TreeHeads,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("kms-store-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match heads.wait(&head) {
+                        None => rx.recv().ok(),
+                        Some(timeout) => match rx.recv_timeout(timeout) {
+                            Ok(job) => Some(job),
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), false);
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                        },
+                    };
+                    let Some(first) = first else { break };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -58,11 +96,19 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, &mut head, batch);
+                    run_batch(&mut conn, &mut head, &mut heads, batch, false);
                 }
+                // Every handle is gone: sign what is not signed yet.
+                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), true);
             })
             .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
-        Ok(Self { tx, rows })
+        Ok(Self {
+            thread: Arc::new(Thread {
+                tx: Some(tx),
+                handle: Some(handle),
+            }),
+            rows,
+        })
     }
 
     /// Stores a key row and, if given, a new sealed key material version; resolves when durable.
@@ -101,7 +147,7 @@ impl Writer {
             .await
     }
 
-    /// Appends `entry` to the audit chain; resolves when durable.
+    /// Appends `entry` to the audit log; resolves when durable.
     pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
         self.write(move |tx, head| head.append(tx, &entry)).await
     }
@@ -125,7 +171,7 @@ impl Writer {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut ChainHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
     {
         let (done, wait) = oneshot::channel::<Result<T>>();
         self.submit(f, move |outcome| {
@@ -139,7 +185,7 @@ impl Writer {
     fn submit<T, F, A>(&self, f: F, answer: A) -> Result<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut ChainHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
         A: FnOnce(Result<T>) + Send + 'static,
     {
         let job: Job = Box::new(move |tx, head| {
@@ -167,12 +213,28 @@ impl Writer {
                 answer(committed.map_err(KmsError::from).and(outcome));
             })
         });
-        self.tx.send(job).map_err(|_| stopped())
+        let queue = self.thread.tx.as_ref().ok_or_else(stopped)?;
+        queue.send(job).map_err(|_| stopped())
     }
 }
 
-fn run_batch(conn: &mut Connection, head: &mut ChainHead, batch: Vec<Job>) {
+/// Runs `batch` in one transaction, signing a tree head in it when one is due (or, with
+/// `final_head`, whenever entries are unsigned); an empty batch with no head to sign does nothing.
+fn run_batch(
+    conn: &mut Connection,
+    head: &mut LogHead,
+    heads: &mut TreeHeads,
+    batch: Vec<Job>,
+    final_head: bool,
+) {
+    let signs = |head: &LogHead, heads: &TreeHeads| {
+        heads.due(head, Instant::now()) || (final_head && heads.unsigned(head) > 0)
+    };
+    if batch.is_empty() && !signs(head, heads) {
+        return;
+    }
     let before = head.clone();
+    let signed_before = heads.mark();
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -183,9 +245,21 @@ fn run_batch(conn: &mut Connection, head: &mut ChainHead, batch: Vec<Job>) {
         }
     };
     let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(&mut tx, head)).collect();
+    if signs(head, heads) {
+        // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
+        let signed = tx.savepoint().map_err(KmsError::from).and_then(|sp| {
+            heads.sign(&sp, head)?;
+            sp.commit().map_err(KmsError::from)
+        });
+        if let Err(e) = signed {
+            heads.reset(signed_before);
+            tracing::error!("audit log: cannot store a signed tree head: {e}");
+        }
+    }
     let committed = tx.commit().map_err(StoreError::from);
     if committed.is_err() {
         *head = before;
+        heads.reset(signed_before);
     }
     for d in delivers {
         d(committed.clone());
