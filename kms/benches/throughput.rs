@@ -153,19 +153,24 @@ async fn load(
     )
 }
 
-async fn key_and_blob(c: &KmsClient) -> (Value, Value) {
-    // A server may accept connections a moment before it answers (moto does): retry briefly.
-    let mut created = c.call("CreateKey", &json!({})).await;
+/// `op` with `input`, retried briefly: a server may accept connections a moment before it
+/// answers, and moto closes each connection after its answer, which a client can race.
+async fn call_retrying(c: &KmsClient, op: &str, input: &Value) -> Value {
+    let mut answer = c.call(op, input).await;
     for _ in 0..40 {
-        if created.is_ok() {
+        if answer.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        created = c.call("CreateKey", &json!({})).await;
+        answer = c.call(op, input).await;
     }
-    let id = created.unwrap()["KeyMetadata"]["KeyId"].clone();
+    answer.unwrap_or_else(|e| panic!("{op}: {e}"))
+}
+
+async fn key_and_blob(c: &KmsClient) -> (Value, Value) {
+    let id = call_retrying(c, "CreateKey", &json!({})).await["KeyMetadata"]["KeyId"].clone();
     let gdk = json!({"KeyId": id, "KeySpec": "AES_256", "EncryptionContext": {"tenant": "bench"}});
-    let blob = c.call("GenerateDataKey", &gdk).await.unwrap()["CiphertextBlob"].clone();
+    let blob = call_retrying(c, "GenerateDataKey", &gdk).await["CiphertextBlob"].clone();
     (
         gdk,
         json!({"CiphertextBlob": blob, "EncryptionContext": {"tenant": "bench"}}),
