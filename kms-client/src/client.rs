@@ -28,6 +28,8 @@ pub struct KmsClient {
     creds: Credentials,
     retry: Retry,
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// The day's SigV4 signing key, derived once rather than per request.
+    signing_keys: cloister_sigv4::SigningKeyCache,
 }
 
 impl std::fmt::Debug for KmsClient {
@@ -70,6 +72,7 @@ impl KmsClient {
             creds,
             retry: Retry::default(),
             conn: Mutex::new(None),
+            signing_keys: cloister_sigv4::SigningKeyCache::new(2),
         }
     }
 
@@ -175,14 +178,19 @@ impl KmsClient {
     }
 
     async fn once(&self, op: &str, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        let headers = cloister_sigv4::sign_json_request(
-            &self.host,
-            &format!("TrentService.{op}"),
+        let target = format!("TrentService.{op}");
+        let request = cloister_sigv4::JsonRequest {
+            host: &self.host,
+            target: &target,
             body,
+            region: &self.region,
+            service: "kms",
+        };
+        let headers = cloister_sigv4::sign_json_request(
+            &request,
             &self.creds,
-            &self.region,
-            "kms",
             time::OffsetDateTime::now_utc(),
+            Some(&self.signing_keys),
         );
         let mut req = hyper::Request::post("/");
         for (n, v) in &headers {

@@ -260,18 +260,38 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// An AWS JSON 1.1 `POST /` request to sign.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonRequest<'a> {
+    /// The `host` header.
+    pub host: &'a str,
+    /// The `x-amz-target` header, e.g. `TrentService.Decrypt`.
+    pub target: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+    /// The scope's region.
+    pub region: &'a str,
+    /// The scope's service, e.g. `kms`.
+    pub service: &'a str,
+}
+
 /// Every header of a signed AWS JSON 1.1 `POST /` request: `host`, `content-type`
-/// (`application/x-amz-json-1.1`), `x-amz-target` (e.g. `TrentService.Decrypt`), and the
-/// SigV4 headers [`sign`] adds. What both cloister's KMS client and the KMS's own tests send.
+/// (`application/x-amz-json-1.1`), `x-amz-target`, and the SigV4 headers [`sign`] adds, the
+/// signing key from `keys` when given. What both cloister's KMS client and the KMS's own tests
+/// send.
 pub fn sign_json_request(
-    host: &str,
-    target: &str,
-    body: &[u8],
+    req: &JsonRequest<'_>,
     creds: &Credentials,
-    region: &str,
-    service: &str,
     now: OffsetDateTime,
+    keys: Option<&SigningKeyCache>,
 ) -> Vec<(String, String)> {
+    let JsonRequest {
+        host,
+        target,
+        body,
+        region,
+        service,
+    } = *req;
     let base = [
         ("host", host),
         ("content-type", "application/x-amz-json-1.1"),
@@ -284,7 +304,7 @@ pub fn sign_json_request(
         headers: &base,
         body,
     };
-    let signed = sign(&parts, creds, region, service, now);
+    let signed = sign_with(&parts, creds, region, service, now, keys);
     base.iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
         .chain(signed)
@@ -299,6 +319,19 @@ pub fn sign(
     region: &str,
     service: &str,
     now: OffsetDateTime,
+) -> Vec<(String, String)> {
+    sign_with(parts, creds, region, service, now, None)
+}
+
+/// [`sign`], taking the day's signing key from `keys` (derived once per day and scope) when
+/// given: what a client that signs many requests uses.
+pub fn sign_with(
+    parts: &RequestParts<'_>,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: OffsetDateTime,
+    keys: Option<&SigningKeyCache>,
 ) -> Vec<(String, String)> {
     let date_time = amz_date(now);
     let date = &date_time[..8];
@@ -318,10 +351,17 @@ pub fn sign(
     let creq = canonical_request(&with_all, &signed, &sha256_hex(parts.body));
     let scope = scope(date, region, service);
     let sts = string_to_sign(&date_time, &scope, &creq);
-    let sig = signature(
-        &signing_key(&creds.secret_access_key, date, region, service),
-        &sts,
-    );
+    let key = match keys {
+        Some(cache) => cache.signing_key(
+            &creds.access_key_id,
+            &creds.secret_access_key,
+            date,
+            region,
+            service,
+        ),
+        None => signing_key(&creds.secret_access_key, date, region, service),
+    };
+    let sig = signature(&key, &sts);
     added.push((
         "authorization".into(),
         format!(
@@ -484,6 +524,13 @@ mod tests {
             body: b"{}",
         };
         let added = sign(&parts, &creds, "us-east-1", "kms", now);
+        // A cached signing key signs the same, the first time and the next.
+        let cache = SigningKeyCache::new(2);
+        for _ in 0..2 {
+            let cached = sign_with(&parts, &creds, "us-east-1", "kms", now, Some(&cache));
+            assert_eq!(cached, added);
+        }
+        assert_eq!(cache.len(), 1);
         let mut all: Vec<(&str, &str)> = base.to_vec();
         all.extend(added.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let auth_header = added

@@ -77,14 +77,19 @@ impl Kms {
         input: Value,
     ) -> (u16, Value) {
         let body = input.to_string();
+        let target = format!("TrentService.{op}");
+        let request = cloister_sigv4::JsonRequest {
+            host: HOST,
+            target: &target,
+            body: body.as_bytes(),
+            region: "us-east-1",
+            service: "kms",
+        };
         let headers = cloister_sigv4::sign_json_request(
-            HOST,
-            &format!("TrentService.{op}"),
-            body.as_bytes(),
+            &request,
             creds,
-            "us-east-1",
-            "kms",
             time::OffsetDateTime::now_utc(),
+            None,
         );
         let mut req = Request::post("/");
         for (n, v) in &headers {

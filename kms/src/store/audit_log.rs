@@ -606,10 +606,10 @@ impl LogHead {
         let hash = audit::chain_hash(&self.hash, &json);
         let leaf = merkle::leaf_hash(json.as_bytes());
         let seq = self.seq + 1;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![seq, json, self.hash, hash, leaf.as_slice()],
-        )?;
+        )?
+        .execute(params![seq, json, self.hash, hash, leaf.as_slice()])?;
         self.seq = seq;
         self.hash = hash;
         self.frontier.push(leaf);

@@ -147,9 +147,19 @@ impl Writer {
             .await
     }
 
-    /// Appends `entry` to the audit log; resolves when durable.
+    /// Appends `entry` to the audit log; resolves when durable. One INSERT, atomic on its own,
+    /// that moves the head only once it succeeded: it needs no savepoint of its own (the hot
+    /// path: every request appends one).
     pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
-        self.write(move |tx, head| head.append(tx, &entry)).await
+        let (done, wait) = oneshot::channel::<Result<()>>();
+        let job: Job = Box::new(move |tx, head| {
+            let outcome = head.append(tx, &entry);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = done.send(committed.map_err(KmsError::from).and(outcome));
+            })
+        });
+        self.send(job)?;
+        wait.await.map_err(|_| stopped())?
     }
 
     /// Queues `entry` for the audit chain without waiting, for synchronous callers (start-up,
@@ -213,6 +223,11 @@ impl Writer {
                 answer(committed.map_err(KmsError::from).and(outcome));
             })
         });
+        self.send(job)
+    }
+
+    /// Hands `job` to the writer thread.
+    fn send(&self, job: Job) -> Result<()> {
         let queue = self.thread.tx.as_ref().ok_or_else(stopped)?;
         queue.send(job).map_err(|_| stopped())
     }
