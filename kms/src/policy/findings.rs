@@ -251,11 +251,14 @@ fn requires_attestation(c: &Condition) -> bool {
     is_attestation_key(c) && !c.holds(&HashMap::new(), Effect::Allow)
 }
 
-/// A Deny that fires whenever no attestation is presented, whatever else the caller sends.
+/// A Deny that fires whenever no attestation is presented, whatever else the caller sends, on
+/// whatever key the policy is attached to: its `Resource` must include `*` (a Deny naming one
+/// ARN guards only that key, and this report does not know which key it is about).
 fn denies_unattested(s: &Statement) -> bool {
-    s.conditions
-        .iter()
-        .all(|c| is_attestation_key(c) && c.holds(&HashMap::new(), Effect::Deny))
+    s.resources.iter().any(|r| r == "*")
+        && s.conditions
+            .iter()
+            .all(|c| is_attestation_key(c) && c.holds(&HashMap::new(), Effect::Deny))
 }
 
 #[cfg(test)]
@@ -361,6 +364,12 @@ mod tests {
             "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"},
                           "StringEquals": {"kms:EncryptionContext:tier": "gold"}}});
         let r = report(json!([allow, dodgeable]));
+        assert_eq!(reach(&r, HOST, "kms:Decrypt"), Reach::WithoutAttestation);
+        // A Deny naming another key's ARN (or an alias ARN) guards nothing here.
+        let elsewhere = json!({"Effect": "Deny", "Principal": {"AWS": HOST}, "Action": "kms:*",
+            "Resource": "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000",
+            "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}});
+        let r = report(json!([allow, elsewhere]));
         assert_eq!(reach(&r, HOST, "kms:Decrypt"), Reach::WithoutAttestation);
         // An IfExists attestation condition holds when nothing is attested: no protection.
         let if_exists = json!({"Effect": "Allow", "Principal": {"AWS": HOST},
