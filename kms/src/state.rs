@@ -68,7 +68,7 @@ pub(crate) struct KeyRecord {
     /// Newest key material version (1 at creation).
     pub(crate) current_version: u32,
     /// The key policy text.
-    pub(crate) policy_text: String,
+    pub(crate) policy_text: Arc<str>,
     /// The parsed key policy.
     pub(crate) policy: Arc<KeyPolicy>,
 }

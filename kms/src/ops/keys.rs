@@ -136,7 +136,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
         rotation_period_days: 365,
         last_rotation_ms: now,
         current_version: 1,
-        policy_text,
+        policy_text: policy_text.into(),
         policy: Arc::new(policy),
     };
     call.audit.key_id = Some(key_id);

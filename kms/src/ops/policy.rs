@@ -44,7 +44,7 @@ pub(super) async fn put_policy(mut call: Call<'_>) -> Result<Value> {
     let policy = call
         .app
         .checked_policy(&text, call.principal, bypass, &key.key_id)?;
-    key.policy_text = text;
+    key.policy_text = text.into();
     key.policy = Arc::new(policy);
     persist_key(call.app, key, None).await?;
     Ok(json!({}))
@@ -55,7 +55,7 @@ pub(super) fn get_policy(mut call: Call<'_>) -> Result<Value> {
     policy_name(&i)?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let key = call.key_for(key_ref, "kms:GetKeyPolicy", HashMap::new())?;
-    Ok(json!({"Policy": key.policy_text, "PolicyName": "default"}))
+    Ok(json!({"Policy": &*key.policy_text, "PolicyName": "default"}))
 }
 
 #[cfg(test)]

@@ -298,7 +298,7 @@ impl Store {
             .rows
             .into_iter()
             .find(|k| k.key_id == key_id)
-            .map(|k| k.policy_text))
+            .map(|k| k.policy_text.to_string()))
     }
 
     /// Loads every table into memory, checking each row's MAC and opening sealed values with
@@ -392,7 +392,7 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
         rotation_period_days: r.get(7)?,
         last_rotation_ms: r.get(8)?,
         current_version: r.get(9)?,
-        policy_text,
+        policy_text: policy_text.into(),
         policy: Arc::new(policy),
     })
 }
@@ -410,7 +410,7 @@ fn key_values(k: &KeyRecord) -> Vec<Value> {
         Value::Integer(k.rotation_period_days),
         Value::Integer(k.last_rotation_ms),
         Value::Integer(i64::from(k.current_version)),
-        Value::Text(k.policy_text.clone()),
+        Value::Text(k.policy_text.to_string()),
     ]
 }
 
@@ -490,7 +490,7 @@ mod tests {
             last_rotation_ms: 2,
             current_version: 2,
             policy: Arc::new(KeyPolicy::parse(&text).unwrap()),
-            policy_text: text,
+            policy_text: text.into(),
         }
     }
 
