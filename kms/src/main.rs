@@ -22,6 +22,12 @@ use cloister_kms::{
 };
 use tokio::sync::watch;
 
+/// mimalloc rather than glibc's malloc: every request allocates on a worker thread and frees on
+/// the store's writer thread, which glibc serves with locked cross-arena frees; this keeps
+/// GenerateDataKey and Decrypt at the throughput goal (see `scripts/bench-kms`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// cloister-kms: an AWS-KMS-compatible key service that releases keys only to attested enclaves.
 #[derive(Debug, Parser)]
 #[command(name = "cloister-kms", version, about)]
