@@ -227,9 +227,6 @@ impl App {
             return Ok(None);
         }
         let row = RowId::Principal(access_key_id.to_owned());
-        if let Some(refused) = self.refused(&self.state(), row.clone()) {
-            return Err(refused);
-        }
         let unknown = || {
             self.unknown_keys
                 .lock()
