@@ -58,6 +58,14 @@ pub(crate) async fn start(cid: u32, vhost: &Path, uds: &Path, log: &Path) -> Res
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    std::fs::set_permissions(uds, std::fs::Permissions::from_mode(0o666))?;
+    open_to_proxy(uds)?;
     Ok(Backend { child })
+}
+
+/// Makes `uds` connectable by every user (the proxy runs as another). vhost-device-vsock binds
+/// `uds` anew (with the umask's mode) each time a VM connects to it, so a QEMU restarted after
+/// a boot attempt that did not answer leaves a socket the proxy cannot reach: the launcher calls
+/// this again once the guest answered.
+pub(crate) fn open_to_proxy(uds: &Path) -> std::io::Result<()> {
+    std::fs::set_permissions(uds, std::fs::Permissions::from_mode(0o666))
 }

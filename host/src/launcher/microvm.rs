@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use cloister_nsm::emulator::Emulator;
 use cloister_wire::Address;
 
@@ -76,6 +76,8 @@ pub(crate) async fn run(
             ];
             match supervise::ready(&address, per_attempt, signals, &mut watched).await {
                 Event::Ready => {
+                    backend::open_to_proxy(&dir.vsock())
+                        .context("making vm.vsock connectable by the proxy's user")?;
                     if let Some(report) = started.take() {
                         report(Started {
                             mode: "microvm",
