@@ -5,20 +5,17 @@
 //! is edited.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cloister_kms::TreeSigner;
 use cloister_kms::audit_proof::InclusionProof;
-use cloister_tests::kms::{KmsBinary, KmsServer, rt};
-use rusqlite::params;
+use cloister_tests::kms::{KmsServer, rt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-/// The binary under test.
-fn kms_bin() -> KmsBinary {
-    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
-}
+use common::{db, kms_bin, rewrite_audit_entry};
 
 /// A temporary directory holding a data directory (`kms`) with a running server; the files
 /// the tests save go beside the data directory.
@@ -86,42 +83,8 @@ fn save(dir: &Path, args: &[&str], name: &str) -> PathBuf {
     path
 }
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("kms.sqlite3")).unwrap()
-}
-
 fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// What an attacker with write access to the database only can do: edit an entry, then
-/// recompute every chain hash and leaf hash so each row checks out.
-fn rewrite(db: &rusqlite::Connection, seq: i64, from: &str, to: &str) {
-    let n = db
-        .execute(
-            "UPDATE audit SET entry = replace(entry, ?1, ?2) WHERE seq = ?3",
-            params![from, to, seq],
-        )
-        .unwrap();
-    assert_eq!(n, 1);
-    let rows: Vec<(i64, String)> = db
-        .prepare("SELECT seq, entry FROM audit ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut prev = "0".repeat(64);
-    for (seq, entry) in rows {
-        let hash = hex::encode(Sha256::digest(format!("{prev}\n{entry}")));
-        let leaf = Sha256::digest([&[0u8][..], entry.as_bytes()].concat()).to_vec();
-        db.execute(
-            "UPDATE audit SET prev_hash = ?1, hash = ?2, leaf_hash = ?3 WHERE seq = ?4",
-            params![prev, hash, leaf, seq],
-        )
-        .unwrap();
-        prev = hash;
-    }
 }
 
 #[test]
@@ -159,7 +122,7 @@ fn a_recomputed_log_is_caught_by_the_stored_heads_and_by_a_checkpoint_without_th
     stop(server);
 
     let db = db(&dir);
-    rewrite(&db, 5, "ListKeys", "ListAliases");
+    rewrite_audit_entry(&db, 5, "ListKeys", "ListAliases");
     // Every row checks out, but the head signed at shutdown (size 12) does not.
     let (code, line) = verify(&dir, &[]);
     assert_eq!(code, 1);

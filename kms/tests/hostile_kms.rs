@@ -5,20 +5,19 @@
 //! that names another key's ARN) was fixed in `policy::findings`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cloister_kms_client::{ClientError, KmsClient, Retry, b64};
+use cloister_kms_client::{ClientError, KmsClient, b64};
 use cloister_sigv4::{Credentials, RequestParts};
-use cloister_tests::kms::{ADMIN_ARN, KmsBinary, KmsServer, REGION, rt};
+use cloister_tests::kms::{ADMIN_ARN, KmsServer, REGION, rt};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-/// The binary under test.
-fn kms_bin() -> KmsBinary {
-    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
-}
+use common::{db, key_id, kms_bin, once, rewrite_audit_entry, serve_refused};
 
 const HOST: &str = "arn:aws:iam::111122223333:role/cloister-host";
 const IMAGE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -29,18 +28,6 @@ fn code(r: Result<Value, ClientError>) -> String {
         Ok(v) => format!("OK {v}"),
         Err(e) => e.aws_name().unwrap_or("not a service error").to_owned(),
     }
-}
-
-/// A client that does not retry (integrity refusals are 500s, which clients retry).
-fn once(kms: KmsClient) -> KmsClient {
-    kms.with_retry(Retry {
-        attempts: 1,
-        ..Default::default()
-    })
-}
-
-fn key_id(created: &Value) -> String {
-    created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
 }
 
 fn owner_statement() -> Value {
@@ -619,10 +606,6 @@ fn a_second_target_header_does_not_turn_a_signed_request_into_another_operation(
 // ---------------------------------------------------------------------------------------------
 // 5. Integrity at rest.
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("kms.sqlite3")).unwrap()
-}
-
 #[test]
 fn key_material_moved_between_keys_or_a_rolled_back_version_is_refused() {
     let (tmp, server, owner, _host) = started(&[]);
@@ -700,38 +683,6 @@ fn key_material_moved_between_keys_or_a_rolled_back_version_is_refused() {
     );
 }
 
-/// `cloister-kms serve` over `dir`, which must refuse to start: its stderr.
-fn serve_refused(dir: &Path) -> String {
-    let mut child = Command::new(kms_bin().path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Not a speed assertion: a guard against a server that starts and never exits.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cloister-kms serve started over an edited store");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!status.success(), "{err}");
-    err
-}
-
 #[test]
 fn a_store_dressed_as_an_older_schema_or_with_an_edited_root_key_check_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -742,11 +693,11 @@ fn a_store_dressed_as_an_older_schema_or_with_an_edited_root_key_check_is_refuse
 
     // user_version 0 with the MAC columns in place: would a start MAC whatever is there?
     db(&dir).execute_batch("PRAGMA user_version = 0;").unwrap();
-    let err = serve_refused(&dir);
+    let err = serve_refused(&dir, &[]);
     assert!(err.contains("migrate"), "{err}");
     // A version from the future.
     db(&dir).execute_batch("PRAGMA user_version = 7;").unwrap();
-    let err = serve_refused(&dir);
+    let err = serve_refused(&dir, &[]);
     assert!(err.to_lowercase().contains("version"), "{err}");
 
     // The root key check edited.
@@ -754,7 +705,7 @@ fn a_store_dressed_as_an_older_schema_or_with_an_edited_root_key_check_is_refuse
     db(&dir)
         .execute_batch("UPDATE meta SET value = x'00';")
         .unwrap();
-    let err = serve_refused(&dir);
+    let err = serve_refused(&dir, &[]);
     assert!(err.to_lowercase().contains("root key"), "{err}");
 }
 
@@ -1057,7 +1008,6 @@ fn forged_and_malformed_proofs_and_checkpoints_are_refused_without_a_panic() {
 
 #[test]
 fn a_rewrite_hidden_by_deleting_the_heads_and_the_signing_key_is_caught_by_a_checkpoint() {
-    use sha2::{Digest, Sha256};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("kms");
     let creds = kms_bin().admin(&dir);
@@ -1075,31 +1025,7 @@ fn a_rewrite_hidden_by_deleting_the_heads_and_the_signing_key_is_caught_by_a_che
     // Rewrite entry 2, recompute every chain and leaf hash, delete the heads and the key.
     {
         let db = db(&dir);
-        let n = db
-            .execute(
-                "UPDATE audit SET entry = replace(entry, 'CreateKey', 'ListKeys') WHERE seq = 2",
-                [],
-            )
-            .unwrap();
-        assert_eq!(n, 1);
-        let rows: Vec<(i64, String)> = db
-            .prepare("SELECT seq, entry FROM audit ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let mut prev = "0".repeat(64);
-        for (seq, entry) in rows {
-            let hash = hex::encode(Sha256::digest(format!("{prev}\n{entry}")));
-            let leaf = Sha256::digest([&[0u8][..], entry.as_bytes()].concat()).to_vec();
-            db.execute(
-                "UPDATE audit SET prev_hash = ?1, hash = ?2, leaf_hash = ?3 WHERE seq = ?4",
-                rusqlite::params![prev, hash, leaf, seq],
-            )
-            .unwrap();
-            prev = hash;
-        }
+        rewrite_audit_entry(&db, 2, "CreateKey", "ListKeys");
         db.execute_batch("DELETE FROM tree_heads;").unwrap();
     }
     std::fs::remove_file(dir.join("audit-signing.key")).unwrap();

@@ -4,36 +4,18 @@
 //! with a new or foreign root key; a store from before row MACs is migrated by the operator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use cloister_kms_client::{ClientError, KmsClient, Retry, b64, blob};
-use cloister_tests::kms::{ADMIN_ARN, KmsBinary, KmsServer, credentials_from, rt};
+use std::os::unix::fs::PermissionsExt;
+
+use cloister_kms_client::{ClientError, b64, blob};
+use cloister_tests::kms::{ADMIN_ARN, KmsServer, credentials_from, rt};
 use serde_json::{Value, json};
 
-/// The binary under test.
-fn kms_bin() -> KmsBinary {
-    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
-}
+use common::{db, key_id, kms_bin, once, serve_refused};
 
 const HOST_ARN: &str = "arn:aws:iam::111122223333:role/cloister-host";
 const IMAGE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-/// A client that does not retry: an integrity refusal is a 500, which clients retry.
-fn once(kms: KmsClient) -> KmsClient {
-    kms.with_retry(Retry {
-        attempts: 1,
-        ..Default::default()
-    })
-}
-
-/// The store's database, opened behind the server's back.
-fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("kms.sqlite3")).unwrap()
-}
 
 /// Asserts that `r` is the integrity refusal, naming `what`.
 fn assert_refused(r: Result<Value, ClientError>, what: &str) {
@@ -85,43 +67,6 @@ fn assert_audited(server: &KmsServer, table: &str, what: &str) {
     );
     let (intact, out) = server.audit_verify();
     assert!(intact, "{out}");
-}
-
-/// Runs `cloister-kms serve` over `dir`, which must refuse to start; its stderr.
-fn serve_refused(dir: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new(kms_bin().path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Not a speed assertion: a guard against a server that starts and never exits.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cloister-kms serve started over {}", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!status.success(), "{err}");
-    err
-}
-
-fn key_id(created: &Value) -> String {
-    created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
 }
 
 fn key_arn(id: &str) -> String {

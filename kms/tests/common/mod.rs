@@ -1,0 +1,101 @@
+//! Helpers the KMS's integration tests share: the binary, a client that does not retry, the
+//! store opened behind the server's back, a start that must be refused, and the rewrite of the
+//! audit log an attacker with write access to the database only can make.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloister_kms_client::{KmsClient, Retry};
+use cloister_tests::kms::KmsBinary;
+use rusqlite::params;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The binary under test.
+pub(crate) fn kms_bin() -> KmsBinary {
+    KmsBinary::new(env!("CARGO_BIN_EXE_cloister-kms"))
+}
+
+/// A client that does not retry: an integrity refusal is a 500, which clients retry.
+pub(crate) fn once(kms: KmsClient) -> KmsClient {
+    kms.with_retry(Retry {
+        attempts: 1,
+        ..Default::default()
+    })
+}
+
+/// The key id in a CreateKey answer.
+pub(crate) fn key_id(created: &Value) -> String {
+    created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+}
+
+/// The store's database, opened behind the server's back.
+pub(crate) fn db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("kms.sqlite3")).unwrap()
+}
+
+/// Runs `cloister-kms serve` over `dir`, which must refuse to start; its stderr.
+pub(crate) fn serve_refused(dir: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(kms_bin().path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a speed assertion: a guard against a server that starts and never exits.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cloister-kms serve started over {}", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    err
+}
+
+/// What an attacker with write access to the database only can do: edit entry `seq` (replace
+/// `from` by `to`), then recompute every chain hash and leaf hash so each row checks out.
+pub(crate) fn rewrite_audit_entry(db: &rusqlite::Connection, seq: i64, from: &str, to: &str) {
+    let n = db
+        .execute(
+            "UPDATE audit SET entry = replace(entry, ?1, ?2) WHERE seq = ?3",
+            params![from, to, seq],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let rows: Vec<(i64, String)> = db
+        .prepare("SELECT seq, entry FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut prev = "0".repeat(64);
+    for (seq, entry) in rows {
+        let hash = hex::encode(Sha256::digest(format!("{prev}\n{entry}")));
+        let leaf = Sha256::digest([&[0u8][..], entry.as_bytes()].concat()).to_vec();
+        db.execute(
+            "UPDATE audit SET prev_hash = ?1, hash = ?2, leaf_hash = ?3 WHERE seq = ?4",
+            params![prev, hash, leaf, seq],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
