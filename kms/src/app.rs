@@ -13,7 +13,7 @@ use crate::error::{KmsError, Result};
 use crate::policy::{Decision, KeyPolicy, RequestContext};
 use crate::ratelimit::{AuditBudget, TokenBucket, Unaudited};
 use crate::rootkey::RootKey;
-use crate::state::{Alias, Flaw, KeyRecord, KeyState, Principal, RowId, State};
+use crate::state::{Alias, Flaw, KeyRecord, KeyState, Material, Principal, RowId, State};
 use crate::store::{Store, Writer, now_ms};
 use crate::unknown_keys::{self, UnknownKeys};
 
@@ -113,6 +113,7 @@ impl App {
             RowId::Key(id) => format!("key {}", self.key_arn(id)),
             RowId::Alias(name) => format!("alias {}", self.alias_arn(name)),
             RowId::Principal(id) => format!("access key {id}"),
+            RowId::Grant(id) => format!("grant {id}"),
         };
         KmsError::Internal(format!(
             "error[KMS-INTEGRITY]: the stored record of {what} (table {}) failed its integrity check: {flaw}; it is refused until an operator restores it",
@@ -393,12 +394,23 @@ impl App {
         Ok(())
     }
 
-    /// The current key material of a key.
+    /// Version `version` of a SYMMETRIC_DEFAULT key's material (InvalidCiphertext if there is
+    /// none: the version came from a ciphertext).
     pub(crate) fn material(
         &self,
         key_id: &str,
         version: u32,
     ) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let m = self.key_material(key_id, version)?;
+        let bytes: [u8; 32] = m
+            .as_slice()
+            .try_into()
+            .map_err(|_| KmsError::InvalidCiphertext(String::new()))?;
+        Ok(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// Version `version` of any key's material (InvalidCiphertext if there is none).
+    pub(crate) fn key_material(&self, key_id: &str, version: u32) -> Result<Material> {
         self.state()
             .material
             .get(&(key_id.to_owned(), version))

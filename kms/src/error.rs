@@ -140,13 +140,11 @@ impl KmsError {
         }
     }
 
-    /// AWS's HTTP status for this error.
+    /// AWS's HTTP status for this error: 400 for every client error, NotFoundException,
+    /// DisabledException, KMSInvalidStateException and AlreadyExistsException included (as
+    /// recorded from AWS KMS), 500 for the KMS's own failures, 403 for a missing signature.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Disabled(_) | Self::InvalidState(_) | Self::AlreadyExists(_) => {
-                StatusCode::CONFLICT
-            }
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -391,14 +389,16 @@ mod tests {
             KmsError::Auth(SigV4Error::Missing).status(),
             StatusCode::FORBIDDEN
         );
-        assert_eq!(
-            KmsError::NotFound("x".into()).status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            KmsError::Disabled("x".into()).status(),
-            StatusCode::CONFLICT
-        );
+        // AWS answers these four with 400 (recorded from AWS KMS; the API reference lists them
+        // as client errors), not 404 / 409.
+        for e in [
+            KmsError::NotFound("x".into()),
+            KmsError::Disabled("x".into()),
+            KmsError::InvalidState("x".into()),
+            KmsError::AlreadyExists("x".into()),
+        ] {
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{}", e.aws_name());
+        }
         let store = KmsError::Store(StoreError::Corrupt("bad row"));
         assert_eq!(store.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(store.to_string(), "key store failure: bad row");

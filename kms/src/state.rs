@@ -10,6 +10,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::error::{KmsError, Result, StoreError};
+use crate::keyspec::KeyAttrs;
 use crate::policy::KeyPolicy;
 
 /// A key's lifecycle state.
@@ -44,7 +45,7 @@ impl KeyState {
     }
 }
 
-/// A KMS key (SYMMETRIC_DEFAULT).
+/// A KMS key.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRecord {
     /// UUID.
@@ -71,6 +72,26 @@ pub(crate) struct KeyRecord {
     pub(crate) policy_text: Arc<str>,
     /// The parsed key policy.
     pub(crate) policy: Arc<KeyPolicy>,
+    /// Spec, usage, origin, tags, region, multi-Region configuration, material versions.
+    pub(crate) attrs: KeyAttrs,
+}
+
+/// A version of a key's material, opened: 32 bytes for SYMMETRIC_DEFAULT keys, the HMAC key for
+/// HMAC keys, the PKCS #8 private key for asymmetric keys. Shared, not copied, by requests.
+pub(crate) type Material = Arc<Zeroizing<Vec<u8>>>;
+
+/// A grant, as stored: its identity, its key, and its body (JSON, decoded by the grants
+/// operations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GrantRow {
+    /// `GrantId`.
+    pub(crate) grant_id: String,
+    /// The key it is on.
+    pub(crate) key_id: String,
+    /// Everything else, as JSON.
+    pub(crate) body: String,
+    /// Creation, ms.
+    pub(crate) created_ms: i64,
 }
 
 /// An alias.
@@ -112,11 +133,13 @@ pub(crate) struct State {
     /// Keys by id.
     pub(crate) keys: HashMap<String, KeyRecord>,
     /// Key material by (key id, version).
-    pub(crate) material: HashMap<(String, u32), Zeroizing<[u8; 32]>>,
+    pub(crate) material: HashMap<(String, u32), Material>,
     /// Aliases by name.
     pub(crate) aliases: BTreeMap<String, Alias>,
     /// Principals by access key id.
     pub(crate) principals: HashMap<String, Principal>,
+    /// Grants by grant id.
+    pub(crate) grants: BTreeMap<String, GrantRow>,
     /// Stored rows that failed their integrity check, and why: none of them is in the maps
     /// above, and a request naming one is refused (see `App::tampered`).
     pub(crate) tampered: HashMap<RowId, Flaw>,
@@ -131,6 +154,8 @@ pub(crate) enum RowId {
     Alias(String),
     /// A `principals` row, by access key id.
     Principal(String),
+    /// A `grants` row, by grant id.
+    Grant(String),
 }
 
 /// Why a stored row failed its integrity check.
@@ -155,6 +180,7 @@ impl Flaw {
             (_, RowId::Key(_)) => "keys",
             (_, RowId::Alias(_)) => "aliases",
             (_, RowId::Principal(_)) => "principals",
+            (_, RowId::Grant(_)) => "grants",
         }
     }
 }

@@ -41,10 +41,10 @@ def test_create_describe_list(kms):
 def test_not_found_and_invalid_marker(kms):
     with pytest.raises(ClientError) as e:
         kms.describe_key(KeyId="00000000-0000-4000-8000-000000000000")
-    assert err(e) == ("NotFoundException", 404)
+    assert err(e) == ("NotFoundException", 400)
     with pytest.raises(ClientError) as e:
         kms.describe_key(KeyId="alias/does-not-exist")
-    assert err(e) == ("NotFoundException", 404)
+    assert err(e) == ("NotFoundException", 400)
     with pytest.raises(ClientError) as e:
         kms.list_keys(Marker="nonsense")
     assert err(e)[0] == "InvalidMarkerException"
@@ -55,7 +55,7 @@ def test_aliases(kms):
     kms.create_alias(AliasName="alias/boto-app", TargetKeyId=a["KeyId"])
     with pytest.raises(ClientError) as e:
         kms.create_alias(AliasName="alias/boto-app", TargetKeyId=a["KeyId"])
-    assert err(e) == ("AlreadyExistsException", 409)
+    assert err(e) == ("AlreadyExistsException", 400)
     with pytest.raises(ClientError) as e:
         kms.create_alias(AliasName="alias/aws/reserved", TargetKeyId=a["KeyId"])
     assert err(e)[0] == "InvalidAliasNameException"
@@ -70,7 +70,7 @@ def test_aliases(kms):
     kms.delete_alias(AliasName="alias/boto-app")
     with pytest.raises(ClientError) as e:
         kms.delete_alias(AliasName="alias/boto-app")
-    assert err(e) == ("NotFoundException", 404)
+    assert err(e) == ("NotFoundException", 400)
 
 
 def test_encrypt_decrypt_reencrypt_and_context(kms):
@@ -134,7 +134,7 @@ def test_disabled_and_pending_deletion(kms):
                  lambda: kms.generate_data_key(KeyId=k["KeyId"], KeySpec="AES_256")]:
         with pytest.raises(ClientError) as e:
             call()
-        assert err(e) == ("DisabledException", 409)
+        assert err(e) == ("DisabledException", 400)
     kms.enable_key(KeyId=k["KeyId"])
     assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"x"
     r = kms.schedule_key_deletion(KeyId=k["KeyId"], PendingWindowInDays=7)
@@ -142,10 +142,10 @@ def test_disabled_and_pending_deletion(kms):
     assert kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
     with pytest.raises(ClientError) as e:
         kms.decrypt(CiphertextBlob=ct)
-    assert err(e) == ("KMSInvalidStateException", 409)
+    assert err(e) == ("KMSInvalidStateException", 400)
     with pytest.raises(ClientError) as e:
         kms.schedule_key_deletion(KeyId=k["KeyId"], PendingWindowInDays=7)
-    assert err(e) == ("KMSInvalidStateException", 409)
+    assert err(e) == ("KMSInvalidStateException", 400)
     kms.cancel_key_deletion(KeyId=k["KeyId"])
     assert kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
 

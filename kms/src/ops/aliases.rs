@@ -194,7 +194,7 @@ mod tests {
             .await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (409, "AlreadyExistsException")
+            (400, "AlreadyExistsException")
         );
 
         kms.ok(
@@ -231,7 +231,7 @@ mod tests {
         let (status, body) = kms.call("DescribeKey", json!({"KeyId": "alias/app"})).await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (404, "NotFoundException")
+            (400, "NotFoundException")
         );
         let (_, body) = kms
             .call("DeleteAlias", json!({"AliasName": "alias/app"}))
@@ -283,7 +283,7 @@ mod tests {
             .await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (409, "KMSInvalidStateException")
+            (400, "KMSInvalidStateException")
         );
         assert_eq!(kms.ok("ListAliases", json!({})).await["Aliases"], json!([]));
     }

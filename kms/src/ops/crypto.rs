@@ -398,7 +398,7 @@ mod tests {
             .await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (409, "DisabledException")
+            (400, "DisabledException")
         );
     }
 

@@ -13,6 +13,7 @@ use super::shared::{
 use crate::app::App;
 use crate::error::{KmsError, Result};
 use crate::input::Member;
+use crate::keyspec::{KeyAttrs, KeyUsage};
 use crate::policy::KeyPolicy;
 use crate::state::{KeyRecord, KeyState};
 use crate::store::now_ms;
@@ -41,6 +42,8 @@ const USAGES: [&str; 5] = [
 
 /// A key's `KeyMetadata`.
 pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
+    let a = &k.attrs;
+    let spec = a.key_spec;
     let mut m = json!({
         "AWSAccountId": app.cfg.account,
         "KeyId": k.key_id,
@@ -48,15 +51,25 @@ pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
         "CreationDate": secs(k.created_ms),
         "Enabled": k.state == KeyState::Enabled,
         "Description": k.description,
-        "KeyUsage": "ENCRYPT_DECRYPT",
+        "KeyUsage": a.key_usage.as_str(),
         "KeyState": k.state.as_str(),
-        "Origin": "AWS_KMS",
+        "Origin": a.origin.as_str(),
         "KeyManager": "CUSTOMER",
-        "CustomerMasterKeySpec": "SYMMETRIC_DEFAULT",
-        "KeySpec": "SYMMETRIC_DEFAULT",
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
-        "MultiRegion": false,
+        "CustomerMasterKeySpec": spec.as_str(),
+        "KeySpec": spec.as_str(),
+        "MultiRegion": a.multi_region.is_some(),
     });
+    match a.key_usage {
+        KeyUsage::EncryptDecrypt => {
+            m["EncryptionAlgorithms"] = json!(spec.encryption_algorithms());
+        }
+        KeyUsage::SignVerify => m["SigningAlgorithms"] = json!(spec.signing_algorithms()),
+        KeyUsage::GenerateVerifyMac => m["MacAlgorithms"] = json!(spec.mac_algorithms()),
+        KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+    }
+    if let Some(current) = a.materials.last() {
+        m["CurrentKeyMaterialId"] = json!(current.material_id);
+    }
     if let (Some(d), Some(days)) = (k.deletion_ms, k.pending_days) {
         m["DeletionDate"] = json!(secs(d));
         m["PendingDeletionWindowInDays"] = json!(days);
@@ -138,6 +151,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
         current_version: 1,
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
+        attrs: KeyAttrs::default(),
     };
     call.audit.key_id = Some(key_id);
     call.audit.key_version = Some(1);
@@ -289,7 +303,7 @@ mod tests {
             .await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (404, "NotFoundException")
+            (400, "NotFoundException")
         );
         let (_, body) = kms.call("ListKeys", json!({"Marker": "nope"})).await;
         assert_eq!(body["__type"], "InvalidMarkerException");

@@ -196,7 +196,7 @@ mod tests {
         let (status, body) = kms.call("CancelKeyDeletion", json!({"KeyId": id})).await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (409, "KMSInvalidStateException")
+            (400, "KMSInvalidStateException")
         );
         let s = kms
             .ok(
@@ -246,7 +246,7 @@ mod tests {
         let later = now_ms() + 91 * DAY_MS;
         assert_eq!(housekeeping(&kms.app, later).await.unwrap(), (1, 1));
         let (status, _) = kms.call("DescribeKey", json!({"KeyId": doomed})).await;
-        assert_eq!(status, 404);
+        assert_eq!(status, 400);
         assert_eq!(kms.ok("ListAliases", json!({})).await["Aliases"], json!([]));
         let ct = kms
             .ok("Encrypt", json!({"KeyId": rotating, "Plaintext": "AA=="}))
@@ -279,7 +279,7 @@ mod tests {
         let (status, body) = kms.call("RotateKeyOnDemand", json!({"KeyId": id})).await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (409, "DisabledException")
+            (400, "DisabledException")
         );
         kms.ok("EnableKey", json!({"KeyId": id})).await;
         kms.ok("DisableKeyRotation", json!({"KeyId": id})).await;

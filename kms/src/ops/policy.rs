@@ -76,7 +76,7 @@ mod tests {
             .await;
         assert_eq!(
             (status, body["__type"].as_str().unwrap()),
-            (404, "NotFoundException")
+            (400, "NotFoundException")
         );
 
         let other = "arn:aws:iam::111122223333:role/other";

@@ -3,6 +3,7 @@
 //! operations use, paging, randomness.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -85,13 +86,9 @@ pub(super) fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>> {
     Ok(v)
 }
 
-/// Fresh key material.
-pub(super) fn new_material() -> Result<Zeroizing<[u8; 32]>> {
-    let mut m = Zeroizing::new([0u8; 32]);
-    SystemRandom::new()
-        .fill(m.as_mut())
-        .map_err(|_| KmsError::no_randomness())?;
-    Ok(m)
+/// Fresh SYMMETRIC_DEFAULT key material.
+pub(super) fn new_material() -> Result<Zeroizing<Vec<u8>>> {
+    random_bytes(32)
 }
 
 /// Condition keys of an encryption context: `kms:encryptioncontext:<key>` for each pair, and the
@@ -117,7 +114,7 @@ pub(super) fn ec_conditions(ec: &EncryptionContext) -> HashMap<String, Vec<Strin
 pub(super) async fn persist_key(
     app: &App,
     key: KeyRecord,
-    new_material: Option<(u32, Zeroizing<[u8; 32]>)>,
+    new_material: Option<(u32, Zeroizing<Vec<u8>>)>,
 ) -> Result<()> {
     let sealed = match &new_material {
         Some((v, m)) => Some((
@@ -130,7 +127,7 @@ pub(super) async fn persist_key(
     app.writer.put_key(key.clone(), sealed).await?;
     app.apply(|s| {
         if let Some((v, m)) = new_material {
-            s.material.insert((key.key_id.clone(), v), m);
+            s.material.insert((key.key_id.clone(), v), Arc::new(m));
         }
         s.keys.insert(key.key_id.clone(), key);
     });

@@ -29,18 +29,18 @@ pub(crate) enum Table {
     Aliases,
     /// Principals: access key id, sealed secret, ARN.
     Principals,
+    /// Grants: grant id, key id, body.
+    Grants,
 }
 
 impl Table {
-    /// Every MAC'd table.
-    pub(super) const ALL: [Self; 3] = [Self::Keys, Self::Aliases, Self::Principals];
-
     /// The table's SQL name.
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Keys => "keys",
             Self::Aliases => "aliases",
             Self::Principals => "principals",
+            Self::Grants => "grants",
         }
     }
 
@@ -59,9 +59,11 @@ impl Table {
                 "last_rotation_ms",
                 "current_version",
                 "policy",
+                "attrs",
             ],
             Self::Aliases => &["name", "key_id", "created_ms", "updated_ms"],
             Self::Principals => &["access_key_id", "sealed_secret", "arn", "created_ms"],
+            Self::Grants => &["grant_id", "key_id", "body", "created_ms"],
         }
     }
 
@@ -78,7 +80,7 @@ impl Table {
     /// principals only ever inserted.
     fn insert(self) -> String {
         let verb = match self {
-            Self::Keys | Self::Aliases => "INSERT OR REPLACE",
+            Self::Keys | Self::Aliases | Self::Grants => "INSERT OR REPLACE",
             Self::Principals => "INSERT",
         };
         let n = self.columns().len() + 1;
@@ -132,6 +134,24 @@ fn encode(table: &str, values: &[ValueRef<'_>]) -> Vec<u8> {
 pub(super) fn row_mac(rows: &RowKey, table: Table, values: &[Value]) -> Vec<u8> {
     let refs: Vec<ValueRef<'_>> = values.iter().map(ValueRef::from).collect();
     rows.sign(&encode(table.name(), &refs))
+}
+
+/// The MAC of a row of the table named `table` whose columns are `values` (a table of an older
+/// version, for migrations).
+pub(super) fn versioned_row_mac(rows: &RowKey, table: &str, values: &[Value]) -> Vec<u8> {
+    let refs: Vec<ValueRef<'_>> = values.iter().map(ValueRef::from).collect();
+    rows.sign(&encode(table, &refs))
+}
+
+/// Whether `mac` is the MAC of a row of the table named `table` whose columns are `values`.
+pub(super) fn versioned_row_verifies(
+    rows: &RowKey,
+    table: &str,
+    values: &[Value],
+    mac: &[u8],
+) -> bool {
+    let refs: Vec<ValueRef<'_>> = values.iter().map(ValueRef::from).collect();
+    rows.verify(&encode(table, &refs), mac)
 }
 
 /// Checks a row as read: `values` are its columns in [`Table::columns`] order, `mac` its MAC.
@@ -241,14 +261,16 @@ pub(super) fn read_rows<T>(
     Ok(out)
 }
 
-/// MACs every row of `table` as it is now (migration); returns how many.
-pub(super) fn mac_existing(conn: &Connection, rows: &RowKey, table: Table) -> Result<usize> {
-    let n = table.columns().len();
-    let sql = format!(
-        "SELECT rowid, {} FROM {}",
-        table.columns().join(", "),
-        table.name()
-    );
+/// MACs every row of the table named `table`, whose MAC'd columns are `columns`, as it is now
+/// (migration from version 0); returns how many.
+pub(super) fn mac_existing(
+    conn: &Connection,
+    rows: &RowKey,
+    table: &str,
+    columns: &[&str],
+) -> Result<usize> {
+    let n = columns.len();
+    let sql = format!("SELECT rowid, {} FROM {table}", columns.join(", "));
     let mut stmt = conn.prepare(&sql)?;
     let found = stmt
         .query_map([], |r| {
@@ -259,11 +281,11 @@ pub(super) fn mac_existing(conn: &Connection, rows: &RowKey, table: Table) -> Re
             Ok((rowid, values))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let update = format!("UPDATE {} SET mac = ?1 WHERE rowid = ?2", table.name());
+    let update = format!("UPDATE {table} SET mac = ?1 WHERE rowid = ?2");
     for (rowid, values) in &found {
         conn.execute(
             &update,
-            rusqlite::params![row_mac(rows, table, values), rowid],
+            rusqlite::params![versioned_row_mac(rows, table, values), rowid],
         )?;
     }
     Ok(found.len())

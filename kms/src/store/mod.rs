@@ -33,7 +33,8 @@ use crate::error::{Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
 use crate::rootkey::{RootKey, RootKeyFile, RowKey};
 use crate::state::{
-    Alias, Flaw, KeyRecord, KeyState, Principal, RowId, State, material_label, secret_label,
+    Alias, Flaw, GrantRow, KeyRecord, KeyState, Principal, RowId, State, material_label,
+    secret_label,
 };
 
 /// The database file inside the data directory.
@@ -155,6 +156,18 @@ impl Store {
                 root
             }
             Found::Current => existing_root_key(dir, root_key)?,
+            Found::V1 => {
+                let root = existing_root_key(dir, root_key)?;
+                if !schema::root_key_matches(&conn, root.rows())? {
+                    return Err(SetupError::WrongRootKey {
+                        key: root_key.path().to_owned(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                let n = schema::upgrade_v1(&mut conn, root.rows())?;
+                tracing::info!(dir = %dir.display(), keys = n, "store upgraded to schema version 2 (key attributes, grants)");
+                root
+            }
             Found::Unauthenticated => {
                 return Err(SetupError::NeedsMigration {
                     dir: dir.to_owned(),
@@ -333,13 +346,7 @@ impl Store {
                     .or_insert(Flaw::MaterialSeal(version));
                 continue;
             };
-            let material: [u8; 32] = opened
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("key material is not 32 bytes"))?;
-            state
-                .material
-                .insert((key_id, version), Zeroizing::new(material));
+            state.material.insert((key_id, version), Arc::new(opened));
         }
         for row in state.tampered.keys() {
             if let RowId::Key(id) = row {
@@ -348,6 +355,21 @@ impl Store {
         }
         let keys = &state.keys;
         state.material.retain(|(id, _), _| keys.contains_key(id));
+
+        let grants = integrity::read_table(&self.conn, rows, Table::Grants, |r| {
+            Ok(GrantRow {
+                grant_id: r.get(0)?,
+                key_id: r.get(1)?,
+                body: r.get(2)?,
+                created_ms: r.get(3)?,
+            })
+        })?;
+        for g in grants.rows {
+            state.grants.insert(g.grant_id.clone(), g);
+        }
+        for (id, flaw) in grants.flawed {
+            state.tampered.insert(RowId::Grant(id), flaw);
+        }
 
         let aliases = integrity::read_table(&self.conn, rows, Table::Aliases, |r| {
             Ok(Alias {
@@ -394,6 +416,8 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
         current_version: r.get(9)?,
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
+        attrs: serde_json::from_str(&r.get::<_, String>(11)?)
+            .map_err(|_| StoreError::Corrupt("a key's attributes do not decode"))?,
     })
 }
 
@@ -411,7 +435,28 @@ fn key_values(k: &KeyRecord) -> Vec<Value> {
         Value::Integer(k.last_rotation_ms),
         Value::Integer(i64::from(k.current_version)),
         Value::Text(k.policy_text.to_string()),
+        Value::Text(serde_json::to_string(&k.attrs).unwrap_or_else(|_| "{}".into())),
     ]
+}
+
+/// A grant row's columns, in [`Table::Grants`]' order.
+fn grant_values(g: &GrantRow) -> Vec<Value> {
+    vec![
+        Value::Text(g.grant_id.clone()),
+        Value::Text(g.key_id.clone()),
+        Value::Text(g.body.clone()),
+        Value::Integer(g.created_ms),
+    ]
+}
+
+/// A grant row, inserted or replaced, with its MAC.
+fn put_grant(tx: &Connection, rows: &RowKey, g: &GrantRow) -> Result<()> {
+    integrity::put_row(tx, rows, Table::Grants, grant_values(g))
+}
+
+fn delete_grant(tx: &Connection, grant_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM grants WHERE grant_id = ?1", [grant_id])?;
+    Ok(())
 }
 
 /// An alias row's columns, in [`Table::Aliases`]' order.
@@ -462,6 +507,7 @@ fn delete_key(tx: &Connection, key_id: &str) -> Result<()> {
     for sql in [
         "DELETE FROM key_material WHERE key_id = ?1",
         "DELETE FROM aliases WHERE key_id = ?1",
+        "DELETE FROM grants WHERE key_id = ?1",
         "DELETE FROM keys WHERE key_id = ?1",
     ] {
         tx.execute(sql, [key_id])?;
@@ -491,6 +537,7 @@ mod tests {
             current_version: 2,
             policy: Arc::new(KeyPolicy::parse(&text).unwrap()),
             policy_text: text.into(),
+            attrs: crate::keyspec::KeyAttrs::default(),
         }
     }
 
@@ -544,6 +591,7 @@ mod tests {
             Table::Keys => RowId::Key(id.into()),
             Table::Aliases => RowId::Alias(id.into()),
             Table::Principals => RowId::Principal(id.into()),
+            Table::Grants => RowId::Grant(id.into()),
         }
     }
 
@@ -558,6 +606,7 @@ mod tests {
                 .values()
                 .any(|p| p.arn == root_arn(ACCOUNT)),
             RowId::Principal(id) => state.principals.contains_key(id),
+            RowId::Grant(id) => state.grants.contains_key(id),
         }
     }
 
@@ -600,7 +649,7 @@ mod tests {
             ),
             (KeyState::Disabled, Some(5), 2, 90)
         );
-        assert_eq!(state.material[&(id.to_owned(), 2)].as_ref(), &[9; 32]);
+        assert_eq!(state.material[&(id.to_owned(), 2)].as_slice(), &[9; 32]);
         assert_eq!(state.aliases["alias/a"].updated_ms, 4);
         assert_eq!(state.principals.len(), 1);
         let macs: i64 = reader
@@ -896,7 +945,7 @@ mod tests {
         let state = store.load(&root).unwrap();
         assert!(state.tampered.is_empty(), "{:?}", state.tampered);
         assert_eq!(state.keys["k1"].state, KeyState::Enabled);
-        assert_eq!(state.material[&("k1".to_owned(), 1)].as_ref(), &[5; 32]);
+        assert_eq!(state.material[&("k1".to_owned(), 1)].as_slice(), &[5; 32]);
         assert_eq!(state.aliases["alias/a"].key_id, "k1");
         assert_eq!(
             state.principals["AKIAROLEROLEROLEROLE"].secret(),

@@ -5,12 +5,18 @@
 //!   `audit`).
 //! - Version 1: `keys`, `aliases` and `principals` gain a `mac` column (see `integrity.rs`), and
 //!   `meta` holds the root key check.
+//! - Version 2: `keys` gains `attrs` (spec, usage, origin, tags, region, Multi-Region
+//!   configuration, material versions: `keyspec::KeyAttrs` as JSON, covered by the row's MAC),
+//!   and the MAC'd `grants` table appears. A version 1 store is brought to version 2 at start:
+//!   each key row's version 1 MAC is checked first and only a row that verifies is MAC'd anew
+//!   (with `attrs` `{}`), so the upgrade vouches for nothing the version 1 MACs did not.
 //!
 //! A new store is made as version 0 and migrated at once, so the migration runs on every new
 //! store. An existing version 0 store is migrated only by `cloister-kms migrate`, never on its
 //! own: whoever can write the database could otherwise make it look like a version 0 store
 //! again, and the next start would MAC whatever they wrote.
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::integrity::{self, Table};
@@ -19,7 +25,7 @@ use crate::rootkey::{RootKey, RowKey};
 use crate::state::{material_label, secret_label};
 
 /// The version this build reads and writes.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// Version 0: the tables as they were before integrity.
 const TABLES_V0: &str = "
@@ -74,6 +80,44 @@ CREATE TABLE meta (
 );
 ";
 
+/// Version 1 → 2: key attributes and grants.
+const V1_TO_V2: &str = "
+ALTER TABLE keys ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE grants (
+    grant_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    mac BLOB
+);
+CREATE INDEX grants_by_key ON grants (key_id);
+";
+
+/// The columns of version 1's MAC'd tables, in MAC order.
+const V1_COLUMNS: [(&str, &[&str]); 3] = [
+    (
+        "keys",
+        &[
+            "key_id",
+            "description",
+            "created_ms",
+            "state",
+            "deletion_ms",
+            "pending_days",
+            "rotation_enabled",
+            "rotation_period_days",
+            "last_rotation_ms",
+            "current_version",
+            "policy",
+        ],
+    ),
+    ("aliases", &["name", "key_id", "created_ms", "updated_ms"]),
+    (
+        "principals",
+        &["access_key_id", "sealed_secret", "arn", "created_ms"],
+    ),
+];
+
 /// The `meta` row holding the root key check.
 const ROOT_KEY_CHECK: &str = "root-key-check";
 
@@ -84,6 +128,8 @@ pub(super) enum Found {
     Empty,
     /// Tables of version 0, from before integrity.
     Unauthenticated,
+    /// Tables of version 1 (row MACs, no key attributes or grants).
+    V1,
     /// The current version.
     Current,
     /// A version this build does not know.
@@ -101,6 +147,7 @@ pub(super) fn found(conn: &Connection) -> Result<Found> {
     Ok(match (version, tables) {
         (0, 0) => Found::Empty,
         (0, _) => Found::Unauthenticated,
+        (1, _) => Found::V1,
         (VERSION, _) => Found::Current,
         (other, _) => Found::Other(other),
     })
@@ -114,6 +161,7 @@ pub(super) fn create(conn: &mut Connection, rows: &RowKey) -> Result<()> {
         tx.execute_batch(TABLES_V0)?;
         let n = to_v1(&tx, rows)?;
         debug_assert_eq!(n, 0);
+        to_v2(&tx, rows)?;
     }
     tx.commit()?;
     Ok(())
@@ -142,13 +190,14 @@ pub(super) fn migrate(conn: &mut Connection, root: &RootKey) -> Result<Migrated>
     match found(&tx)? {
         Found::Unauthenticated => {}
         Found::Empty => return Ok(Migrated::Empty),
-        Found::Current => return Ok(Migrated::Current),
+        Found::Current | Found::V1 => return Ok(Migrated::Current),
         Found::Other(version) => return Ok(Migrated::Other(version)),
     }
     if !opens_a_sealed_value(&tx, root)? {
         return Ok(Migrated::WrongRootKey);
     }
     let n = to_v1(&tx, root.rows())?;
+    to_v2(&tx, root.rows())?;
     tx.commit()?;
     Ok(Migrated::Rows(n))
 }
@@ -181,11 +230,57 @@ fn to_v1(tx: &Connection, rows: &RowKey) -> Result<usize> {
         rusqlite::params![ROOT_KEY_CHECK, integrity::root_key_check(rows)],
     )?;
     let mut n = 0;
-    for table in Table::ALL {
-        n += integrity::mac_existing(tx, rows, table)?;
+    for (table, columns) in V1_COLUMNS {
+        n += integrity::mac_existing(tx, rows, table, columns)?;
+    }
+    tx.pragma_update(None, "user_version", 1)?;
+    Ok(n)
+}
+
+/// Brings a version 1 database to version 2 in one transaction (see the header): returns how
+/// many key rows verified and were MAC'd anew. Rows that did not verify keep their old MAC,
+/// which cannot verify under version 2 either, so they stay set aside.
+pub(super) fn upgrade_v1(conn: &mut Connection, rows: &RowKey) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if found(&tx)? != Found::V1 {
+        return Ok(0);
+    }
+    let n = to_v2(&tx, rows)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+fn to_v2(tx: &Connection, rows: &RowKey) -> Result<usize> {
+    let (_, columns) = V1_COLUMNS[0];
+    let sql = format!("SELECT rowid, {}, mac FROM keys", columns.join(", "));
+    let mut stmt = tx.prepare(&sql)?;
+    let n = columns.len();
+    let found = stmt
+        .query_map([], |r| {
+            let rowid: i64 = r.get(0)?;
+            let values = (1..=n)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mac: Option<Vec<u8>> = r.get(n + 1).ok().flatten();
+            Ok((rowid, values, mac))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.execute_batch(V1_TO_V2)?;
+    let mut upgraded = 0;
+    for (rowid, mut values, mac) in found {
+        let Some(mac) = mac else { continue };
+        if !integrity::versioned_row_verifies(rows, "keys", &values, &mac) {
+            continue;
+        }
+        values.push(Value::Text("{}".into()));
+        tx.execute(
+            "UPDATE keys SET mac = ?1 WHERE rowid = ?2",
+            rusqlite::params![integrity::row_mac(rows, Table::Keys, &values), rowid],
+        )?;
+        upgraded += 1;
     }
     tx.pragma_update(None, "user_version", VERSION)?;
-    Ok(n)
+    Ok(upgraded)
 }
 
 /// Whether the store's root key check matches `rows`' root key (false if the check is missing).

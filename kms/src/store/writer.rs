@@ -19,7 +19,7 @@ use super::audit_log::{LogHead, TreeHeads};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
-use crate::state::{Alias, KeyRecord};
+use crate::state::{Alias, GrantRow, KeyRecord};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -141,7 +141,20 @@ impl Writer {
             .await
     }
 
-    /// Deletes a key with its material and aliases; resolves when durable.
+    /// Stores (creates or replaces) a grant; resolves when durable.
+    pub(crate) async fn put_grant(&self, grant: GrantRow) -> Result<()> {
+        let rows = self.rows.clone();
+        self.write(move |tx, _| super::put_grant(tx, &rows, &grant))
+            .await
+    }
+
+    /// Deletes a grant; resolves when durable.
+    pub(crate) async fn delete_grant(&self, grant_id: String) -> Result<()> {
+        self.write(move |tx, _| super::delete_grant(tx, &grant_id))
+            .await
+    }
+
+    /// Deletes a key with its material, aliases and grants; resolves when durable.
     pub(crate) async fn delete_key(&self, key_id: String) -> Result<()> {
         self.write(move |tx, _| super::delete_key(tx, &key_id))
             .await
