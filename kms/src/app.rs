@@ -380,6 +380,10 @@ impl App {
                 self.key_arn(&key.key_id)
             ))),
             KeyState::PendingDeletion => self.refuse_pending(key),
+            KeyState::PendingImport => Err(KmsError::InvalidState(format!(
+                "{} is pending import.",
+                self.key_arn(&key.key_id)
+            ))),
         }
     }
 

@@ -70,6 +70,12 @@ pub enum KmsError {
     /// Unknown access key.
     #[error("The security token included in the request is invalid.")]
     UnrecognizedClient,
+    /// The key's usage or spec does not allow the operation (e.g. Encrypt with a signing key).
+    #[error("{0}")]
+    InvalidKeyUsage(String),
+    /// A tag is not valid (reserved prefix, too many tags).
+    #[error("{0}")]
+    Tag(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -107,6 +113,8 @@ pub(crate) const CODES: &[&str] = &[
     "InvalidSignatureException",
     "UnrecognizedClientException",
     "LimitExceededException",
+    "TagException",
+    "InvalidKeyUsageException",
     "KMSInternalException",
 ];
 
@@ -136,6 +144,8 @@ impl KmsError {
             Self::Auth(e) => e.aws_error(),
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::LimitExceeded(_) => "LimitExceededException",
+            Self::Tag(_) => "TagException",
+            Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
     }
@@ -364,6 +374,8 @@ mod tests {
             KmsError::Auth(SigV4Error::Mismatch),
             KmsError::UnrecognizedClient,
             KmsError::LimitExceeded(s()),
+            KmsError::Tag(s()),
+            KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),
             KmsError::Internal(s()),

@@ -22,6 +22,7 @@ pub mod audit_proof;
 pub mod blob;
 mod error;
 mod input;
+mod keymaterial;
 mod keyspec;
 pub mod listen;
 mod merkle;

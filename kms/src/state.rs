@@ -22,6 +22,9 @@ pub(crate) enum KeyState {
     Disabled,
     /// Scheduled for deletion: refuses cryptographic operations (KMSInvalidStateException).
     PendingDeletion,
+    /// Origin EXTERNAL, no material imported yet (or it expired or was deleted): refuses
+    /// cryptographic operations (KMSInvalidStateException).
+    PendingImport,
 }
 
 impl KeyState {
@@ -31,6 +34,7 @@ impl KeyState {
             Self::Enabled => "Enabled",
             Self::Disabled => "Disabled",
             Self::PendingDeletion => "PendingDeletion",
+            Self::PendingImport => "PendingImport",
         }
     }
 
@@ -40,6 +44,7 @@ impl KeyState {
             "Enabled" => Ok(Self::Enabled),
             "Disabled" => Ok(Self::Disabled),
             "PendingDeletion" => Ok(Self::PendingDeletion),
+            "PendingImport" => Ok(Self::PendingImport),
             other => Err(StoreError::UnknownState(other.to_owned())),
         }
     }

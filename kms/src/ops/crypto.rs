@@ -8,10 +8,12 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::shared::{Call, MAX_KEY_ID, ec_conditions, random_bytes};
+use crate::app::App;
 use crate::attested::{self, Recipient, RecipientInput};
 use crate::blob::{self, EncryptionContext};
 use crate::error::{KmsError, Result};
 use crate::input::{Base64, Map, Member, Structure, b64};
+use crate::keyspec::KeySpec;
 use crate::state::KeyRecord;
 
 /// Encrypt's input.
@@ -85,6 +87,20 @@ fn algorithm(member: &Member<String>, field: &str) -> Result<()> {
     }
 }
 
+/// Refuses a key that is not a SYMMETRIC_DEFAULT encryption key for the operations on the KMS's
+/// own ciphertexts (InvalidKeyUsageException, as AWS).
+fn symmetric(app: &App, key: &KeyRecord) -> Result<()> {
+    if key.attrs.key_spec == KeySpec::SymmetricDefault {
+        return Ok(());
+    }
+    Err(KmsError::InvalidKeyUsage(format!(
+        "{} key usage is {} and key spec is {}, which is not valid for this operation.",
+        app.key_arn(&key.key_id),
+        key.attrs.key_usage.as_str(),
+        key.attrs.key_spec.as_str()
+    )))
+}
+
 /// Seals `plaintext` under the key's newest material.
 fn seal_under(
     call: &mut Call<'_>,
@@ -92,6 +108,7 @@ fn seal_under(
     plaintext: &[u8],
     ec: &EncryptionContext,
 ) -> Result<Vec<u8>> {
+    symmetric(call.app, key)?;
     let version = key.current_version;
     call.audit.key_version = Some(version);
     let material = call.app.material(&key.key_id, version)?;
@@ -161,6 +178,7 @@ fn open_blob(
         attested::with_conditions(ec_conditions(o.ec), o.recipient),
     )?;
     call.app.check_usable(&key)?;
+    symmetric(call.app, &key)?;
     let material = call.app.material(&key.key_id, header.version)?;
     let plain = blob::open(blob_bytes, &material, o.ec)?;
     Ok((key, plain))

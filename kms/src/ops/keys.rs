@@ -8,12 +8,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::shared::{
-    Call, KeyIdInput, MAX_KEY_ID, PageInput, new_material, page, paged, persist_key, secs,
+    Call, KeyIdInput, MAX_KEY_ID, PageInput, material_id, page, paged, persist_key, secs,
 };
+use super::tags::{self, TagInput};
 use crate::app::App;
 use crate::error::{KmsError, Result};
 use crate::input::Member;
-use crate::keyspec::{KeyAttrs, KeyUsage};
+use crate::keymaterial;
+use crate::keyspec::{KeyAttrs, KeySpec, KeyUsage, MaterialInfo, MultiRegion, Origin};
 use crate::policy::KeyPolicy;
 use crate::state::{KeyRecord, KeyState};
 use crate::store::now_ms;
@@ -30,8 +32,12 @@ pub(super) struct CreateKeyInput {
     multi_region: Member<bool>,
     policy: Member<String>,
     bypass_policy_lockout_safety_check: Member<bool>,
+    tags: Member<Vec<TagInput>>,
+    custom_key_store_id: Member<String>,
+    xks_key_id: Member<String>,
 }
 
+/// AWS's `KeyUsageType` enum.
 const USAGES: [&str; 5] = [
     "ENCRYPT_DECRYPT",
     "SIGN_VERIFY",
@@ -39,6 +45,103 @@ const USAGES: [&str; 5] = [
     "KEY_AGREEMENT",
     "ENCAPSULATE_DECAPSULATE",
 ];
+
+/// AWS's `KeySpec` enum.
+const SPECS: [&str; 17] = [
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+];
+
+/// AWS's `OriginType` enum.
+const ORIGINS: [&str; 4] = ["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+
+/// The spec, usage and origin CreateKey's input asks for, checked against AWS's rules
+/// (`keyspec`'s header): an unknown name is a ValidationException naming AWS's enum; a spec or
+/// origin AWS has and this KMS does not (SM2, ML-DSA, Ed25519, custom key stores) is
+/// UnsupportedOperationException.
+fn kind(i: &CreateKeyInput) -> Result<(KeySpec, KeyUsage, Origin)> {
+    let usage = i.key_usage.one_of("KeyUsage", &USAGES)?;
+    let spec = i.key_spec.one_of("KeySpec", &SPECS)?;
+    let cmk_spec = i
+        .customer_master_key_spec
+        .one_of("CustomerMasterKeySpec", &SPECS)?;
+    let spec_name = match (spec, cmk_spec) {
+        (Some(_), Some(_)) => {
+            return Err(KmsError::validation(
+                "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
+            ));
+        }
+        (Some(s), None) | (None, Some(s)) => s,
+        (None, None) => "SYMMETRIC_DEFAULT",
+    };
+    let spec = KeySpec::parse(spec_name).ok_or_else(|| {
+        KmsError::Unsupported(format!(
+            "KeySpec {spec_name} is not supported by cloister-kms"
+        ))
+    })?;
+    let usage = match usage {
+        None if spec == KeySpec::SymmetricDefault => KeyUsage::EncryptDecrypt,
+        // AWS: KeyUsage "is optional when you are creating a symmetric encryption KMS key;
+        // otherwise, it is required".
+        None => {
+            return Err(KmsError::validation(format!(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys (KeySpec {spec_name})."
+            )));
+        }
+        Some(u) => KeyUsage::parse(u).ok_or_else(|| {
+            KmsError::Unsupported(format!("KeyUsage {u} is not supported by cloister-kms"))
+        })?,
+    };
+    if !spec.usages().contains(&usage) {
+        return Err(KmsError::validation(format!(
+            "KeyUsage {} is not compatible with KeySpec {spec_name}",
+            usage.as_str()
+        )));
+    }
+    let origin = match i.origin.one_of("Origin", &ORIGINS)? {
+        None | Some("AWS_KMS") => Origin::AwsKms,
+        Some("EXTERNAL") => Origin::External,
+        Some(o) => {
+            return Err(KmsError::Unsupported(format!(
+                "Origin {o} needs a custom key store, which cloister-kms does not have"
+            )));
+        }
+    };
+    if i.custom_key_store_id.text("CustomKeyStoreId")?.is_some()
+        || i.xks_key_id.text("XksKeyId")?.is_some()
+    {
+        return Err(KmsError::Unsupported(
+            "custom key stores are not supported by cloister-kms".into(),
+        ));
+    }
+    Ok((spec, usage, origin))
+}
+
+/// A new key id: a UUID, or `mrk-` and 32 hex digits for a Multi-Region key (36 characters
+/// either way, as the ciphertext format requires).
+fn new_key_id(multi_region: bool) -> String {
+    let id = uuid::Uuid::new_v4();
+    if multi_region {
+        format!("mrk-{}", id.simple())
+    } else {
+        id.to_string()
+    }
+}
 
 /// A key's `KeyMetadata`.
 pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
@@ -89,38 +192,10 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
             "Value at 'description' failed to satisfy constraint: Member must have length less than or equal to 8192",
         ));
     }
-    if let Some(u) = i.key_usage.one_of("KeyUsage", &USAGES)?
-        && u != "ENCRYPT_DECRYPT"
-    {
-        return Err(KmsError::Unsupported(format!(
-            "KeyUsage {u} is not supported: only ENCRYPT_DECRYPT (symmetric) keys"
-        )));
-    }
-    for (field, member) in [
-        ("KeySpec", &i.key_spec),
-        ("CustomerMasterKeySpec", &i.customer_master_key_spec),
-    ] {
-        if let Some(s) = member.text(field)?
-            && s != "SYMMETRIC_DEFAULT"
-        {
-            return Err(KmsError::Unsupported(format!(
-                "{field} {s} is not supported: only SYMMETRIC_DEFAULT"
-            )));
-        }
-    }
-    if let Some(o) = i.origin.text("Origin")?
-        && o != "AWS_KMS"
-    {
-        return Err(KmsError::Unsupported(format!(
-            "Origin {o} is not supported: only AWS_KMS"
-        )));
-    }
-    if i.multi_region.flag("MultiRegion")? {
-        return Err(KmsError::Unsupported(
-            "multi-Region keys are not supported".into(),
-        ));
-    }
-    let key_id = uuid::Uuid::new_v4().to_string();
+    let (spec, usage, origin) = kind(&i)?;
+    let multi_region = i.multi_region.flag("MultiRegion")?;
+    let tags = tags::from_input(&i.tags)?;
+    let key_id = new_key_id(multi_region);
     let (policy_text, policy) = match i.policy.text("Policy")? {
         Some(text) => {
             let bypass = i
@@ -138,24 +213,53 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
         }
     };
     let now = now_ms();
+    let material = match origin {
+        Origin::AwsKms => Some((1, keymaterial::generate(spec)?)),
+        Origin::External => None,
+    };
+    let attrs = KeyAttrs {
+        key_spec: spec,
+        key_usage: usage,
+        origin,
+        tags,
+        region: None,
+        multi_region: multi_region.then(|| MultiRegion {
+            primary_region: call.app.cfg.region.clone(),
+            replica_regions: Vec::new(),
+        }),
+        valid_to_ms: None,
+        materials: match &material {
+            Some(_) => vec![MaterialInfo {
+                version: 1,
+                material_id: material_id()?,
+                created_ms: now,
+                rotation_type: String::new(),
+            }],
+            None => Vec::new(),
+        },
+    };
     let key = KeyRecord {
         key_id: key_id.clone(),
         description,
         created_ms: now,
-        state: KeyState::Enabled,
+        state: if material.is_some() {
+            KeyState::Enabled
+        } else {
+            KeyState::PendingImport
+        },
         deletion_ms: None,
         pending_days: None,
         rotation_enabled: false,
         rotation_period_days: 365,
         last_rotation_ms: now,
-        current_version: 1,
+        current_version: u32::from(material.is_some()),
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
-        attrs: KeyAttrs::default(),
+        attrs,
     };
     call.audit.key_id = Some(key_id);
-    call.audit.key_version = Some(1);
-    persist_key(call.app, key.clone(), Some((1, new_material()?))).await?;
+    call.audit.key_version = material.as_ref().map(|(v, _)| *v);
+    persist_key(call.app, key.clone(), material).await?;
     Ok(json!({ "KeyMetadata": metadata(call.app, &key) }))
 }
 
@@ -245,28 +349,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_key_refuses_what_it_does_not_support() {
+    async fn create_key_refuses_what_aws_refuses_and_what_it_does_not_support() {
         let kms = Kms::new();
         let cases = [
+            // AWS: KeyUsage is required for every key but a symmetric encryption key.
             (
                 json!({"KeyUsage": "SIGN_VERIFY"}),
-                "UnsupportedOperationException",
+                "ValidationException",
+                400,
+            ),
+            (json!({"KeySpec": "RSA_2048"}), "ValidationException", 400),
+            (
+                json!({"KeySpec": "HMAC_256", "KeyUsage": "ENCRYPT_DECRYPT"}),
+                "ValidationException",
+                400,
+            ),
+            (
+                json!({"KeySpec": "ECC_SECG_P256K1", "KeyUsage": "KEY_AGREEMENT"}),
+                "ValidationException",
                 400,
             ),
             (json!({"KeyUsage": "NOPE"}), "ValidationException", 400),
+            // An unknown KeySpec is AWS's enum ValidationException, not unsupported.
+            (json!({"KeySpec": "AES_128"}), "ValidationException", 400),
             (
-                json!({"KeySpec": "RSA_2048"}),
+                json!({"KeySpec": "SYMMETRIC_DEFAULT", "CustomerMasterKeySpec": "SYMMETRIC_DEFAULT"}),
+                "ValidationException",
+                400,
+            ),
+            (
+                json!({"KeySpec": "SM2", "KeyUsage": "SIGN_VERIFY"}),
                 "UnsupportedOperationException",
                 400,
             ),
             (
-                json!({"Origin": "EXTERNAL"}),
+                json!({"Origin": "AWS_CLOUDHSM"}),
                 "UnsupportedOperationException",
                 400,
             ),
             (
-                json!({"MultiRegion": true}),
-                "UnsupportedOperationException",
+                json!({"Tags": [{"TagKey": "aws:owner", "TagValue": "x"}]}),
+                "TagException",
                 400,
             ),
             (json!({"MultiRegion": "yes"}), "SerializationException", 400),

@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod policy;
 mod shared;
+mod tags;
 #[cfg(test)]
 mod testkit;
 

@@ -109,6 +109,11 @@ pub(super) fn ec_conditions(ec: &EncryptionContext) -> HashMap<String, Vec<Strin
     c
 }
 
+/// A fresh `KeyMaterialId`: 64 hex digits, as AWS's.
+pub(super) fn material_id() -> Result<String> {
+    Ok(hex::encode(random_bytes(32)?.as_slice()))
+}
+
 /// Persists a key row (and a new key material version, sealed under the root key), then applies
 /// both to the in-memory state.
 pub(super) async fn persist_key(
