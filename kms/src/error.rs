@@ -76,6 +76,9 @@ pub enum KmsError {
     /// A tag is not valid (reserved prefix, too many tags).
     #[error("{0}")]
     Tag(String),
+    /// Verify: the signature is not valid for the message, key and algorithm.
+    #[error("{0}")]
+    InvalidSignature(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -114,6 +117,7 @@ pub(crate) const CODES: &[&str] = &[
     "UnrecognizedClientException",
     "LimitExceededException",
     "TagException",
+    "KMSInvalidSignatureException",
     "InvalidKeyUsageException",
     "KMSInternalException",
 ];
@@ -145,6 +149,7 @@ impl KmsError {
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::LimitExceeded(_) => "LimitExceededException",
             Self::Tag(_) => "TagException",
+            Self::InvalidSignature(_) => "KMSInvalidSignatureException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
@@ -375,6 +380,7 @@ mod tests {
             KmsError::UnrecognizedClient,
             KmsError::LimitExceeded(s()),
             KmsError::Tag(s()),
+            KmsError::InvalidSignature(s()),
             KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),

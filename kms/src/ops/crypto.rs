@@ -1,12 +1,14 @@
 //! Cryptography: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
 //! GenerateRandom. The encryption context is bound into every blob and offered to the key policy
 //! as condition keys; with an attested `Recipient`, the secret leaves only wrapped to the
-//! enclave's key.
+//! enclave's key. Encrypt, Decrypt and ReEncrypt also take RSA ENCRYPT_DECRYPT keys
+//! (`asymmetric`).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use super::asymmetric::{self, RsaOpening};
 use super::shared::{Call, MAX_KEY_ID, ec_conditions, random_bytes};
 use crate::app::App;
 use crate::attested::{self, Recipient, RecipientInput};
@@ -70,8 +72,9 @@ pub(super) struct RandomInput {
     recipient: Member<Structure<RecipientInput>>,
 }
 
-fn algorithm(member: &Member<String>, field: &str) -> Result<()> {
-    match member.one_of(
+/// An `EncryptionAlgorithm` member: one of AWS's names, or absent.
+fn algorithm<'a>(member: &'a Member<String>, field: &str) -> Result<Option<&'a str>> {
+    member.one_of(
         field,
         &[
             "SYMMETRIC_DEFAULT",
@@ -79,7 +82,12 @@ fn algorithm(member: &Member<String>, field: &str) -> Result<()> {
             "RSAES_OAEP_SHA_256",
             "SM2PKE",
         ],
-    )? {
+    )
+}
+
+/// Refuses an algorithm other than SYMMETRIC_DEFAULT for the KMS's own ciphertexts.
+fn symmetric_algorithm(alg: Option<&str>) -> Result<()> {
+    match alg {
         None | Some("SYMMETRIC_DEFAULT") => Ok(()),
         Some(other) => Err(KmsError::Unsupported(format!(
             "{other} is not valid for a SYMMETRIC_DEFAULT key"
@@ -93,16 +101,11 @@ fn symmetric(app: &App, key: &KeyRecord) -> Result<()> {
     if key.attrs.key_spec == KeySpec::SymmetricDefault {
         return Ok(());
     }
-    Err(KmsError::InvalidKeyUsage(format!(
-        "{} key usage is {} and key spec is {}, which is not valid for this operation.",
-        app.key_arn(&key.key_id),
-        key.attrs.key_usage.as_str(),
-        key.attrs.key_spec.as_str()
-    )))
+    Err(asymmetric::wrong_usage(app, key))
 }
 
 /// Seals `plaintext` under the key's newest material.
-fn seal_under(
+pub(super) fn seal_under(
     call: &mut Call<'_>,
     key: &KeyRecord,
     plaintext: &[u8],
@@ -116,7 +119,7 @@ fn seal_under(
 }
 
 /// The verified recipient, if the input has one; the attempt is audited.
-fn recipient(
+pub(super) fn recipient(
     call: &mut Call<'_>,
     member: &Member<Structure<RecipientInput>>,
 ) -> Result<Option<Recipient>> {
@@ -130,11 +133,18 @@ pub(super) fn encrypt(mut call: Call<'_>) -> Result<Value> {
     let i: EncryptInput = call.input()?;
     let plaintext = Zeroizing::new(i.plaintext.req_blob("Plaintext", 1, 4096)?);
     let ec = i.encryption_context.context("EncryptionContext")?;
-    algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
+    let alg = algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
     call.audit.encryption_context = Some(ec.clone());
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let key = call.key_for(key_ref, "kms:Encrypt", ec_conditions(&ec))?;
     call.app.check_usable(&key)?;
+    if key.attrs.key_spec.is_asymmetric() {
+        let (ct, name) = asymmetric::rsa_encrypt(&mut call, &key, alg, &ec, &plaintext)?;
+        return Ok(
+            json!({"CiphertextBlob": b64(&ct), "KeyId": call.app.key_arn(&key.key_id), "EncryptionAlgorithm": name}),
+        );
+    }
+    symmetric_algorithm(alg)?;
     let ct = seal_under(&mut call, &key, &plaintext, &ec)?;
     Ok(
         json!({"CiphertextBlob": b64(&ct), "KeyId": call.app.key_arn(&key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
@@ -190,9 +200,31 @@ pub(super) fn decrypt(mut call: Call<'_>) -> Result<Value> {
         .ciphertext_blob
         .req_blob("CiphertextBlob", 1, blob::MAX_BLOB)?;
     let ec = i.encryption_context.context("EncryptionContext")?;
-    algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
+    let alg = algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
     call.audit.encryption_context = Some(ec.clone());
     let recipient = recipient(&mut call, &i.recipient)?;
+    if let Some(key_ref) = asymmetric::named_asymmetric(call.app, &i.key_id, "KeyId")? {
+        let (key, plain, name) = asymmetric::rsa_decrypt(
+            &mut call,
+            &blob_bytes,
+            RsaOpening {
+                key_ref: &key_ref,
+                alg,
+                ec: &ec,
+                action: "kms:Decrypt",
+                conditions: attested::with_conditions(ec_conditions(&ec), recipient.as_ref()),
+            },
+        )?;
+        let mut out = json!({"KeyId": call.app.key_arn(&key.key_id), "EncryptionAlgorithm": name});
+        match recipient {
+            Some(r) => out["CiphertextForRecipient"] = json!(b64(&r.seal(&plain)?)),
+            None => out["Plaintext"] = json!(b64(&plain)),
+        }
+        return Ok(out);
+    }
+    // Without a KeyId an asymmetric ciphertext is no blob of the KMS's: that comes first.
+    blob::header(&blob_bytes)?;
+    symmetric_algorithm(alg)?;
     let (key, plain) = open_blob(
         &mut call,
         &blob_bytes,
@@ -224,35 +256,61 @@ pub(super) fn re_encrypt(mut call: Call<'_>) -> Result<Value> {
     let dest_ec = i
         .destination_encryption_context
         .context("DestinationEncryptionContext")?;
-    algorithm(&i.source_encryption_algorithm, "SourceEncryptionAlgorithm")?;
-    algorithm(
+    let source_alg = algorithm(&i.source_encryption_algorithm, "SourceEncryptionAlgorithm")?;
+    let dest_alg = algorithm(
         &i.destination_encryption_algorithm,
         "DestinationEncryptionAlgorithm",
     )?;
-    let (source, plain) = open_blob(
-        &mut call,
-        &blob_bytes,
-        Opening {
-            ec: &source_ec,
-            key_member: &i.source_key_id,
-            key_field: "SourceKeyId",
-            action: "kms:ReEncryptFrom",
-            recipient: None,
-        },
-    )?;
+    let (source, plain, source_alg) =
+        match asymmetric::named_asymmetric(call.app, &i.source_key_id, "SourceKeyId")? {
+            Some(key_ref) => asymmetric::rsa_decrypt(
+                &mut call,
+                &blob_bytes,
+                RsaOpening {
+                    key_ref: &key_ref,
+                    alg: source_alg,
+                    ec: &source_ec,
+                    action: "kms:ReEncryptFrom",
+                    conditions: ec_conditions(&source_ec),
+                },
+            )?,
+            None => {
+                symmetric_algorithm(source_alg)?;
+                let (key, plain) = open_blob(
+                    &mut call,
+                    &blob_bytes,
+                    Opening {
+                        ec: &source_ec,
+                        key_member: &i.source_key_id,
+                        key_field: "SourceKeyId",
+                        action: "kms:ReEncryptFrom",
+                        recipient: None,
+                    },
+                )?;
+                (key, plain, "SYMMETRIC_DEFAULT")
+            }
+        };
     call.audit.encryption_context = Some(dest_ec.clone());
     let dest_ref = i
         .destination_key_id
         .required("DestinationKeyId", MAX_KEY_ID)?;
     let dest = call.key_for(dest_ref, "kms:ReEncryptTo", ec_conditions(&dest_ec))?;
     call.app.check_usable(&dest)?;
-    let ct = seal_under(&mut call, &dest, &plain, &dest_ec)?;
+    let (ct, dest_alg) = if dest.attrs.key_spec.is_asymmetric() {
+        asymmetric::rsa_encrypt(&mut call, &dest, dest_alg, &dest_ec, &plain)?
+    } else {
+        symmetric_algorithm(dest_alg)?;
+        (
+            seal_under(&mut call, &dest, &plain, &dest_ec)?,
+            "SYMMETRIC_DEFAULT",
+        )
+    };
     Ok(json!({
         "CiphertextBlob": b64(&ct),
         "SourceKeyId": call.app.key_arn(&source.key_id),
         "KeyId": call.app.key_arn(&dest.key_id),
-        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-        "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "SourceEncryptionAlgorithm": source_alg,
+        "DestinationEncryptionAlgorithm": dest_alg,
     }))
 }
 

@@ -5,12 +5,16 @@
 //! context), and returns the JSON output. Changes are persisted durably before they are applied
 //! in memory and answered.
 
+mod agreement;
 mod aliases;
+mod asymmetric;
 mod crypto;
+mod key_pairs;
 mod keys;
 mod lifecycle;
 mod policy;
 mod shared;
+mod sign;
 mod tags;
 #[cfg(test)]
 mod testkit;
@@ -35,6 +39,11 @@ pub(crate) fn is_cryptographic(op: &str) -> bool {
             | "GenerateDataKey"
             | "GenerateDataKeyWithoutPlaintext"
             | "GenerateRandom"
+            | "Sign"
+            | "Verify"
+            | "GenerateDataKeyPair"
+            | "GenerateDataKeyPairWithoutPlaintext"
+            | "DeriveSharedSecret"
     )
 }
 
@@ -76,6 +85,12 @@ pub(crate) async fn dispatch(
         "GenerateDataKey" => crypto::generate_data_key(call, true),
         "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(call, false),
         "GenerateRandom" => crypto::generate_random(call),
+        "GetPublicKey" => key_pairs::get_public_key(call),
+        "Sign" => sign::sign(call),
+        "Verify" => sign::verify(call),
+        "GenerateDataKeyPair" => key_pairs::generate_data_key_pair(call, true),
+        "GenerateDataKeyPairWithoutPlaintext" => key_pairs::generate_data_key_pair(call, false),
+        "DeriveSharedSecret" => agreement::derive_shared_secret(call),
         other => Err(unknown(other)),
     }
 }
@@ -119,6 +134,13 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
             body.decode::<crypto::DataKeyInput>().map(drop)
         }
         "GenerateRandom" => body.decode::<crypto::RandomInput>().map(drop),
+        "GetPublicKey" => body.decode::<key_pairs::GetPublicKeyInput>().map(drop),
+        "Sign" => body.decode::<sign::SignInput>().map(drop),
+        "Verify" => body.decode::<sign::VerifyInput>().map(drop),
+        "GenerateDataKeyPair" | "GenerateDataKeyPairWithoutPlaintext" => {
+            body.decode::<key_pairs::DataKeyPairInput>().map(drop)
+        }
+        "DeriveSharedSecret" => body.decode::<agreement::DeriveInput>().map(drop),
         other => Err(unknown(other)),
     }
 }
