@@ -5,7 +5,7 @@
 use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
-const OPERATIONS: [&str; 12] = [
+const OPERATIONS: [&str; 18] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -18,6 +18,12 @@ const OPERATIONS: [&str; 12] = [
     "Decrypt",
     "ReEncrypt",
     "GenerateDataKey",
+    "GetPublicKey",
+    "Sign",
+    "Verify",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "DeriveSharedSecret",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,9 @@
 //! generator, same run.
 //!
 //! The load generator is cloister's own KMS client (SigV4 signing, one kept-alive connection per
-//! worker; it reconnects when moto closes each connection). It measures GenerateDataKey and
-//! Decrypt against both servers, and attested Decrypt (a Recipient with a dev-NSM document; the
+//! worker; it reconnects when moto closes each connection). It measures GenerateDataKey,
+//! Decrypt and Sign (ECC_NIST_P256, ECDSA_SHA_256 of a RAW message) against both servers, and
+//! attested Decrypt (a Recipient with a dev-NSM document; the
 //! verified chain is cached, so each request costs one ES384 verification and one RSA
 //! encryption) against cloister-kms. It prints figures and asserts nothing.
 //!
@@ -177,6 +178,13 @@ async fn key_and_blob(c: &KmsClient) -> (Value, Value) {
     )
 }
 
+/// A Sign request: a new ECC_NIST_P256 signing key, a 32-byte RAW message.
+async fn sign_input(c: &KmsClient) -> Value {
+    let create = json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"});
+    let id = call_retrying(c, "CreateKey", &create).await["KeyMetadata"]["KeyId"].clone();
+    json!({"KeyId": id, "Message": b64(&[7u8; 32]), "MessageType": "RAW", "SigningAlgorithm": "ECDSA_SHA_256"})
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -212,21 +220,25 @@ fn main() {
     );
     let (ours, moto) = rt.block_on(async {
         let (gdk, dec) = key_and_blob(&client(&addr, &creds)).await;
+        let sign = sign_input(&client(&addr, &creds)).await;
         let mut att = dec.clone();
         att["Recipient"] =
             json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
         let ours = [
             load(&addr, &creds, "GenerateDataKey", &gdk, secs).await,
             load(&addr, &creds, "Decrypt", &dec, secs).await,
+            load(&addr, &creds, "Sign", &sign, secs).await,
             load(&addr, &creds, "Decrypt", &att, secs).await,
         ];
         let moto = match start_moto() {
             None => None,
             Some((_proc, maddr)) => {
                 let (m_gdk, m_dec) = key_and_blob(&client(&maddr, &creds)).await;
+                let m_sign = sign_input(&client(&maddr, &creds)).await;
                 Some([
                     load(&maddr, &creds, "GenerateDataKey", &m_gdk, secs).await,
                     load(&maddr, &creds, "Decrypt", &m_dec, secs).await,
+                    load(&maddr, &creds, "Sign", &m_sign, secs).await,
                 ])
             }
         };
@@ -236,7 +248,10 @@ fn main() {
         "\n{:<36} {:>14} {:>14} {:>8}",
         "operation", "cloister-kms", "moto_server", "ratio"
     );
-    for (i, name) in ["GenerateDataKey", "Decrypt"].iter().enumerate() {
+    for (i, name) in ["GenerateDataKey", "Decrypt", "Sign (ECC_NIST_P256, RAW)"]
+        .iter()
+        .enumerate()
+    {
         let (o, oe) = ours[i];
         match &moto {
             Some(m) => println!(
@@ -251,7 +266,7 @@ fn main() {
             ),
         }
     }
-    let (a, ae) = ours[2];
+    let (a, ae) = ours[3];
     println!(
         "{:<36} {a:>10.0} r/s {:>14} {:>8}   (errors: {ae}; goal >= 1000 r/s)",
         "Decrypt with Recipient (attested)", "n/a", "-"
