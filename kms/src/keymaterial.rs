@@ -9,8 +9,8 @@ use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{
-    KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
-    OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+    EncryptionAlgorithmId, KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm,
+    OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaEncoding, UnparsedPublicKey};
 use zeroize::Zeroizing;
@@ -126,10 +126,11 @@ pub(crate) fn oaep_max_plaintext(spec: KeySpec, alg: &'static OaepAlgorithm) -> 
         KeySpec::Rsa4096 => 512,
         _ => return 0,
     };
-    let hash = if std::ptr::eq(alg, &OAEP_SHA1_MGF1SHA1) {
-        20
-    } else {
-        32
+    let hash = match alg.id() {
+        EncryptionAlgorithmId::OaepSha1Mgf1sha1 => 20,
+        EncryptionAlgorithmId::OaepSha256Mgf1sha256 => 32,
+        EncryptionAlgorithmId::OaepSha384Mgf1sha384 => 48,
+        _ => 64,
     };
     modulus - 2 * hash - 2
 }
@@ -393,5 +394,28 @@ mod tests {
             *generate(KeySpec::Hmac256).unwrap(),
             *generate(KeySpec::Hmac256).unwrap()
         );
+    }
+
+    // AWS Developer Guide, asymmetric key specs (RSA key specs for encryption and decryption):
+    // the longest plaintext for each key size and OAEP hash.
+    #[test]
+    fn oaep_plaintext_limits_are_aws_s_table() {
+        for (spec, sha1, sha256) in [
+            (KeySpec::Rsa2048, 214, 190),
+            (KeySpec::Rsa3072, 342, 318),
+            (KeySpec::Rsa4096, 470, 446),
+        ] {
+            assert_eq!(oaep_max_plaintext(spec, &OAEP_SHA1_MGF1SHA1), sha1);
+            assert_eq!(oaep_max_plaintext(spec, &OAEP_SHA256_MGF1SHA256), sha256);
+        }
+        // And aws-lc-rs agrees for a real key.
+        let m = generate(KeySpec::Rsa2048).unwrap();
+        let key = OaepPublicEncryptingKey::new(
+            PublicEncryptingKey::from_der(&public_key_der(KeySpec::Rsa2048, &m).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(key.max_plaintext_size(&OAEP_SHA1_MGF1SHA1), 214);
+        assert_eq!(key.max_plaintext_size(&OAEP_SHA256_MGF1SHA256), 190);
+        assert!(oaep_encrypt(KeySpec::Rsa2048, &m, &OAEP_SHA256_MGF1SHA256, &[1; 191]).is_err());
     }
 }

@@ -323,4 +323,100 @@ mod tests {
             .await;
         assert_eq!(Kms::blob(&p["Plaintext"]), b"moved");
     }
+
+    // AWS API reference, Decrypt / GenerateDataKeyPair / DeriveSharedSecret with Recipient: the
+    // secret is only in CiphertextForRecipient (PrivateKeyPlaintext, Plaintext, SharedSecret
+    // absent), as for Nitro enclaves.
+    #[tokio::test]
+    async fn attested_recipients_get_private_keys_and_secrets_only_wrapped() {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+        use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+        use cloister_attestation::recipient::RecipientPrivateKey;
+        use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+
+        let pki = DevPki::generate(Timestamp::now()).unwrap();
+        let mut cfg = crate::ops::testkit::config();
+        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
+        let kms = Kms::with(cfg);
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
+        let enclave = RecipientPrivateKey::new(private).unwrap();
+        let mut pcrs = Pcrs::new();
+        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
+        let req = DocumentRequest {
+            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+            pcrs,
+            public_key: Some(spki),
+            user_data: None,
+            nonce: None,
+        };
+        let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
+        let recipient =
+            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
+
+        let sym = kms.new_key().await;
+        let pair = kms
+            .ok(
+                "GenerateDataKeyPair",
+                json!({"KeyId": sym, "KeyPairSpec": "ECC_NIST_P256", "Recipient": recipient}),
+            )
+            .await;
+        assert!(pair.get("PrivateKeyPlaintext").is_none());
+        let wrapped = enclave
+            .open(&Kms::blob(&pair["CiphertextForRecipient"]))
+            .unwrap();
+        let sealed = kms
+            .ok(
+                "Decrypt",
+                json!({"CiphertextBlob": pair["PrivateKeyCiphertextBlob"]}),
+            )
+            .await;
+        assert_eq!(wrapped.as_slice(), Kms::blob(&sealed["Plaintext"]));
+
+        let agree = new_pair(&kms, "ECC_NIST_P256", "KEY_AGREEMENT").await;
+        let peer =
+            aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::ECDH_P256).unwrap();
+        let peer_spki = b64(peer
+            .compute_public_key()
+            .unwrap()
+            .as_der()
+            .unwrap()
+            .as_ref());
+        let derive =
+            json!({"KeyId": agree, "KeyAgreementAlgorithm": "ECDH", "PublicKey": peer_spki});
+        let plain = kms.ok("DeriveSharedSecret", derive.clone()).await;
+        let mut attested = derive;
+        attested["Recipient"] = recipient.clone();
+        let out = kms.ok("DeriveSharedSecret", attested).await;
+        assert!(out.get("SharedSecret").is_none());
+        let secret = enclave
+            .open(&Kms::blob(&out["CiphertextForRecipient"]))
+            .unwrap();
+        assert_eq!(secret.as_slice(), Kms::blob(&plain["SharedSecret"]));
+        assert_eq!(
+            kms.last_audit().pcr0,
+            Some(PcrValue::measure(b"image").to_hex())
+        );
+
+        let rsa = new_pair(&kms, "RSA_2048", "ENCRYPT_DECRYPT").await;
+        let ct = kms
+            .ok(
+                "Encrypt",
+                json!({"KeyId": rsa, "Plaintext": b64(b"for the enclave"), "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}),
+            )
+            .await;
+        let out = kms
+            .ok(
+                "Decrypt",
+                json!({"KeyId": rsa, "CiphertextBlob": ct["CiphertextBlob"],
+                       "EncryptionAlgorithm": "RSAES_OAEP_SHA_1", "Recipient": recipient}),
+            )
+            .await;
+        assert!(out.get("Plaintext").is_none());
+        let opened = enclave
+            .open(&Kms::blob(&out["CiphertextForRecipient"]))
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"for the enclave");
+    }
 }

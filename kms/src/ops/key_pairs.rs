@@ -225,4 +225,35 @@ mod tests {
             assert_eq!(body["__type"], want, "{input}");
         }
     }
+
+    // Each operation is its own action in the key policy: kms:GetPublicKey does not sign.
+    #[tokio::test]
+    async fn the_key_policy_names_each_action() {
+        let kms = Kms::new();
+        let id = new_pair(&kms, "ECC_NIST_P256", "SIGN_VERIFY").await;
+        let role = "arn:aws:iam::111122223333:role/reader";
+        let reader = kms.add_principal(role);
+        let policy = json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": role}, "Action": ["kms:GetPublicKey", "kms:Verify"], "Resource": "*"}
+        ]});
+        kms.ok(
+            "PutKeyPolicy",
+            json!({"KeyId": id, "Policy": policy.to_string()}),
+        )
+        .await;
+        let (status, _) = kms
+            .call_as(&reader, "GetPublicKey", json!({"KeyId": id}))
+            .await;
+        assert_eq!(status, 200);
+        let sign = json!({"KeyId": id, "Message": "bQ==", "SigningAlgorithm": "ECDSA_SHA_256"});
+        let (_, body) = kms.call_as(&reader, "Sign", sign.clone()).await;
+        assert_eq!(body["__type"], "AccessDeniedException");
+        let signature = kms.ok("Sign", sign.clone()).await["Signature"].clone();
+        let mut verify = sign;
+        verify["Signature"] = signature;
+        let (status, body) = kms.call_as(&reader, "Verify", verify).await;
+        assert_eq!((status, &body["SignatureValid"]), (200, &json!(true)));
+        assert_eq!(kms.last_audit().principal, role);
+    }
 }
