@@ -5,7 +5,7 @@
 use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
-const OPERATIONS: [&str; 12] = [
+const OPERATIONS: [&str; 17] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -18,6 +18,11 @@ const OPERATIONS: [&str; 12] = [
     "Decrypt",
     "ReEncrypt",
     "GenerateDataKey",
+    "CreateGrant",
+    "ListGrants",
+    "ListRetirableGrants",
+    "RetireGrant",
+    "RevokeGrant",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -76,6 +76,15 @@ pub enum KmsError {
     /// A tag is not valid (reserved prefix, too many tags).
     #[error("{0}")]
     Tag(String),
+    /// A grant token is malformed (InvalidGrantTokenException).
+    #[error("{0}")]
+    InvalidGrantToken(String),
+    /// A grant id is malformed (InvalidGrantIdException).
+    #[error("{0}")]
+    InvalidGrantId(String),
+    /// The request would have succeeded, but DryRun was set (DryRunOperationException, 412).
+    #[error("{0}")]
+    DryRun(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -114,6 +123,9 @@ pub(crate) const CODES: &[&str] = &[
     "UnrecognizedClientException",
     "LimitExceededException",
     "TagException",
+    "InvalidGrantTokenException",
+    "InvalidGrantIdException",
+    "DryRunOperationException",
     "InvalidKeyUsageException",
     "KMSInternalException",
 ];
@@ -145,6 +157,9 @@ impl KmsError {
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::LimitExceeded(_) => "LimitExceededException",
             Self::Tag(_) => "TagException",
+            Self::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            Self::InvalidGrantId(_) => "InvalidGrantIdException",
+            Self::DryRun(_) => "DryRunOperationException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
@@ -159,6 +174,7 @@ impl KmsError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Auth(SigV4Error::Missing) => StatusCode::FORBIDDEN,
+            Self::DryRun(_) => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -375,6 +391,9 @@ mod tests {
             KmsError::UnrecognizedClient,
             KmsError::LimitExceeded(s()),
             KmsError::Tag(s()),
+            KmsError::InvalidGrantToken(s()),
+            KmsError::InvalidGrantId(s()),
+            KmsError::DryRun(s()),
             KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),

@@ -7,6 +7,7 @@
 
 mod aliases;
 mod crypto;
+mod grants;
 mod keys;
 mod lifecycle;
 mod policy;
@@ -76,6 +77,11 @@ pub(crate) async fn dispatch(
         "GenerateDataKey" => crypto::generate_data_key(call, true),
         "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(call, false),
         "GenerateRandom" => crypto::generate_random(call),
+        "CreateGrant" => grants::create_grant(call).await,
+        "ListGrants" => grants::list_grants(call),
+        "ListRetirableGrants" => grants::list_retirable_grants(call),
+        "RetireGrant" => grants::retire_grant(call).await,
+        "RevokeGrant" => grants::revoke_grant(call).await,
         other => Err(unknown(other)),
     }
 }
@@ -119,6 +125,11 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
             body.decode::<crypto::DataKeyInput>().map(drop)
         }
         "GenerateRandom" => body.decode::<crypto::RandomInput>().map(drop),
+        "CreateGrant" => body.decode::<grants::CreateGrantInput>()?.check_tokens(),
+        "ListGrants" => body.decode::<grants::ListGrantsInput>()?.check_tokens(),
+        "ListRetirableGrants" => body.decode::<grants::ListRetirableInput>().map(drop),
+        "RetireGrant" => body.decode::<grants::RetireGrantInput>()?.check_tokens(),
+        "RevokeGrant" => body.decode::<grants::RevokeGrantInput>().map(drop),
         other => Err(unknown(other)),
     }
 }

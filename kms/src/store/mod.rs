@@ -314,6 +314,31 @@ impl Store {
             .map(|k| k.policy_text.to_string()))
     }
 
+    /// The grants on key `key_id` as (grant id, body JSON), for `cloister-kms policy check`
+    /// (each row's MAC checked with the root key). A grant row that fails its integrity check
+    /// is an error: it might be on this key, and the report must not under-warn.
+    pub fn key_grants(&self, root: &RootKey, key_id: &str) -> Result<Vec<(String, String)>> {
+        let grants = integrity::read_table(&self.conn, root.rows(), Table::Grants, |r| {
+            Ok(GrantRow {
+                grant_id: r.get(0)?,
+                key_id: r.get(1)?,
+                body: r.get(2)?,
+                created_ms: r.get(3)?,
+            })
+        })?;
+        if let Some((id, flaw)) = grants.flawed.first() {
+            return Err(crate::KmsError::Internal(format!(
+                "error[KMS-INTEGRITY]: the stored record of grant {id} (table grants) failed its integrity check: {flaw}"
+            )));
+        }
+        Ok(grants
+            .rows
+            .into_iter()
+            .filter(|g| g.key_id == key_id)
+            .map(|g| (g.grant_id, g.body))
+            .collect())
+    }
+
     /// Loads every table into memory, checking each row's MAC and opening sealed values with
     /// the root key. Rows that fail are left out and listed in [`State::tampered`]; a key whose
     /// row or any of whose material fails is left out with all its material.
