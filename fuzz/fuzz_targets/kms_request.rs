@@ -5,7 +5,7 @@
 use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
-const OPERATIONS: [&str; 18] = [
+const OPERATIONS: &[&str] = &[
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -24,6 +24,11 @@ const OPERATIONS: [&str; 18] = [
     "GenerateDataKeyPair",
     "GenerateDataKeyPairWithoutPlaintext",
     "DeriveSharedSecret",
+    "CreateGrant",
+    "ListGrants",
+    "ListRetirableGrants",
+    "RetireGrant",
+    "RevokeGrant",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -79,6 +79,15 @@ pub enum KmsError {
     /// Verify: the signature is not valid for the message, key and algorithm.
     #[error("{0}")]
     InvalidSignature(String),
+    /// A grant token is malformed (InvalidGrantTokenException).
+    #[error("{0}")]
+    InvalidGrantToken(String),
+    /// A grant id is malformed (InvalidGrantIdException).
+    #[error("{0}")]
+    InvalidGrantId(String),
+    /// The request would have succeeded, but DryRun was set (DryRunOperationException, 412).
+    #[error("{0}")]
+    DryRun(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -118,6 +127,9 @@ pub(crate) const CODES: &[&str] = &[
     "LimitExceededException",
     "TagException",
     "KMSInvalidSignatureException",
+    "InvalidGrantTokenException",
+    "InvalidGrantIdException",
+    "DryRunOperationException",
     "InvalidKeyUsageException",
     "KMSInternalException",
 ];
@@ -150,6 +162,9 @@ impl KmsError {
             Self::LimitExceeded(_) => "LimitExceededException",
             Self::Tag(_) => "TagException",
             Self::InvalidSignature(_) => "KMSInvalidSignatureException",
+            Self::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            Self::InvalidGrantId(_) => "InvalidGrantIdException",
+            Self::DryRun(_) => "DryRunOperationException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
@@ -164,6 +179,7 @@ impl KmsError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Auth(SigV4Error::Missing) => StatusCode::FORBIDDEN,
+            Self::DryRun(_) => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -381,6 +397,9 @@ mod tests {
             KmsError::LimitExceeded(s()),
             KmsError::Tag(s()),
             KmsError::InvalidSignature(s()),
+            KmsError::InvalidGrantToken(s()),
+            KmsError::InvalidGrantId(s()),
+            KmsError::DryRun(s()),
             KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),

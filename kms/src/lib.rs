@@ -21,6 +21,7 @@ mod audit;
 pub mod audit_proof;
 pub mod blob;
 mod error;
+mod grants;
 mod input;
 mod keymaterial;
 mod keyspec;

@@ -450,9 +450,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             root_key,
             json,
         }) => {
-            let text = match (file, key_id, data_dir) {
-                (Some(file), _, _) => std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?,
+            let (text, grants) = match (file, key_id, data_dir) {
+                (Some(file), _, _) => (
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                    Vec::new(),
+                ),
                 (None, Some(key), Some(dir)) => {
                     let id = key.rsplit_once(":key/").map_or(key.as_str(), |(_, id)| id);
                     anyhow::ensure!(Store::exists(&dir), "no KMS store in {}", dir.display());
@@ -461,15 +464,17 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                         root_key,
                     };
                     let root = args.root_key().load()?;
-                    open_existing(&args.data_dir)?
+                    let store = open_existing(&args.data_dir)?;
+                    let text = store
                         .key_policy(&root, id)?
-                        .with_context(|| format!("no key {key} in {}", args.data_dir.display()))?
+                        .with_context(|| format!("no key {key} in {}", args.data_dir.display()))?;
+                    (text, store.key_grants(&root, id)?)
                 }
                 _ => bail!("give a policy file, or --key-id with --data-dir"),
             };
             let report = KeyPolicy::parse(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cloister_common::ErrorCode::code(&e)))?
-                .check();
+                .and_then(|p| p.check_with_grants(&grants))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cloister_common::ErrorCode::code(&e)))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

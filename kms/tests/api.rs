@@ -95,7 +95,7 @@ fn key_lifecycle_and_cryptography() {
         // Disabled and pending-deletion keys refuse cryptography.
         kms.call("DisableKey", &json!({"KeyId": id})).await.unwrap();
         let e = kms.call("Encrypt", &json!({"KeyId": id, "Plaintext": b64(b"x")})).await.unwrap_err();
-        assert!(matches!(e, ClientError::Service { ref name, status: 409, .. } if name == "DisabledException"), "{e}");
+        assert!(matches!(e, ClientError::Service { ref name, status: 400, .. } if name == "DisabledException"), "{e}");
         assert_eq!(code(kms.call("Decrypt", &json!({"CiphertextBlob": before["CiphertextBlob"]})).await), "DisabledException");
         kms.call("EnableKey", &json!({"KeyId": id})).await.unwrap();
         assert_eq!(code(kms.call("ScheduleKeyDeletion", &json!({"KeyId": id, "PendingWindowInDays": 3})).await), "ValidationException");

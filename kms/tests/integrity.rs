@@ -451,8 +451,9 @@ fn a_store_from_before_row_macs_is_migrated_by_the_operator_not_by_a_start() {
     // make it look).
     db(d)
         .execute_batch(
-            "ALTER TABLE keys DROP COLUMN mac; ALTER TABLE aliases DROP COLUMN mac;
-             ALTER TABLE principals DROP COLUMN mac; DROP TABLE meta; PRAGMA user_version = 0;",
+            "ALTER TABLE keys DROP COLUMN mac; ALTER TABLE keys DROP COLUMN attrs;
+             ALTER TABLE aliases DROP COLUMN mac; ALTER TABLE principals DROP COLUMN mac;
+             DROP TABLE meta; DROP TABLE grants; PRAGMA user_version = 0;",
         )
         .unwrap();
     let err = serve_refused(d, &[]);

@@ -9,6 +9,7 @@ mod agreement;
 mod aliases;
 mod asymmetric;
 mod crypto;
+mod grants;
 mod key_pairs;
 mod keys;
 mod lifecycle;
@@ -91,6 +92,11 @@ pub(crate) async fn dispatch(
         "GenerateDataKeyPair" => key_pairs::generate_data_key_pair(call, true),
         "GenerateDataKeyPairWithoutPlaintext" => key_pairs::generate_data_key_pair(call, false),
         "DeriveSharedSecret" => agreement::derive_shared_secret(call),
+        "CreateGrant" => grants::create_grant(call).await,
+        "ListGrants" => grants::list_grants(call),
+        "ListRetirableGrants" => grants::list_retirable_grants(call),
+        "RetireGrant" => grants::retire_grant(call).await,
+        "RevokeGrant" => grants::revoke_grant(call).await,
         other => Err(unknown(other)),
     }
 }
@@ -141,6 +147,11 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
             body.decode::<key_pairs::DataKeyPairInput>().map(drop)
         }
         "DeriveSharedSecret" => body.decode::<agreement::DeriveInput>().map(drop),
+        "CreateGrant" => body.decode::<grants::CreateGrantInput>()?.check_tokens(),
+        "ListGrants" => body.decode::<grants::ListGrantsInput>()?.check_tokens(),
+        "ListRetirableGrants" => body.decode::<grants::ListRetirableInput>().map(drop),
+        "RetireGrant" => body.decode::<grants::RetireGrantInput>()?.check_tokens(),
+        "RevokeGrant" => body.decode::<grants::RevokeGrantInput>().map(drop),
         other => Err(unknown(other)),
     }
 }

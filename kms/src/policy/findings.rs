@@ -7,24 +7,34 @@
 //! satisfiable by the caller (who chooses its encryption context, for example), and a `Deny`
 //! counts as a guard only if its conditions are all attestation conditions that hold whenever
 //! no attestation is presented. So the report can over-warn, never under-warn.
+//!
+//! Grants are paths too ([`KeyPolicy::check_with_grants`]): a grant allowing a plaintext
+//! operation gives its grantee that path without attestation (grants carry no attestation
+//! condition), unless a guarding Deny of the policy covers the grantee, since an explicit Deny
+//! refuses whatever a grant allows. CreateGrant, by policy or grant, is reported like a policy
+//! write: it lets the caller hand plaintext operations to a principal no Deny names.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::{Condition, Effect, KeyPolicy, Principals, Statement, glob};
+use crate::error::KmsError;
+use crate::grants::{GrantBody, GrantOperation};
 
 /// The actions whose answer, without a `Recipient`, is plaintext of this key's data (or lets
 /// the caller re-wrap it under a key of its own).
-const PLAINTEXT: [&str; 4] = [
+const PLAINTEXT: [&str; 5] = [
     "kms:Decrypt",
     "kms:ReEncryptFrom",
     "kms:GenerateDataKey",
     "kms:GenerateDataKeyPair",
+    "kms:DeriveSharedSecret",
 ];
 
-/// Actions that rewrite the policy itself (and so every condition in it).
-const POLICY_WRITE: [&str; 1] = ["kms:PutKeyPolicy"];
+/// Actions that rewrite who reaches plaintext: the policy itself (and so every condition in
+/// it), and grants (which may name a principal no Deny guards).
+const POLICY_WRITE: [&str; 2] = ["kms:PutKeyPolicy", "kms:CreateGrant"];
 
 /// Condition key prefixes that exist only for a verified attestation document.
 const ATTESTATION_KEYS: [&str; 2] = [
@@ -54,7 +64,8 @@ pub struct Path {
     pub action: &'static str,
     /// How it is reached.
     pub reach: Reach,
-    /// The statements (Sid, or `#<index>` from 1) allowing it without attestation.
+    /// The statements (Sid, or `#<index>` from 1) and grants (`grant <GrantId>`) allowing it
+    /// without attestation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub statements: Vec<String>,
     /// Whether the action is a policy write rather than a plaintext path.
@@ -91,7 +102,9 @@ pub struct Finding<'a> {
 
 impl std::fmt::Display for Finding<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.path.policy_write {
+        let what = if self.path.action == "kms:CreateGrant" {
+            "may create grants (giving plaintext operations to principals no Deny guards)"
+        } else if self.path.policy_write {
             "may rewrite this key policy (and drop any attestation condition in it)"
         } else {
             "reaches plaintext without attestation"
@@ -137,6 +150,10 @@ impl Report {
                 let how = match path.reach {
                     Reach::NotAllowed => "not allowed".to_owned(),
                     Reach::AttestedOnly => "only with attestation".to_owned(),
+                    Reach::WithoutAttestation if path.action == "kms:CreateGrant" => format!(
+                        "ALLOWED: may create grants (statement {})",
+                        path.statements.join(", ")
+                    ),
                     Reach::WithoutAttestation if path.policy_write => format!(
                         "ALLOWED: may rewrite the policy (statement {})",
                         path.statements.join(", ")
@@ -161,7 +178,25 @@ impl Report {
 impl KeyPolicy {
     /// Which principals reach plaintext, or the policy, without attestation.
     pub fn check(&self) -> Report {
-        let mut named = BTreeSet::new();
+        self.report(&[])
+    }
+
+    /// [`KeyPolicy::check`] for a key with grants, given as (grant id, stored body JSON): each
+    /// grantee is reported, and a grant allowing a plaintext operation (or CreateGrant) is a
+    /// path without attestation unless a guarding Deny of this policy covers its grantee.
+    pub fn check_with_grants(&self, grants: &[(String, String)]) -> Result<Report, KmsError> {
+        let grants = grants
+            .iter()
+            .map(|(id, body)| Ok((id.clone(), GrantBody::parse(body)?)))
+            .collect::<Result<Vec<_>, KmsError>>()?;
+        Ok(self.report(&grants))
+    }
+
+    fn report(&self, grants: &[(String, GrantBody)]) -> Report {
+        let mut named: BTreeSet<String> = grants
+            .iter()
+            .map(|(_, g)| g.grantee_principal.clone())
+            .collect();
         let mut anyone = false;
         for s in &self.statements {
             match &s.principals {
@@ -180,7 +215,7 @@ impl KeyPolicy {
                     .iter()
                     .map(|a| (a, false))
                     .chain(POLICY_WRITE.iter().map(|a| (a, true)))
-                    .map(|(action, policy_write)| self.path(&p, action, policy_write))
+                    .map(|(action, policy_write)| self.path(&p, action, policy_write, grants))
                     .collect(),
                 principal: p,
             })
@@ -196,7 +231,13 @@ impl KeyPolicy {
         }
     }
 
-    fn path(&self, principal: &str, action: &'static str, policy_write: bool) -> Path {
+    fn path(
+        &self,
+        principal: &str,
+        action: &'static str,
+        policy_write: bool,
+        grants: &[(String, GrantBody)],
+    ) -> Path {
         let applies = |s: &Statement| {
             names(s, principal) && s.actions.iter().any(|a| a == "*" || glob(a, action, true))
         };
@@ -215,6 +256,13 @@ impl KeyPolicy {
                     }
                 }
                 Effect::Deny => guarded |= denies_unattested(s),
+            }
+        }
+        let op = GrantOperation::of_action(action);
+        for (id, g) in grants {
+            if g.grantee_principal == principal && op.is_some_and(|op| g.operations.contains(&op)) {
+                allowed = true;
+                unattested.push(format!("grant {id}"));
             }
         }
         let reach = match (allowed, unattested.is_empty() || guarded) {
@@ -397,5 +445,69 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("2 paths without attestation\n"), "{text}");
+    }
+
+    fn grant(id: &str, grantee: &str, ops: &[&str]) -> (String, String) {
+        let body = json!({"grantee_principal": grantee, "operations": ops,
+                          "issuing_account": OWNER});
+        (id.to_owned(), body.to_string())
+    }
+
+    #[test]
+    fn grants_are_paths_unless_a_deny_guards_their_grantee() {
+        const OTHER: &str = "arn:aws:iam::111122223333:role/other";
+        let policy = KeyPolicy::parse(
+            &json!({"Statement": [
+                {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": OWNER}, "Action": "kms:*",
+                 "Resource": "*"},
+                {"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": "kms:Decrypt",
+                 "Resource": "*", "Condition": attested()},
+                {"Effect": "Deny", "Principal": {"AWS": HOST}, "Action": "kms:*", "Resource": "*",
+                 "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}},
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let grants = [
+            grant("g-host", HOST, &["Decrypt", "GenerateDataKey"]),
+            grant("g-other", OTHER, &["Decrypt", "DescribeKey", "CreateGrant"]),
+        ];
+        let r = policy.check_with_grants(&grants).unwrap();
+        // The host's grant is covered by the Deny that binds grantees too.
+        assert_eq!(reach(&r, HOST, "kms:Decrypt"), Reach::AttestedOnly);
+        assert_eq!(reach(&r, HOST, "kms:GenerateDataKey"), Reach::AttestedOnly);
+        // Another grantee, named only by its grant, reaches plaintext without attestation.
+        assert_eq!(reach(&r, OTHER, "kms:Decrypt"), Reach::WithoutAttestation);
+        assert_eq!(
+            reach(&r, OTHER, "kms:CreateGrant"),
+            Reach::WithoutAttestation
+        );
+        assert_eq!(reach(&r, OTHER, "kms:ReEncryptFrom"), Reach::NotAllowed);
+        let findings = r.findings();
+        let other: Vec<String> = findings
+            .iter()
+            .filter(|f| f.principal == OTHER)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(other.len(), 2, "{other:?}");
+        assert!(
+            other[0].contains("kms:Decrypt (statement grant g-other)"),
+            "{other:?}"
+        );
+        assert!(other[1].contains("may create grants"), "{other:?}");
+        // Without the grants, the other principal is not in the report at all.
+        assert!(
+            policy
+                .check()
+                .principals
+                .iter()
+                .all(|p| p.principal != OTHER)
+        );
+        // A body that is not a grant is an error, not a silent pass.
+        assert!(
+            policy
+                .check_with_grants(&[("g".into(), "{}".into())])
+                .is_err()
+        );
     }
 }

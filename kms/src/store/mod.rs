@@ -314,6 +314,31 @@ impl Store {
             .map(|k| k.policy_text.to_string()))
     }
 
+    /// The grants on key `key_id` as (grant id, body JSON), for `cloister-kms policy check`
+    /// (each row's MAC checked with the root key). A grant row that fails its integrity check
+    /// is an error: it might be on this key, and the report must not under-warn.
+    pub fn key_grants(&self, root: &RootKey, key_id: &str) -> Result<Vec<(String, String)>> {
+        let grants = integrity::read_table(&self.conn, root.rows(), Table::Grants, |r| {
+            Ok(GrantRow {
+                grant_id: r.get(0)?,
+                key_id: r.get(1)?,
+                body: r.get(2)?,
+                created_ms: r.get(3)?,
+            })
+        })?;
+        if let Some((id, flaw)) = grants.flawed.first() {
+            return Err(crate::KmsError::Internal(format!(
+                "error[KMS-INTEGRITY]: the stored record of grant {id} (table grants) failed its integrity check: {flaw}"
+            )));
+        }
+        Ok(grants
+            .rows
+            .into_iter()
+            .filter(|g| g.key_id == key_id)
+            .map(|g| (g.grant_id, g.body))
+            .collect())
+    }
+
     /// Loads every table into memory, checking each row's MAC and opening sealed values with
     /// the root key. Rows that fail are left out and listed in [`State::tampered`]; a key whose
     /// row or any of whose material fails is left out with all its material.
@@ -997,5 +1022,131 @@ mod tests {
             matches!(err, SetupError::UnknownSchema { version: 9, .. }),
             "{err}"
         );
+    }
+
+    /// A data directory as version 1 (row MACs, no key attributes, no grants) left it: the
+    /// version 0 store of [`old_store`] plus key `k2`, brought to version 1 as that version did
+    /// (MAC columns, the root key check, each row MAC'd over version 1's columns). Spelled out
+    /// here rather than borrowed from `schema`, so the test checks the upgrade against an
+    /// independent statement of version 1.
+    fn v1_store() -> (tempfile::TempDir, RootKey) {
+        let (dir, root) = old_store();
+        let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let k = key("k2");
+        db.execute(
+            "INSERT INTO keys VALUES ('k2', 'second', 2, 'Enabled', NULL, NULL, 1, 90, 2, 1, ?1)",
+            [&k.policy_text],
+        )
+        .unwrap();
+        let sealed = root.seal(&material_label("k2", 1), &[6; 32]).unwrap();
+        db.execute("INSERT INTO key_material VALUES ('k2', 1, ?1, 2)", [sealed])
+            .unwrap();
+        db.execute_batch(
+            "ALTER TABLE keys ADD COLUMN mac BLOB;
+             ALTER TABLE aliases ADD COLUMN mac BLOB;
+             ALTER TABLE principals ADD COLUMN mac BLOB;
+             CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO meta VALUES ('root-key-check', ?1)",
+            [integrity::root_key_check(root.rows())],
+        )
+        .unwrap();
+        let v1: [(&str, &[&str]); 3] = [
+            (
+                "keys",
+                &[
+                    "key_id",
+                    "description",
+                    "created_ms",
+                    "state",
+                    "deletion_ms",
+                    "pending_days",
+                    "rotation_enabled",
+                    "rotation_period_days",
+                    "last_rotation_ms",
+                    "current_version",
+                    "policy",
+                ],
+            ),
+            ("aliases", &["name", "key_id", "created_ms", "updated_ms"]),
+            (
+                "principals",
+                &["access_key_id", "sealed_secret", "arn", "created_ms"],
+            ),
+        ];
+        for (table, columns) in v1 {
+            integrity::mac_existing(&db, root.rows(), table, columns).unwrap();
+        }
+        db.pragma_update(None, "user_version", 1).unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn a_version_1_store_is_upgraded_at_start_and_a_tampered_row_stays_set_aside() {
+        let (dir, root) = v1_store();
+        let d = dir.path();
+        // Before the upgrade, whoever writes the database changes k2's policy (its version 1
+        // MAC no longer matches).
+        Connection::open(d.join(DB_FILE))
+            .unwrap()
+            .execute(
+                "UPDATE keys SET policy = replace(policy, 'kms:*', 'kms:Decrypt') WHERE key_id = 'k2'",
+                [],
+            )
+            .unwrap();
+        let (again, store) = Store::init(d, ACCOUNT).unwrap();
+        assert_eq!(again.rows().sign(b"x"), root.rows().sign(b"x"));
+        assert_eq!(user_version(d), schema::VERSION);
+        let state = store.load(&root).unwrap();
+        // The untouched rows survive with their contents, read as version 2 rows.
+        let k1 = &state.keys["k1"];
+        assert_eq!(
+            (k1.description.as_str(), k1.state, k1.current_version),
+            ("d", KeyState::Enabled, 1)
+        );
+        assert_eq!(k1.attrs.key_spec, crate::keyspec::KeySpec::SymmetricDefault);
+        assert_eq!(state.material[&("k1".to_owned(), 1)].as_slice(), &[5; 32]);
+        assert_eq!(state.aliases["alias/a"].key_id, "k1");
+        assert_eq!(
+            state.principals["AKIAROLEROLEROLEROLE"].secret(),
+            "role-secret"
+        );
+        assert_eq!(state.principals.len(), 2);
+        assert!(state.grants.is_empty());
+        // The tampered row was not vouched for by the upgrade: set aside with its material.
+        assert_eq!(
+            state.tampered.get(&RowId::Key("k2".into())),
+            Some(&Flaw::BadMac)
+        );
+        assert!(!state.keys.contains_key("k2"));
+        assert!(!state.material.contains_key(&("k2".to_owned(), 1)));
+        assert_eq!(state.tampered.len(), 1, "{:?}", state.tampered);
+        // The grants table is there and MAC'd: a grant written now loads, an edited one does not.
+        drop(store);
+        let (_, store) = Store::init(d, ACCOUNT).unwrap();
+        let grant = GrantRow {
+            grant_id: "g1".into(),
+            key_id: "k1".into(),
+            body: "{}".into(),
+            created_ms: 3,
+        };
+        put_grant(&store.conn, root.rows(), &grant).unwrap();
+        assert_eq!(store.load(&root).unwrap().grants["g1"], grant);
+        store
+            .conn
+            .execute("UPDATE grants SET key_id = 'k2' WHERE grant_id = 'g1'", [])
+            .unwrap();
+        let state = store.load(&root).unwrap();
+        assert!(state.grants.is_empty());
+        assert_eq!(
+            state.tampered.get(&RowId::Grant("g1".into())),
+            Some(&Flaw::BadMac)
+        );
+        // A second start does not re-MAC k2 either.
+        drop(store);
+        let (_, store) = Store::init(d, ACCOUNT).unwrap();
+        assert!(!store.load(&root).unwrap().keys.contains_key("k2"));
     }
 }
