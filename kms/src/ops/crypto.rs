@@ -112,7 +112,13 @@ fn seal_under(
     let version = key.current_version;
     call.audit.key_version = Some(version);
     let material = call.app.material(&key.key_id, version)?;
-    blob::seal(&key.key_id, version, &material, plaintext, ec)
+    blob::seal(
+        call.app.public_id(&key.key_id),
+        version,
+        &material,
+        plaintext,
+        ec,
+    )
 }
 
 /// The verified recipient, if the input has one; the attempt is audited.
@@ -157,14 +163,14 @@ fn open_blob(
     o: Opening<'_>,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>)> {
     let header = blob::header(blob_bytes)?;
-    let key = call.app.key(&header.key_id).map_err(|e| match e {
+    let key = call.key_by_id(&header.key_id).map_err(|e| match e {
         KmsError::NotFound(_) => KmsError::InvalidCiphertext(String::new()),
         refused => refused,
     })?;
     call.audit.key_id = Some(key.key_id.clone());
     call.audit.key_version = Some(header.version);
     if let Some(named) = o.key_member.text(o.key_field)?
-        && call.app.resolve(named)? != key.key_id
+        && call.resolve(named)? != key.key_id
     {
         return Err(KmsError::IncorrectKey(
             "The key ID in the request does not identify a CMK that can perform this operation."
@@ -312,10 +318,15 @@ pub(super) fn generate_random(mut call: Call<'_>) -> Result<Value> {
             "custom key stores are not supported".into(),
         ));
     }
-    let n = i
-        .number_of_bytes
-        .int_in("NumberOfBytes", 1, 1024)?
-        .unwrap_or(32);
+    // AWS answers a GenerateRandom without NumberOfBytes with a ValidationException (after
+    // the members' types are checked).
+    let n = i.number_of_bytes.int_in("NumberOfBytes", 1, 1024)?;
+    i.recipient.structure("Recipient")?;
+    let n = n.ok_or_else(|| {
+        KmsError::validation(
+            "Value null at 'numberOfBytes' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
     let recipient = recipient(&mut call, &i.recipient)?;
     let bytes = random_bytes(usize::try_from(n).unwrap_or(32))?;
     Ok(match recipient {

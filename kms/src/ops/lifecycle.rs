@@ -1,15 +1,17 @@
 //! A key's life: ScheduleKeyDeletion, CancelKeyDeletion, automatic and on-demand rotation, and
 //! the periodic housekeeping that rotates keys when due and deletes them when their window ends.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::shared::{Call, DAY_MS, KeyIdInput, MAX_KEY_ID, new_material, persist_key, secs};
+use super::shared::{
+    Call, DAY_MS, KeyIdInput, MAX_KEY_ID, PageInput, material_id, new_material, page, paged,
+    persist_key, secs,
+};
 use crate::app::App;
 use crate::error::{KmsError, Result};
 use crate::input::Member;
+use crate::keyspec::{KeySpec, MaterialInfo, Origin};
 use crate::state::{KeyRecord, KeyState};
 use crate::store::now_ms;
 
@@ -37,7 +39,7 @@ pub(super) async fn schedule_deletion(mut call: Call<'_>) -> Result<Value> {
         .unwrap_or(30);
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let mut key = call.key_for(key_ref, "kms:ScheduleKeyDeletion", HashMap::new())?;
+    let mut key = call.key_id_for(key_ref, "kms:ScheduleKeyDeletion")?;
     call.app.refuse_pending(&key)?;
     let when = now_ms() + days * DAY_MS;
     key.state = KeyState::PendingDeletion;
@@ -54,7 +56,7 @@ pub(super) async fn cancel_deletion(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let mut key = call.key_for(key_ref, "kms:CancelKeyDeletion", HashMap::new())?;
+    let mut key = call.key_id_for(key_ref, "kms:CancelKeyDeletion")?;
     if key.state != KeyState::PendingDeletion {
         return Err(KmsError::InvalidState(format!(
             "{} is not pending deletion.",
@@ -85,11 +87,24 @@ pub(super) async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Val
     };
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let mut key = call.key_for(key_ref, action, HashMap::new())?;
+    let mut key = call.key_id_for(key_ref, action)?;
+    rotatable(call.app, &key)?;
     call.app.check_usable(&key)?;
+    if enable && !key.rotation_enabled {
+        // AWS: the first automatic rotation comes RotationPeriodInDays after rotation is
+        // enabled.
+        key.last_rotation_ms = now_ms();
+    }
     key.rotation_enabled = enable;
     if let Some(p) = period {
         key.rotation_period_days = p;
+    }
+    // A Multi-Region key's replicas share its automatic rotation status.
+    for mut replica in replicas(call.app, &key) {
+        replica.rotation_enabled = key.rotation_enabled;
+        replica.rotation_period_days = key.rotation_period_days;
+        replica.last_rotation_ms = key.last_rotation_ms;
+        persist_key(call.app, replica, None).await?;
     }
     persist_key(call.app, key, None).await?;
     Ok(json!({}))
@@ -98,7 +113,7 @@ pub(super) async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Val
 pub(super) fn rotation_status(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let key = call.key_for(key_ref, "kms:GetKeyRotationStatus", HashMap::new())?;
+    let key = call.key_id_for(key_ref, "kms:GetKeyRotationStatus")?;
     let mut out =
         json!({"KeyRotationEnabled": key.rotation_enabled, "KeyId": call.app.key_arn(&key.key_id)});
     if key.rotation_enabled {
@@ -110,12 +125,94 @@ pub(super) fn rotation_status(mut call: Call<'_>) -> Result<Value> {
     Ok(out)
 }
 
-/// Adds a new key material version; ciphertexts under older versions still decrypt.
-async fn rotate(app: &App, mut key: KeyRecord) -> Result<u32> {
+/// How many times a key may be rotated on demand (AWS's on-demand rotation resource quota,
+/// not adjustable: "You can perform on-demand key rotation a maximum of 25 times per KMS key",
+/// AWS KMS Developer Guide, "Perform on-demand key rotation").
+pub(super) const MAX_ON_DEMAND_ROTATIONS: usize = 25;
+
+/// Refuses rotation (automatic or on demand) of keys AWS does not rotate: asymmetric and HMAC
+/// keys, keys with imported material (UnsupportedOperationException), and Multi-Region replicas,
+/// which rotate with their primary (AWS API reference, EnableKeyRotation and RotateKeyOnDemand).
+fn rotatable(app: &App, key: &KeyRecord) -> Result<()> {
+    let arn = app.key_arn(&key.key_id);
+    if key.attrs.key_spec != KeySpec::SymmetricDefault {
+        return Err(KmsError::Unsupported(format!(
+            "{arn} key spec is {}; only symmetric encryption keys can be rotated.",
+            key.attrs.key_spec.as_str()
+        )));
+    }
+    if key.attrs.origin != Origin::AwsKms {
+        return Err(KmsError::Unsupported(format!(
+            "{arn} origin is {} which is not valid for this operation.",
+            key.attrs.origin.as_str()
+        )));
+    }
+    if is_replica(app, key) {
+        return Err(KmsError::Unsupported(format!(
+            "{arn} is a multi-Region replica key; rotate its primary key."
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `key` is a Multi-Region replica (not its primary).
+pub(super) fn is_replica(app: &App, key: &KeyRecord) -> bool {
+    key.attrs
+        .multi_region
+        .as_ref()
+        .is_some_and(|mr| mr.primary_region != app.split_storage_id(&key.key_id).0)
+}
+
+/// The replicas of a Multi-Region primary key, as stored now (none for other keys).
+pub(super) fn replicas(app: &App, key: &KeyRecord) -> Vec<KeyRecord> {
+    let Some(mr) = &key.attrs.multi_region else {
+        return Vec::new();
+    };
+    if is_replica(app, key) {
+        return Vec::new();
+    }
+    let id = app.public_id(&key.key_id);
+    let state = app.state();
+    mr.replica_regions
+        .iter()
+        .filter_map(|r| state.keys.get(&app.storage_id(r, id)).cloned())
+        .collect()
+}
+
+/// Adds a new key material version (`rotation_type` `AUTOMATIC` or `ON_DEMAND`), to a
+/// Multi-Region primary's replicas too; ciphertexts under older versions still decrypt. Only an
+/// automatic rotation moves the automatic schedule (AWS: on-demand rotations "do not change
+/// existing automatic rotation schedules").
+async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u32> {
+    let now = now_ms();
+    if key.attrs.materials.is_empty() && key.current_version >= 1 {
+        // A key from before material versions were recorded: its current one gets an id now.
+        key.attrs.materials.push(MaterialInfo {
+            version: key.current_version,
+            material_id: material_id()?,
+            created_ms: key.last_rotation_ms,
+            rotation_type: String::new(),
+        });
+    }
     let version = key.current_version + 1;
     key.current_version = version;
-    key.last_rotation_ms = now_ms();
-    persist_key(app, key, Some((version, new_material()?))).await?;
+    if rotation_type == "AUTOMATIC" {
+        key.last_rotation_ms = now;
+    }
+    key.attrs.materials.push(MaterialInfo {
+        version,
+        material_id: material_id()?,
+        created_ms: now,
+        rotation_type: rotation_type.to_owned(),
+    });
+    let material = new_material()?;
+    for mut replica in replicas(app, &key) {
+        replica.current_version = version;
+        replica.last_rotation_ms = key.last_rotation_ms;
+        replica.attrs.materials = key.attrs.materials.clone();
+        persist_key(app, replica, Some((version, material.clone()))).await?;
+    }
+    persist_key(app, key, Some((version, material))).await?;
     Ok(version)
 }
 
@@ -123,12 +220,66 @@ pub(super) async fn rotate_on_demand(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let key = call.key_for(key_ref, "kms:RotateKeyOnDemand", HashMap::new())?;
+    let key = call.key_id_for(key_ref, "kms:RotateKeyOnDemand")?;
+    rotatable(call.app, &key)?;
     call.app.check_usable(&key)?;
     let arn = call.app.key_arn(&key.key_id);
-    let version = rotate(call.app, key).await?;
+    let on_demand = key
+        .attrs
+        .materials
+        .iter()
+        .filter(|m| m.rotation_type == "ON_DEMAND")
+        .count();
+    if on_demand >= MAX_ON_DEMAND_ROTATIONS {
+        return Err(KmsError::LimitExceeded(format!(
+            "{arn} has been rotated on demand {MAX_ON_DEMAND_ROTATIONS} times, the most a KMS key can be."
+        )));
+    }
+    let version = rotate(call.app, key, "ON_DEMAND").await?;
     call.audit.key_version = Some(version);
     Ok(json!({"KeyId": arn}))
+}
+
+/// ListKeyRotations's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct ListRotationsInput {
+    key_id: Member<String>,
+    limit: Member<i64>,
+    marker: Member<String>,
+}
+
+/// ListKeyRotations: every completed rotation of the key's material, oldest first (the first
+/// version, which no rotation made, is not listed), with its KeyMaterialId, RotationDate and
+/// RotationType (AWS API reference, ListKeyRotations).
+pub(super) fn list_rotations(mut call: Call<'_>) -> Result<Value> {
+    let i: ListRotationsInput = call.input()?;
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let key = call.key_id_for(key_ref, "kms:ListKeyRotations")?;
+    let id = call.app.public_id(&key.key_id).to_owned();
+    let items = key
+        .attrs
+        .materials
+        .iter()
+        .filter(|m| !m.rotation_type.is_empty())
+        .map(|m| {
+            (
+                m.material_id.clone(),
+                json!({
+                    "KeyId": id,
+                    "KeyMaterialId": m.material_id,
+                    "RotationDate": secs(m.created_ms),
+                    "RotationType": m.rotation_type,
+                }),
+            )
+        })
+        .collect();
+    let paging = PageInput {
+        limit: i.limit,
+        marker: i.marker,
+    };
+    let (items, next) = page(items, &paging)?;
+    Ok(paged("Rotations", items, next))
 }
 
 /// Periodic housekeeping at time `now` (ms): rotates keys whose automatic rotation is due and
@@ -141,6 +292,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
                 .values()
                 .filter(|k| {
                     k.state == KeyState::Enabled
+                        && !is_replica(app, k)
                         && k.rotation_enabled
                         && now >= k.last_rotation_ms + k.rotation_period_days * DAY_MS
                 })
@@ -157,7 +309,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
     };
     let _guard = app.mutate.lock().await;
     for k in &due {
-        rotate(app, k.clone()).await?;
+        rotate(app, k.clone(), "AUTOMATIC").await?;
     }
     for k in &expired {
         app.writer.delete_key(k.key_id.clone()).await?;
