@@ -5,7 +5,7 @@
 use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
-const OPERATIONS: [&str; 12] = [
+const OPERATIONS: &[&str] = &[
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -18,6 +18,11 @@ const OPERATIONS: [&str; 12] = [
     "Decrypt",
     "ReEncrypt",
     "GenerateDataKey",
+    "ListKeyPolicies",
+    "UpdateKeyDescription",
+    "ListKeyRotations",
+    "ReplicateKey",
+    "UpdatePrimaryRegion",
 ];
 
 fuzz_target!(|data: &[u8]| {

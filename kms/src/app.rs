@@ -447,7 +447,9 @@ impl App {
                 "{} is disabled.",
                 self.key_arn(&key.key_id)
             ))),
-            KeyState::PendingDeletion => self.refuse_pending(key),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                self.refuse_pending(key)
+            }
             KeyState::PendingImport => Err(KmsError::InvalidState(format!(
                 "{} is pending import.",
                 self.key_arn(&key.key_id)
@@ -455,15 +457,18 @@ impl App {
         }
     }
 
-    /// Refuses any change to a key pending deletion (KMSInvalidStateException).
+    /// Refuses any change to a key pending deletion, or pending the deletion of its replicas
+    /// (KMSInvalidStateException).
     pub(crate) fn refuse_pending(&self, key: &KeyRecord) -> Result<()> {
-        if key.state == KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                self.key_arn(&key.key_id)
-            )));
-        }
-        Ok(())
+        let what = match key.state {
+            KeyState::PendingDeletion => "pending deletion",
+            KeyState::PendingReplicaDeletion => "pending replica deletion",
+            _ => return Ok(()),
+        };
+        Err(KmsError::InvalidState(format!(
+            "{} is {what}.",
+            self.key_arn(&key.key_id)
+        )))
     }
 
     /// Version `version` of a SYMMETRIC_DEFAULT key's material (InvalidCiphertext if there is

@@ -299,6 +299,12 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
 fn respond(result: Result<Value>, request_id: &str) -> Response {
     let (status, body, error_type) = match result {
         Ok(v) => (axum::http::StatusCode::OK, v, None),
+        // AWS's InvalidCiphertextException has no `message` member (recorded from AWS).
+        Err(e @ KmsError::InvalidCiphertext(_)) => (
+            e.status(),
+            json!({"__type": e.aws_name()}),
+            Some(e.aws_name()),
+        ),
         Err(e) => (
             e.status(),
             json!({"__type": e.aws_name(), "message": e.to_string()}),

@@ -179,6 +179,9 @@ pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
     if let (Some(d), Some(days)) = (k.deletion_ms, k.pending_days) {
         m["DeletionDate"] = json!(secs(d));
         m["PendingDeletionWindowInDays"] = json!(days);
+    } else if let (KeyState::PendingReplicaDeletion, Some(days)) = (k.state, k.pending_days) {
+        // AWS: a primary waiting for its replicas' deletion shows its window, no date yet.
+        m["PendingDeletionWindowInDays"] = json!(days);
     }
     m
 }

@@ -41,11 +41,22 @@ pub(super) async fn schedule_deletion(mut call: Call<'_>) -> Result<Value> {
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, "kms:ScheduleKeyDeletion")?;
     call.app.refuse_pending(&key)?;
+    let arn = call.app.key_arn(&key.key_id);
+    key.pending_days = Some(days);
+    if !replicas(call.app, &key).is_empty() {
+        // AWS (ScheduleKeyDeletion): "KMS will not delete a multi-Region primary key with
+        // existing replica keys": it waits in PendingReplicaDeletion, and its waiting period
+        // begins when its last replica is deleted (no DeletionDate until then).
+        key.state = KeyState::PendingReplicaDeletion;
+        key.deletion_ms = None;
+        persist_key(call.app, key, None).await?;
+        return Ok(
+            json!({"KeyId": arn, "KeyState": "PendingReplicaDeletion", "PendingWindowInDays": days}),
+        );
+    }
     let when = now_ms() + days * DAY_MS;
     key.state = KeyState::PendingDeletion;
     key.deletion_ms = Some(when);
-    key.pending_days = Some(days);
-    let arn = call.app.key_arn(&key.key_id);
     persist_key(call.app, key, None).await?;
     Ok(
         json!({"KeyId": arn, "DeletionDate": secs(when), "KeyState": "PendingDeletion", "PendingWindowInDays": days}),
@@ -57,7 +68,10 @@ pub(super) async fn cancel_deletion(mut call: Call<'_>) -> Result<Value> {
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, "kms:CancelKeyDeletion")?;
-    if key.state != KeyState::PendingDeletion {
+    if !matches!(
+        key.state,
+        KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+    ) {
         return Err(KmsError::InvalidState(format!(
             "{} is not pending deletion.",
             call.app.key_arn(&key.key_id)
@@ -240,6 +254,38 @@ pub(super) async fn rotate_on_demand(mut call: Call<'_>) -> Result<Value> {
     Ok(json!({"KeyId": arn}))
 }
 
+/// After a Multi-Region replica `gone` was deleted: the other members of its key no longer list
+/// its region, and a primary waiting in PendingReplicaDeletion for it as its last replica starts
+/// its waiting period (AWS, ScheduleKeyDeletion).
+async fn forget_replica(app: &App, gone: &KeyRecord, now: i64) -> Result<()> {
+    let Some(mr) = &gone.attrs.multi_region else {
+        return Ok(());
+    };
+    let (region, id) = app.split_storage_id(&gone.key_id);
+    if mr.primary_region == region {
+        return Ok(());
+    }
+    let mut config = mr.clone();
+    config.replica_regions.retain(|r| r != region);
+    let members: Vec<KeyRecord> = {
+        let s = app.state();
+        std::iter::once(&config.primary_region)
+            .chain(&config.replica_regions)
+            .filter_map(|r| s.keys.get(&app.storage_id(r, id)).cloned())
+            .collect()
+    };
+    for mut member in members {
+        member.attrs.multi_region = Some(config.clone());
+        if member.state == KeyState::PendingReplicaDeletion && config.replica_regions.is_empty() {
+            let days = member.pending_days.unwrap_or(30);
+            member.state = KeyState::PendingDeletion;
+            member.deletion_ms = Some(now + days * DAY_MS);
+        }
+        persist_key(app, member, None).await?;
+    }
+    Ok(())
+}
+
 /// ListKeyRotations's input.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
@@ -318,6 +364,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
             s.material.retain(|(id, _), _| *id != k.key_id);
             s.aliases.retain(|_, a| a.key_id != k.key_id);
         });
+        forget_replica(app, k, now).await?;
     }
     Ok((due.len(), expired.len()))
 }
@@ -438,5 +485,106 @@ mod tests {
         let st = kms.ok("GetKeyRotationStatus", json!({"KeyId": id})).await;
         assert_eq!(st["KeyRotationEnabled"], false);
         assert!(st.get("NextRotationDate").is_none());
+    }
+
+    /// AWS API reference: RotateKeyOnDemand ("On-demand rotations do not change existing
+    /// automatic rotation schedules"), ListKeyRotations, GetKeyRotationStatus; Developer Guide,
+    /// "Perform on-demand key rotation" (25 per key).
+    #[tokio::test]
+    async fn on_demand_rotations_are_listed_limited_and_leave_the_schedule() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let first = kms.ok("DescribeKey", json!({"KeyId": id})).await["KeyMetadata"]
+            ["CurrentKeyMaterialId"]
+            .clone();
+        kms.ok("EnableKeyRotation", json!({"KeyId": id})).await;
+        let next =
+            kms.ok("GetKeyRotationStatus", json!({"KeyId": id})).await["NextRotationDate"].clone();
+        for _ in 0..MAX_ON_DEMAND_ROTATIONS {
+            kms.ok("RotateKeyOnDemand", json!({"KeyId": id})).await;
+        }
+        let (_, body) = kms.call("RotateKeyOnDemand", json!({"KeyId": id})).await;
+        assert_eq!(body["__type"], "LimitExceededException");
+        let st = kms.ok("GetKeyRotationStatus", json!({"KeyId": id})).await;
+        assert_eq!(st["NextRotationDate"], next);
+        assert_eq!(st["RotationPeriodInDays"], 365);
+        let current = kms.ok("DescribeKey", json!({"KeyId": id})).await["KeyMetadata"]
+            ["CurrentKeyMaterialId"]
+            .clone();
+        assert_ne!(current, first);
+        let page = kms
+            .ok("ListKeyRotations", json!({"KeyId": id, "Limit": 20}))
+            .await;
+        assert_eq!(page["Rotations"].as_array().unwrap().len(), 20);
+        let rest = kms
+            .ok(
+                "ListKeyRotations",
+                json!({"KeyId": id, "Marker": page["NextMarker"]}),
+            )
+            .await;
+        let rest = rest["Rotations"].as_array().unwrap();
+        assert_eq!(rest.len(), 5);
+        assert_eq!(rest[4]["KeyMaterialId"], current);
+        assert_eq!(rest[4]["RotationType"], "ON_DEMAND");
+        // Automatic rotation moves the schedule and is listed as AUTOMATIC.
+        let due = now_ms() + 366 * DAY_MS;
+        assert_eq!(housekeeping(&kms.app, due).await.unwrap(), (1, 0));
+        let st = kms.ok("GetKeyRotationStatus", json!({"KeyId": id})).await;
+        assert_ne!(st["NextRotationDate"], next);
+        let all = kms
+            .ok("ListKeyRotations", json!({"KeyId": id, "Limit": 100}))
+            .await;
+        assert_eq!(all["Rotations"][25]["RotationType"], "AUTOMATIC");
+    }
+
+    /// AWS API reference: the KeyId of these operations is "key ID or key ARN"; AWS's answer for
+    /// what is not a key id (issue 10): NotFoundException, `Invalid keyId '<id>'`.
+    #[tokio::test]
+    async fn key_id_only_operations_refuse_aliases_and_keys_of_other_kinds_do_not_rotate() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        kms.ok(
+            "CreateAlias",
+            json!({"AliasName": "alias/k", "TargetKeyId": id}),
+        )
+        .await;
+        for op in [
+            "EnableKeyRotation",
+            "DisableKeyRotation",
+            "GetKeyRotationStatus",
+            "RotateKeyOnDemand",
+            "ListKeyRotations",
+            "ListKeyPolicies",
+            "GetKeyPolicy",
+            "EnableKey",
+            "DisableKey",
+            "ScheduleKeyDeletion",
+            "CancelKeyDeletion",
+        ] {
+            for alias in ["alias/k", "arn:aws:kms:us-east-1:111122223333:alias/k"] {
+                let (status, body) = kms.call(op, json!({"KeyId": alias})).await;
+                assert_eq!(status, 400, "{op}");
+                assert_eq!(body["__type"], "NotFoundException", "{op}");
+                assert_eq!(body["message"], format!("Invalid keyId '{alias}'"), "{op}");
+            }
+        }
+        let (_, body) = kms
+            .call("DescribeKey", json!({"KeyId": "fake-key-id"}))
+            .await;
+        assert_eq!(body["message"], "Invalid keyId 'fake-key-id'");
+        for input in [
+            json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}),
+            json!({"KeySpec": "RSA_2048", "KeyUsage": "SIGN_VERIFY"}),
+            json!({"Origin": "EXTERNAL"}),
+        ] {
+            let k = kms.ok("CreateKey", input.clone()).await["KeyMetadata"]["KeyId"].clone();
+            for op in ["EnableKeyRotation", "RotateKeyOnDemand"] {
+                let (_, body) = kms.call(op, json!({"KeyId": k})).await;
+                assert_eq!(
+                    body["__type"], "UnsupportedOperationException",
+                    "{op} {input}"
+                );
+            }
+        }
     }
 }

@@ -376,6 +376,63 @@ mod tests {
         assert_eq!(body["__type"], "UnsupportedOperationException");
     }
 
+    /// AWS API reference, ScheduleKeyDeletion: "KMS will not delete a multi-Region primary key
+    /// with existing replica keys" (PendingReplicaDeletion until the last replica is deleted).
+    #[tokio::test]
+    async fn a_primary_waits_for_its_replicas_deletion() {
+        use crate::ops::lifecycle::housekeeping;
+        use crate::ops::shared::DAY_MS;
+        use crate::store::now_ms;
+
+        let kms = Kms::new();
+        let created = kms.ok("CreateKey", json!({"MultiRegion": true})).await;
+        let id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        kms.ok(
+            "ReplicateKey",
+            json!({"KeyId": id, "ReplicaRegion": "eu-west-1"}),
+        )
+        .await;
+        let s = kms
+            .ok(
+                "ScheduleKeyDeletion",
+                json!({"KeyId": id, "PendingWindowInDays": 7}),
+            )
+            .await;
+        assert_eq!(s["KeyState"], "PendingReplicaDeletion");
+        assert!(s.get("DeletionDate").is_none());
+        let md = &kms.ok("DescribeKey", json!({"KeyId": id})).await["KeyMetadata"];
+        assert_eq!(md["PendingDeletionWindowInDays"], 7);
+        assert!(md.get("DeletionDate").is_none());
+        let (_, body) = kms
+            .call("Encrypt", json!({"KeyId": id, "Plaintext": "AA=="}))
+            .await;
+        assert_eq!(body["__type"], "KMSInvalidStateException");
+        // Not deleted however long it waits while the replica lives.
+        let later = now_ms() + 40 * DAY_MS;
+        assert_eq!(housekeeping(&kms.app, later).await.unwrap(), (0, 0));
+
+        kms.ok_in(
+            "eu-west-1",
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": 7}),
+        )
+        .await;
+        let day8 = now_ms() + 8 * DAY_MS;
+        assert_eq!(housekeeping(&kms.app, day8).await.unwrap(), (0, 1));
+        let md = &kms.ok("DescribeKey", json!({"KeyId": id})).await["KeyMetadata"];
+        assert_eq!(md["KeyState"], "PendingDeletion");
+        assert_eq!(md["MultiRegionConfiguration"]["ReplicaKeys"], json!([]));
+        let (_, body) = kms
+            .call_in("eu-west-1", "DescribeKey", json!({"KeyId": id}))
+            .await;
+        assert_eq!(body["__type"], "NotFoundException");
+        assert_eq!(
+            housekeeping(&kms.app, day8 + 8 * DAY_MS).await.unwrap(),
+            (0, 1)
+        );
+        assert_eq!(kms.key_count(), 0);
+    }
+
     #[tokio::test]
     async fn keys_and_aliases_live_in_their_region() {
         let kms = Kms::new();
