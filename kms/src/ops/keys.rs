@@ -1,5 +1,5 @@
-//! Keys: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey, and the key metadata that
-//! several operations return.
+//! Keys: CreateKey, DescribeKey, ListKeys (of the request's region), EnableKey, DisableKey,
+//! UpdateKeyDescription, and the key metadata that several operations return.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! A key's life: ScheduleKeyDeletion, CancelKeyDeletion, automatic and on-demand rotation, and
-//! the periodic housekeeping that rotates keys when due and deletes them when their window ends.
+//! A key's life: ScheduleKeyDeletion, CancelKeyDeletion, automatic and on-demand rotation
+//! (EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus, RotateKeyOnDemand,
+//! ListKeyRotations), and the periodic housekeeping that rotates keys when due and deletes them
+//! when their window ends.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -124,6 +126,10 @@ pub(super) async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Val
     Ok(json!({}))
 }
 
+/// GetKeyRotationStatus. Keys that cannot rotate automatically answer `false` (AWS: "The key
+/// rotation status of these KMS keys is always false"). `OnDemandRotationStartDate` is AWS's for
+/// an on-demand rotation in progress; here one completes before RotateKeyOnDemand answers, so it
+/// never appears.
 pub(super) fn rotation_status(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
