@@ -29,6 +29,11 @@ const OPERATIONS: &[&str] = &[
     "ListRetirableGrants",
     "RetireGrant",
     "RevokeGrant",
+    "ListKeyPolicies",
+    "UpdateKeyDescription",
+    "ListKeyRotations",
+    "ReplicateKey",
+    "UpdatePrimaryRegion",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -23,11 +23,24 @@ pub const DEFAULT_UNAUTHENTICATED_AUDIT_RATE: f64 = 10.0;
 /// Longest access key id looked up in the store (AWS's are `\w+`, at most 128 characters).
 const MAX_ACCESS_KEY_ID: usize = 128;
 
+/// Whether `id` has the form of a key id: a UUID, or `mrk-` and 32 hex digits (a Multi-Region
+/// key).
+pub(crate) fn is_key_id(id: &str) -> bool {
+    match id.strip_prefix("mrk-") {
+        Some(hex) => hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => id.len() == 36 && uuid::Uuid::parse_str(id).is_ok(),
+    }
+}
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// AWS region this KMS answers for (SigV4 scope, ARNs).
+    /// The home region (SigV4 scope, ARNs): its keys and aliases are stored under their own
+    /// ids and names, as before regions other than it were served.
     pub region: String,
+    /// The other regions this deployment serves (`serve --replica-region`): a request signed
+    /// for one of them sees that region's keys and aliases only.
+    pub replica_regions: Vec<String>,
     /// Account id in ARNs; its root principal is the admin.
     pub account: String,
     /// Oldest attestation document accepted.
@@ -186,20 +199,46 @@ impl App {
         f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner));
     }
 
-    /// `arn:aws:kms:<region>:<account>:key/<id>`.
-    pub(crate) fn key_arn(&self, key_id: &str) -> String {
-        format!(
-            "arn:aws:kms:{}:{}:key/{key_id}",
-            self.cfg.region, self.cfg.account
-        )
+    /// Whether this deployment serves `region` (its home region or a `--replica-region`).
+    pub(crate) fn serves(&self, region: &str) -> bool {
+        region == self.cfg.region || self.cfg.replica_regions.iter().any(|r| r == region)
     }
 
-    /// `arn:aws:kms:<region>:<account>:<alias/name>`.
+    /// The id a key or alias is stored and held in memory under: its id (or name) in the home
+    /// region, `<region>/<id>` in another region (Multi-Region replicas share their `mrk-` id
+    /// across regions, so the region is part of a key's identity).
+    pub(crate) fn storage_id(&self, region: &str, id: &str) -> String {
+        if region == self.cfg.region {
+            id.to_owned()
+        } else {
+            format!("{region}/{id}")
+        }
+    }
+
+    /// The region and the public id (or alias name) of a storage id.
+    pub(crate) fn split_storage_id<'a>(&'a self, storage_id: &'a str) -> (&'a str, &'a str) {
+        match storage_id.split_once('/') {
+            // Alias names start with `alias/`; no region is named `alias`.
+            Some((region, id)) if region != "alias" => (region, id),
+            _ => (&self.cfg.region, storage_id),
+        }
+    }
+
+    /// The public key id (or alias name) of a storage id.
+    pub(crate) fn public_id<'a>(&'a self, storage_id: &'a str) -> &'a str {
+        self.split_storage_id(storage_id).1
+    }
+
+    /// `arn:aws:kms:<region>:<account>:key/<id>` of the key stored as `key_id`.
+    pub(crate) fn key_arn(&self, key_id: &str) -> String {
+        let (region, id) = self.split_storage_id(key_id);
+        format!("arn:aws:kms:{region}:{}:key/{id}", self.cfg.account)
+    }
+
+    /// `arn:aws:kms:<region>:<account>:<alias/name>` of the alias stored as `name`.
     pub(crate) fn alias_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:kms:{}:{}:{name}",
-            self.cfg.region, self.cfg.account
-        )
+        let (region, name) = self.split_storage_id(name);
+        format!("arn:aws:kms:{region}:{}:{name}", self.cfg.account)
     }
 
     /// Finds a principal by access key id: memory first, then the store (for principals added by
@@ -265,45 +304,74 @@ impl App {
         }
     }
 
-    /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
-    pub(crate) fn resolve(&self, key_ref: &str) -> Result<String> {
-        let not_found = |what: &str| KmsError::NotFound(format!("{what} does not exist"));
-        let prefix = format!("arn:aws:kms:{}:{}:", self.cfg.region, self.cfg.account);
-        let local = if let Some(rest) = key_ref.strip_prefix(&prefix) {
-            rest
-        } else if key_ref.starts_with("arn:") {
+    /// Resolves a key id or key ARN (and, if `aliases`, an alias name or alias ARN) as a request
+    /// in `region` names it, to the key's storage id, with AWS's answers: an ARN of another
+    /// region is `Invalid arn <region>`, a key id of no key's form `Invalid keyId '<id>'`, a
+    /// well-formed one that names no key `Key '<arn>' does not exist` (NotFoundException each).
+    /// Operations whose KeyId is "key ID or key ARN" pass `aliases: false`: an alias is then not
+    /// a key id.
+    pub(crate) fn resolve_in(&self, region: &str, key_ref: &str, aliases: bool) -> Result<String> {
+        let local = if key_ref.starts_with("arn:") {
             let parts: Vec<&str> = key_ref.splitn(6, ':').collect();
             if parts.len() != 6 || parts[1] != "aws" || parts[2] != "kms" {
                 return Err(KmsError::InvalidArn(format!(
                     "{key_ref} is not a valid KMS ARN"
                 )));
             }
-            return Err(not_found(&format!("Key '{key_ref}'")));
+            if parts[3] != region {
+                return Err(KmsError::NotFound(format!("Invalid arn {}", parts[3])));
+            }
+            if parts[4] != self.cfg.account {
+                return Err(KmsError::NotFound(format!(
+                    "Key '{key_ref}' does not exist"
+                )));
+            }
+            let rest = parts[5];
+            if !aliases && rest.starts_with("alias/") {
+                return Err(KmsError::NotFound(format!("Invalid keyId '{key_ref}'")));
+            }
+            rest
         } else {
             key_ref
         };
         let state = self.state();
         if local.starts_with("alias/") {
-            if let Some(a) = state.aliases.get(local) {
+            if !aliases {
+                return Err(KmsError::NotFound(format!("Invalid keyId '{key_ref}'")));
+            }
+            let stored = self.storage_id(region, local);
+            if let Some(a) = state.aliases.get(&stored) {
                 return Ok(a.key_id.clone());
             }
             return Err(self
-                .refused(&state, RowId::Alias(local.to_owned()))
+                .refused(&state, RowId::Alias(stored.clone()))
                 .unwrap_or_else(|| {
-                    KmsError::NotFound(format!("Alias '{}' is not found.", self.alias_arn(local)))
+                    KmsError::NotFound(format!("Alias '{}' is not found.", self.alias_arn(&stored)))
                 }));
         }
-        let id = local.strip_prefix("key/").unwrap_or(local);
-        if state.keys.contains_key(id) {
-            Ok(id.to_owned())
+        let id = if key_ref.starts_with("arn:") {
+            local
+                .strip_prefix("key/")
+                .ok_or_else(|| KmsError::NotFound(format!("Invalid arn {region}")))?
+        } else {
+            local
+        };
+        if !is_key_id(id) {
+            return Err(KmsError::NotFound(format!("Invalid keyId '{id}'")));
+        }
+        let stored = self.storage_id(region, id);
+        if state.keys.contains_key(&stored) {
+            Ok(stored)
         } else {
             Err(self
-                .refused(&state, RowId::Key(id.to_owned()))
-                .unwrap_or_else(|| not_found(&format!("Key '{}'", self.key_arn(id)))))
+                .refused(&state, RowId::Key(stored.clone()))
+                .unwrap_or_else(|| {
+                    KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&stored)))
+                }))
         }
     }
 
-    /// The key record for an id (after [`App::resolve`]).
+    /// The key record for a storage id (after [`App::resolve_in`]).
     pub(crate) fn key(&self, key_id: &str) -> Result<KeyRecord> {
         let state = self.state();
         if let Some(k) = state.keys.get(key_id) {
@@ -407,7 +475,9 @@ impl App {
                 "{} is disabled.",
                 self.key_arn(&key.key_id)
             ))),
-            KeyState::PendingDeletion => self.refuse_pending(key),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                self.refuse_pending(key)
+            }
             KeyState::PendingImport => Err(KmsError::InvalidState(format!(
                 "{} is pending import.",
                 self.key_arn(&key.key_id)
@@ -415,15 +485,18 @@ impl App {
         }
     }
 
-    /// Refuses any change to a key pending deletion (KMSInvalidStateException).
+    /// Refuses any change to a key pending deletion, or pending the deletion of its replicas
+    /// (KMSInvalidStateException).
     pub(crate) fn refuse_pending(&self, key: &KeyRecord) -> Result<()> {
-        if key.state == KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                self.key_arn(&key.key_id)
-            )));
-        }
-        Ok(())
+        let what = match key.state {
+            KeyState::PendingDeletion => "pending deletion",
+            KeyState::PendingReplicaDeletion => "pending replica deletion",
+            _ => return Ok(()),
+        };
+        Err(KmsError::InvalidState(format!(
+            "{} is {what}.",
+            self.key_arn(&key.key_id)
+        )))
     }
 
     /// Version `version` of a SYMMETRIC_DEFAULT key's material (InvalidCiphertext if there is
@@ -497,6 +570,7 @@ mod tests {
     fn app(dir: &Path) -> App {
         let cfg = Config {
             region: "us-east-1".into(),
+            replica_regions: Vec::new(),
             account: "111122223333".into(),
             max_attestation_age: Duration::from_secs(300),
             rate: None,

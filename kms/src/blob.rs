@@ -2,7 +2,7 @@
 //! canonical encoding.
 //!
 //! ```text
-//! blob = 0x01 | key id (36 ASCII bytes, a UUID) | u32 key-material version | 12-byte nonce | AES-256-GCM(ct ‖ tag)
+//! blob = 0x01 | key id (36 ASCII bytes, a UUID or a Multi-Region `mrk-` id) | u32 key-material version | 12-byte nonce | AES-256-GCM(ct ‖ tag)
 //! AAD  = blob[0..41] | canonical(encryption context)
 //! canonical(ec) = u32 count | for each pair sorted by key bytes: u32 len | key | u32 len | value
 //! ```
@@ -45,7 +45,8 @@ pub(crate) fn canonical_context(ec: &EncryptionContext) -> Vec<u8> {
 /// The header of a blob: which key and version sealed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobHeader {
-    /// Key id (UUID).
+    /// Key id (a UUID, or `mrk-` and 32 hex digits): the same in every region of a
+    /// Multi-Region key, so a replica decrypts what another replica encrypted.
     pub key_id: String,
     /// Key material version.
     pub version: u32,
@@ -64,7 +65,7 @@ pub fn header(blob: &[u8]) -> Result<BlobHeader> {
     let key_id = std::str::from_utf8(&blob[1..1 + KEY_ID_LEN])
         .map_err(|_| invalid())?
         .to_owned();
-    if uuid::Uuid::parse_str(&key_id).is_err() {
+    if !crate::app::is_key_id(&key_id) {
         return Err(invalid());
     }
     let mut v = [0u8; 4];

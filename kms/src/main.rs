@@ -65,36 +65,45 @@ impl StoreArgs {
     }
 }
 
+/// `serve`'s flags (boxed in [`Command`]: they are most of its size).
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Plain HTTP address.
+    #[arg(long, default_value = "127.0.0.1:4599")]
+    listen: SocketAddr,
+    /// HTTPS address (certificate from <data-dir>/tls, CA in <data-dir>/tls/ca.pem).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// The home region, in SigV4 scopes and ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Another region this deployment serves besides --region, for Multi-Region keys
+    /// (ReplicateKey, UpdatePrimaryRegion). Repeatable. A request's SigV4 scope must name
+    /// one of the served regions; it sees that region's keys and aliases only.
+    #[arg(long = "replica-region", value_name = "REGION")]
+    replica_regions: Vec<String>,
+    /// Account id in ARNs.
+    #[arg(long, default_value = "111122223333")]
+    account: String,
+    /// A PEM root trusted for attestation documents besides the AWS Nitro root. Repeatable.
+    #[arg(long = "trust-root", value_name = "PEM")]
+    trust_roots: Vec<PathBuf>,
+    /// Oldest attestation document accepted, seconds.
+    #[arg(long, default_value_t = 300)]
+    max_attestation_age: u64,
+    /// Cryptographic requests per second per account (default: unlimited).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[command(flatten)]
+    limits: LimitFlags,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the KMS.
-    Serve {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Plain HTTP address.
-        #[arg(long, default_value = "127.0.0.1:4599")]
-        listen: SocketAddr,
-        /// HTTPS address (certificate from <data-dir>/tls, CA in <data-dir>/tls/ca.pem).
-        #[arg(long)]
-        tls_listen: Option<SocketAddr>,
-        /// Region in SigV4 scopes and ARNs.
-        #[arg(long, default_value = "us-east-1")]
-        region: String,
-        /// Account id in ARNs.
-        #[arg(long, default_value = "111122223333")]
-        account: String,
-        /// A PEM root trusted for attestation documents besides the AWS Nitro root. Repeatable.
-        #[arg(long = "trust-root", value_name = "PEM")]
-        trust_roots: Vec<PathBuf>,
-        /// Oldest attestation document accepted, seconds.
-        #[arg(long, default_value_t = 300)]
-        max_attestation_age: u64,
-        /// Cryptographic requests per second per account (default: unlimited).
-        #[arg(long)]
-        rate: Option<f64>,
-        #[command(flatten)]
-        limits: LimitFlags,
-    },
+    Serve(Box<ServeArgs>),
     /// Print the admin principal's credentials as environment lines.
     Credentials {
         #[command(flatten)]
@@ -355,17 +364,19 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
-        Command::Serve {
-            store: store_args,
-            listen,
-            tls_listen,
-            region,
-            account,
-            trust_roots,
-            max_attestation_age,
-            rate,
-            limits,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                store: store_args,
+                listen,
+                tls_listen,
+                region,
+                replica_regions,
+                account,
+                trust_roots,
+                max_attestation_age,
+                rate,
+                limits,
+            } = *args;
             let roots = load_trust_roots(&trust_roots)?;
             for (source, anchor) in std::iter::once(&aws_root()).chain(&roots) {
                 tracing::info!(
@@ -381,6 +392,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let _lock = lock_data_dir(data_dir)?;
             let cfg = Config {
                 region,
+                replica_regions,
                 account,
                 max_attestation_age: Duration::from_secs(max_attestation_age),
                 rate,
@@ -816,12 +828,34 @@ mod tests {
     }
 
     #[test]
+    fn replica_regions_are_repeatable_and_default_to_none() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cloister-kms", "serve", "--data-dir", "/x"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not serve");
+            };
+            args.replica_regions
+        };
+        assert!(parse(&[]).is_empty());
+        assert_eq!(
+            parse(&[
+                "--replica-region",
+                "us-west-2",
+                "--replica-region",
+                "eu-west-1"
+            ]),
+            ["us-west-2", "eu-west-1"]
+        );
+    }
+
+    #[test]
     fn the_limit_flags_have_sane_defaults() {
         let cli = Cli::try_parse_from(["cloister-kms", "serve", "--data-dir", "/x"]).unwrap();
-        let Command::Serve { limits, .. } = cli.command else {
+        let Command::Serve(args) = cli.command else {
             panic!("not serve");
         };
-        let l = limits.limits();
+        let l = args.limits.limits();
         assert_eq!(
             (
                 l.header_timeout,

@@ -130,7 +130,9 @@ impl App {
 }
 
 /// Verifies the request's SigV4 signature against the principal it names (whose signing key
-/// comes from the app's cache). Header values that are not visible ASCII are kept (lossily), never
+/// comes from the app's cache), and returns the principal and the region the request was
+/// signed for: one this deployment serves, or the signature check's refusal naming the home
+/// region. Header values that are not visible ASCII are kept (lossily), never
 /// dropped, so a header cannot hide from the signed-headers check by being unreadable.
 fn authenticate(
     app: &App,
@@ -138,7 +140,7 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Principal> {
+) -> Result<(Principal, String)> {
     let auth_header = headers
         .get(header::AUTHORIZATION)
         .ok_or(cloister_sigv4::SigV4Error::Missing)?;
@@ -161,16 +163,21 @@ fn authenticate(
         headers: &pairs,
         body,
     };
+    let region = if app.serves(&auth.region) {
+        auth.region.clone()
+    } else {
+        app.cfg.region.clone()
+    };
     cloister_sigv4::verify_cached(
         &parts,
         &auth,
         &principal.secret,
-        &app.cfg.region,
+        &region,
         "kms",
         time::OffsetDateTime::now_utc(),
         &app.signing_keys,
     )?;
-    Ok(principal)
+    Ok((principal, region))
 }
 
 async fn handle(
@@ -269,7 +276,7 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
         op,
         transport,
     } = request;
-    let principal = authenticate(app, method, uri, headers, body)?;
+    let (principal, region) = authenticate(app, method, uri, headers, body)?;
     entry.principal = principal.arn.clone();
     if *method != Method::POST || uri.path() != "/" {
         return Err(KmsError::UnknownOperation(
@@ -286,12 +293,18 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
     if ops::is_cryptographic(op) {
         app.throttle()?;
     }
-    ops::dispatch(op, app, &principal, body, entry).await
+    ops::dispatch(op, app, &principal, &region, body, entry).await
 }
 
 fn respond(result: Result<Value>, request_id: &str) -> Response {
     let (status, body, error_type) = match result {
         Ok(v) => (axum::http::StatusCode::OK, v, None),
+        // AWS's InvalidCiphertextException has no `message` member (recorded from AWS).
+        Err(e @ KmsError::InvalidCiphertext(_)) => (
+            e.status(),
+            json!({"__type": e.aws_name()}),
+            Some(e.aws_name()),
+        ),
         Err(e) => (
             e.status(),
             json!({"__type": e.aws_name(), "message": e.to_string()}),

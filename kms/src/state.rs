@@ -22,6 +22,10 @@ pub(crate) enum KeyState {
     Disabled,
     /// Scheduled for deletion: refuses cryptographic operations (KMSInvalidStateException).
     PendingDeletion,
+    /// A Multi-Region primary key scheduled for deletion while it still has replicas: refuses
+    /// cryptographic operations and replication; its waiting period begins when its last
+    /// replica is deleted (KMSInvalidStateException).
+    PendingReplicaDeletion,
     /// Origin EXTERNAL, no material imported yet (or it expired or was deleted): refuses
     /// cryptographic operations (KMSInvalidStateException).
     PendingImport,
@@ -34,6 +38,7 @@ impl KeyState {
             Self::Enabled => "Enabled",
             Self::Disabled => "Disabled",
             Self::PendingDeletion => "PendingDeletion",
+            Self::PendingReplicaDeletion => "PendingReplicaDeletion",
             Self::PendingImport => "PendingImport",
         }
     }
@@ -44,6 +49,7 @@ impl KeyState {
             "Enabled" => Ok(Self::Enabled),
             "Disabled" => Ok(Self::Disabled),
             "PendingDeletion" => Ok(Self::PendingDeletion),
+            "PendingReplicaDeletion" => Ok(Self::PendingReplicaDeletion),
             "PendingImport" => Ok(Self::PendingImport),
             other => Err(StoreError::UnknownState(other.to_owned())),
         }

@@ -2,6 +2,7 @@
 import base64
 import json
 import subprocess
+import sys
 
 import pytest
 from botocore import UNSIGNED
@@ -260,7 +261,8 @@ def test_aws_cli_works_unchanged(server):
     key, secret = server.admin
     env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
                AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    aws = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".venv", "bin", "aws")
+    # aws-cli is installed in the venv running the tests.
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
 
     def run(*args):
         out = subprocess.run([aws, "kms", *args, "--endpoint-url", server.url, "--output", "json"],

@@ -1,5 +1,6 @@
-//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases. An alias names one key; the
-//! names follow AWS's pattern and `alias/aws/` is reserved.
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases. An alias names one key of its
+//! own region (aliases of other regions than the home region are stored as `<region>/<name>`,
+//! see `App::storage_id`); the names follow AWS's pattern and `alias/aws/` is reserved.
 
 use std::collections::HashMap;
 
@@ -30,6 +31,11 @@ pub(super) struct ListAliasesInput {
     marker: Member<String>,
 }
 
+/// AWS's checks of an alias name (CreateAlias, AliasName): the modelled pattern
+/// `^[a-zA-Z0-9:/_-]+$` and length 1-256 (ValidationException), then the documented rule: "It can
+/// contain only alphanumeric characters, forward slashes (/), underscores (_), and dashes (-).
+/// The alias name cannot begin with alias/aws/" (InvalidAliasNameException; a colon passes the
+/// pattern and fails the rule).
 fn check_alias_name(name: &str) -> Result<()> {
     let valid = name.starts_with("alias/")
         && name.len() > "alias/".len()
@@ -39,7 +45,12 @@ fn check_alias_name(name: &str) -> Result<()> {
             .all(|b| b.is_ascii_alphanumeric() || b"/_-:".contains(&b));
     if !valid {
         return Err(KmsError::validation(format!(
-            "Value '{name}' at 'aliasName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^alias/[a-zA-Z0-9/_-]+$"
+            "Value '{name}' at 'aliasName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$"
+        )));
+    }
+    if name.contains(':') {
+        return Err(KmsError::InvalidAliasName(format!(
+            "Alias name {name} is not valid: it can contain only alphanumeric characters, forward slashes (/), underscores (_), and dashes (-)"
         )));
     }
     if name.starts_with("alias/aws/") {
@@ -50,6 +61,7 @@ fn check_alias_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The alias name of the input, as the name is given.
 fn alias_name(i: &AliasInput) -> Result<String> {
     Ok(i.alias_name.required("AliasName", 256)?.to_owned())
 }
@@ -84,6 +96,7 @@ pub(super) async fn create_alias(mut call: Call<'_>) -> Result<Value> {
     let i: AliasInput = call.input()?;
     let name = alias_name(&i)?;
     check_alias_name(&name)?;
+    let name = call.app.storage_id(call.region, &name);
     let key = alias_target(&mut call, &i, "kms:CreateAlias")?;
     let _guard = call.app.mutate.lock().await;
     if call.app.alias(&name)?.is_some() {
@@ -107,6 +120,7 @@ pub(super) async fn update_alias(mut call: Call<'_>) -> Result<Value> {
     let i: AliasInput = call.input()?;
     let name = alias_name(&i)?;
     check_alias_name(&name)?;
+    let name = call.app.storage_id(call.region, &name);
     let _guard = call.app.mutate.lock().await;
     let mut alias = existing_alias(call.app, &name)?;
     let old = call.app.key(&alias.key_id)?;
@@ -121,7 +135,7 @@ pub(super) async fn update_alias(mut call: Call<'_>) -> Result<Value> {
 
 pub(super) async fn delete_alias(call: Call<'_>) -> Result<Value> {
     let i: AliasInput = call.input()?;
-    let name = alias_name(&i)?;
+    let name = call.app.storage_id(call.region, &alias_name(&i)?);
     let _guard = call.app.mutate.lock().await;
     let alias = existing_alias(call.app, &name)?;
     let key = call.app.key(&alias.key_id)?;
@@ -138,7 +152,7 @@ pub(super) async fn delete_alias(call: Call<'_>) -> Result<Value> {
 pub(super) fn list_aliases(call: Call<'_>) -> Result<Value> {
     let i: ListAliasesInput = call.input()?;
     let filter = match i.key_id.text("KeyId")? {
-        Some(k) => Some(call.app.resolve(k)?),
+        Some(k) => Some(call.resolve(k)?),
         None => None,
     };
     let items = call
@@ -146,14 +160,16 @@ pub(super) fn list_aliases(call: Call<'_>) -> Result<Value> {
         .state()
         .aliases
         .values()
+        .filter(|a| call.app.split_storage_id(&a.name).0 == call.region)
         .filter(|a| filter.as_ref().is_none_or(|f| *f == a.key_id))
         .map(|a| {
+            let name = call.app.public_id(&a.name);
             (
-                a.name.clone(),
+                name.to_owned(),
                 json!({
-                    "AliasName": a.name,
+                    "AliasName": name,
                     "AliasArn": call.app.alias_arn(&a.name),
-                    "TargetKeyId": a.key_id,
+                    "TargetKeyId": call.app.public_id(&a.key_id),
                     "CreationDate": secs(a.created_ms),
                     "LastUpdatedDate": secs(a.updated_ms),
                 }),

@@ -41,13 +41,14 @@ pub(super) fn require(app: &App, key: &KeyRecord, usage: KeyUsage) -> Result<()>
 /// one of the KMS's own blobs).
 pub(super) fn named_asymmetric(
     app: &App,
+    region: &str,
     member: &Member<String>,
     field: &str,
 ) -> Result<Option<String>> {
     let Some(named) = member.text(field)? else {
         return Ok(None);
     };
-    let id = app.resolve(named)?;
+    let id = app.resolve_in(region, named, true)?;
     let key = app.key(&id)?;
     Ok(key.attrs.key_spec.is_asymmetric().then(|| named.to_owned()))
 }

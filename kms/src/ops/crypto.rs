@@ -115,7 +115,13 @@ pub(super) fn seal_under(
     let version = key.current_version;
     call.audit.key_version = Some(version);
     let material = call.app.material(&key.key_id, version)?;
-    blob::seal(&key.key_id, version, &material, plaintext, ec)
+    blob::seal(
+        call.app.public_id(&key.key_id),
+        version,
+        &material,
+        plaintext,
+        ec,
+    )
 }
 
 /// The verified recipient, if the input has one; the attempt is audited.
@@ -167,14 +173,14 @@ fn open_blob(
     o: Opening<'_>,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>)> {
     let header = blob::header(blob_bytes)?;
-    let key = call.app.key(&header.key_id).map_err(|e| match e {
+    let key = call.key_by_id(&header.key_id).map_err(|e| match e {
         KmsError::NotFound(_) => KmsError::InvalidCiphertext(String::new()),
         refused => refused,
     })?;
     call.audit.key_id = Some(key.key_id.clone());
     call.audit.key_version = Some(header.version);
     if let Some(named) = o.key_member.text(o.key_field)?
-        && call.app.resolve(named)? != key.key_id
+        && call.resolve(named)? != key.key_id
     {
         return Err(KmsError::IncorrectKey(
             "The key ID in the request does not identify a CMK that can perform this operation."
@@ -203,7 +209,8 @@ pub(super) fn decrypt(mut call: Call<'_>) -> Result<Value> {
     let alg = algorithm(&i.encryption_algorithm, "EncryptionAlgorithm")?;
     call.audit.encryption_context = Some(ec.clone());
     let recipient = recipient(&mut call, &i.recipient)?;
-    if let Some(key_ref) = asymmetric::named_asymmetric(call.app, &i.key_id, "KeyId")? {
+    if let Some(key_ref) = asymmetric::named_asymmetric(call.app, call.region, &i.key_id, "KeyId")?
+    {
         let (key, plain, name) = asymmetric::rsa_decrypt(
             &mut call,
             &blob_bytes,
@@ -262,7 +269,8 @@ pub(super) fn re_encrypt(mut call: Call<'_>) -> Result<Value> {
         "DestinationEncryptionAlgorithm",
     )?;
     let (source, plain, source_alg) =
-        match asymmetric::named_asymmetric(call.app, &i.source_key_id, "SourceKeyId")? {
+        match asymmetric::named_asymmetric(call.app, call.region, &i.source_key_id, "SourceKeyId")?
+        {
             Some(key_ref) => asymmetric::rsa_decrypt(
                 &mut call,
                 &blob_bytes,
@@ -370,10 +378,15 @@ pub(super) fn generate_random(mut call: Call<'_>) -> Result<Value> {
             "custom key stores are not supported".into(),
         ));
     }
-    let n = i
-        .number_of_bytes
-        .int_in("NumberOfBytes", 1, 1024)?
-        .unwrap_or(32);
+    // AWS answers a GenerateRandom without NumberOfBytes with a ValidationException (after
+    // the members' types are checked).
+    let n = i.number_of_bytes.int_in("NumberOfBytes", 1, 1024)?;
+    i.recipient.structure("Recipient")?;
+    let n = n.ok_or_else(|| {
+        KmsError::validation(
+            "Value null at 'numberOfBytes' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
     let recipient = recipient(&mut call, &i.recipient)?;
     let bytes = random_bytes(usize::try_from(n).unwrap_or(32))?;
     Ok(match recipient {

@@ -598,6 +598,7 @@ pub(super) async fn retire_grant(call: Call<'_>) -> Result<Value> {
     let named_id = grant_id(&i.grant_id)?;
     let dry = i.dry_run.flag("DryRun")?;
     let app = call.app;
+    let region = call.region;
     // AWS: the grant is named by its token, or by its key and grant id together.
     let (row, body) = match (token_id, key_ref, named_id) {
         (Some(id), _, _) => {
@@ -608,7 +609,7 @@ pub(super) async fn retire_grant(call: Call<'_>) -> Result<Value> {
                 .cloned()
                 .ok_or_else(|| KmsError::NotFound(format!("Grant ID {id} not found")))?;
             if let Some(k) = key_ref
-                && app.resolve(k)? != row.key_id
+                && app.resolve_in(region, k, true)? != row.key_id
             {
                 return Err(KmsError::NotFound(format!(
                     "Grant ID {id} not found for key {k}"
@@ -617,7 +618,7 @@ pub(super) async fn retire_grant(call: Call<'_>) -> Result<Value> {
             let body = GrantBody::parse(&row.body)?;
             (row, body)
         }
-        (None, Some(k), Some(id)) => grant_on(app, &app.resolve(k)?, id)?,
+        (None, Some(k), Some(id)) => grant_on(app, &app.resolve_in(region, k, true)?, id)?,
         _ => {
             return Err(validation(
                 "Either GrantToken, or both KeyId and GrantId, must be given",

@@ -1,5 +1,5 @@
-//! Keys: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey, and the key metadata that
-//! several operations return.
+//! Keys: CreateKey, DescribeKey, ListKeys (of the request's region), EnableKey, DisableKey,
+//! UpdateKeyDescription, and the key metadata that several operations return.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
     let spec = a.key_spec;
     let mut m = json!({
         "AWSAccountId": app.cfg.account,
-        "KeyId": k.key_id,
+        "KeyId": app.public_id(&k.key_id),
         "Arn": app.key_arn(&k.key_id),
         "CreationDate": secs(k.created_ms),
         "Enabled": k.state == KeyState::Enabled,
@@ -170,14 +170,37 @@ pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
         KeyUsage::GenerateVerifyMac => m["MacAlgorithms"] = json!(spec.mac_algorithms()),
         KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
     }
+    if let Some(mr) = &a.multi_region {
+        m["MultiRegionConfiguration"] = multi_region_configuration(app, k, mr);
+    }
     if let Some(current) = a.materials.last() {
         m["CurrentKeyMaterialId"] = json!(current.material_id);
     }
     if let (Some(d), Some(days)) = (k.deletion_ms, k.pending_days) {
         m["DeletionDate"] = json!(secs(d));
         m["PendingDeletionWindowInDays"] = json!(days);
+    } else if let (KeyState::PendingReplicaDeletion, Some(days)) = (k.state, k.pending_days) {
+        // AWS: a primary waiting for its replicas' deletion shows its window, no date yet.
+        m["PendingDeletionWindowInDays"] = json!(days);
     }
     m
+}
+
+/// A Multi-Region key's `MultiRegionConfiguration`: whether this key is the primary or a
+/// replica, the primary's ARN and region, and the replicas' (AWS's `MultiRegionConfiguration`
+/// data type).
+fn multi_region_configuration(app: &App, k: &KeyRecord, mr: &MultiRegion) -> Value {
+    let (region, id) = app.split_storage_id(&k.key_id);
+    let arn_in = |r: &str| app.key_arn(&app.storage_id(r, id));
+    json!({
+        "MultiRegionKeyType": if mr.primary_region == region { "PRIMARY" } else { "REPLICA" },
+        "PrimaryKey": {"Arn": arn_in(&mr.primary_region), "Region": mr.primary_region},
+        "ReplicaKeys": mr
+            .replica_regions
+            .iter()
+            .map(|r| json!({"Arn": arn_in(r), "Region": r}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
@@ -195,7 +218,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
     let (spec, usage, origin) = kind(&i)?;
     let multi_region = i.multi_region.flag("MultiRegion")?;
     let tags = tags::from_input(&i.tags)?;
-    let key_id = new_key_id(multi_region);
+    let key_id = call.app.storage_id(call.region, &new_key_id(multi_region));
     let (policy_text, policy) = match i.policy.text("Policy")? {
         Some(text) => {
             let bypass = i
@@ -222,9 +245,9 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
         key_usage: usage,
         origin,
         tags,
-        region: None,
+        region: (call.region != call.app.cfg.region).then(|| call.region.to_owned()),
         multi_region: multi_region.then(|| MultiRegion {
-            primary_region: call.app.cfg.region.clone(),
+            primary_region: call.region.to_owned(),
             replica_regions: Vec::new(),
         }),
         valid_to_ms: None,
@@ -272,14 +295,22 @@ pub(super) fn describe_key(mut call: Call<'_>) -> Result<Value> {
 
 pub(super) fn list_keys(call: Call<'_>) -> Result<Value> {
     let i: PageInput = call.input()?;
-    let mut ids: Vec<String> = call.app.state().keys.keys().cloned().collect();
+    let mut ids: Vec<String> = call
+        .app
+        .state()
+        .keys
+        .keys()
+        .filter(|id| call.app.split_storage_id(id).0 == call.region)
+        .cloned()
+        .collect();
     ids.sort();
     let items = ids
         .into_iter()
         .map(|id| {
+            let public = call.app.public_id(&id).to_owned();
             (
-                id.clone(),
-                json!({"KeyId": id, "KeyArn": call.app.key_arn(&id)}),
+                public.clone(),
+                json!({"KeyId": public, "KeyArn": call.app.key_arn(&id)}),
             )
         })
         .collect();
@@ -287,12 +318,34 @@ pub(super) fn list_keys(call: Call<'_>) -> Result<Value> {
     Ok(paged("Keys", items, next))
 }
 
+/// UpdateKeyDescription's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct DescriptionInput {
+    key_id: Member<String>,
+    description: Member<String>,
+}
+
+/// UpdateKeyDescription: KeyId is "key ID or key ARN"; Description is required, up to 8192
+/// characters (AWS API reference, UpdateKeyDescription).
+pub(super) async fn update_description(mut call: Call<'_>) -> Result<Value> {
+    let i: DescriptionInput = call.input()?;
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    let description = i.description.required("Description", 8192)?.to_owned();
+    let _guard = call.app.mutate.lock().await;
+    let mut key = call.key_id_for(key_ref, "kms:UpdateKeyDescription")?;
+    call.app.refuse_pending(&key)?;
+    key.description = description;
+    persist_key(call.app, key, None).await?;
+    Ok(json!({}))
+}
+
 /// EnableKey and DisableKey.
 pub(super) async fn set_state(mut call: Call<'_>, action: &str, to: KeyState) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let mut key = call.key_for(key_ref, action, HashMap::new())?;
+    let mut key = call.key_id_for(key_ref, action)?;
     call.app.refuse_pending(&key)?;
     key.state = to;
     persist_key(call.app, key, None).await?;

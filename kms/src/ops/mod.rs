@@ -14,6 +14,7 @@ mod key_pairs;
 mod keys;
 mod lifecycle;
 mod policy;
+mod regions;
 mod shared;
 mod sign;
 mod tags;
@@ -48,17 +49,19 @@ pub(crate) fn is_cryptographic(op: &str) -> bool {
     )
 }
 
-/// Runs operation `op` for `principal` with the request `body`, filling in `audit`.
+/// Runs operation `op` for `principal` in `region` with the request `body`, filling in `audit`.
 pub(crate) async fn dispatch(
     op: &str,
     app: &App,
     principal: &Principal,
+    region: &str,
     body: Body,
     audit: &mut AuditEntry,
 ) -> Result<Value> {
     let call = Call {
         app,
         principal,
+        region,
         body,
         audit,
     };
@@ -80,6 +83,11 @@ pub(crate) async fn dispatch(
         "RotateKeyOnDemand" => lifecycle::rotate_on_demand(call).await,
         "PutKeyPolicy" => policy::put_policy(call).await,
         "GetKeyPolicy" => policy::get_policy(call),
+        "ListKeyPolicies" => policy::list_policies(call),
+        "UpdateKeyDescription" => keys::update_description(call).await,
+        "ListKeyRotations" => lifecycle::list_rotations(call),
+        "ReplicateKey" => regions::replicate_key(call).await,
+        "UpdatePrimaryRegion" => regions::update_primary_region(call).await,
         "Encrypt" => crypto::encrypt(call),
         "Decrypt" => crypto::decrypt(call),
         "ReEncrypt" => crypto::re_encrypt(call),
@@ -133,6 +141,11 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
         "ScheduleKeyDeletion" => body.decode::<lifecycle::ScheduleInput>().map(drop),
         "EnableKeyRotation" => body.decode::<lifecycle::RotationInput>().map(drop),
         "PutKeyPolicy" | "GetKeyPolicy" => body.decode::<policy::PolicyInput>().map(drop),
+        "ListKeyPolicies" => body.decode::<policy::PageInput>().map(drop),
+        "UpdateKeyDescription" => body.decode::<keys::DescriptionInput>().map(drop),
+        "ListKeyRotations" => body.decode::<lifecycle::ListRotationsInput>().map(drop),
+        "ReplicateKey" => body.decode::<regions::ReplicateInput>().map(drop),
+        "UpdatePrimaryRegion" => body.decode::<regions::PrimaryRegionInput>().map(drop),
         "Encrypt" => body.decode::<crypto::EncryptInput>().map(drop),
         "Decrypt" => body.decode::<crypto::DecryptInput>().map(drop),
         "ReEncrypt" => body.decode::<crypto::ReEncryptInput>().map(drop),

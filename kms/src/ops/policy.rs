@@ -1,7 +1,6 @@
-//! Key policies: GetKeyPolicy and PutKeyPolicy. A new policy must parse and, unless the caller
+//! Key policies: GetKeyPolicy, PutKeyPolicy and ListKeyPolicies. A new policy must parse and, unless the caller
 //! bypasses the check, still let the caller put a policy (AWS's lockout safety check).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -40,7 +39,7 @@ pub(super) async fn put_policy(mut call: Call<'_>) -> Result<Value> {
         .flag("BypassPolicyLockoutSafetyCheck")?;
     let _guard = call.app.mutate.lock().await;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let mut key = call.key_for(key_ref, "kms:PutKeyPolicy", HashMap::new())?;
+    let mut key = call.key_id_for(key_ref, "kms:PutKeyPolicy")?;
     let policy = call
         .app
         .checked_policy(&text, call.principal, bypass, &key.key_id)?;
@@ -54,8 +53,26 @@ pub(super) fn get_policy(mut call: Call<'_>) -> Result<Value> {
     let i: PolicyInput = call.input()?;
     policy_name(&i)?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let key = call.key_for(key_ref, "kms:GetKeyPolicy", HashMap::new())?;
+    let key = call.key_id_for(key_ref, "kms:GetKeyPolicy")?;
     Ok(json!({"Policy": &*key.policy_text, "PolicyName": "default"}))
+}
+
+/// ListKeyPolicies: a key has one policy, `default` (AWS's API reference, ListKeyPolicies).
+pub(super) fn list_policies(mut call: Call<'_>) -> Result<Value> {
+    let i: PageInput = call.input()?;
+    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
+    i.limit.int_in("Limit", 1, 1000)?;
+    call.key_id_for(key_ref, "kms:ListKeyPolicies")?;
+    Ok(json!({"PolicyNames": ["default"], "Truncated": false}))
+}
+
+/// ListKeyPolicies's input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub(super) struct PageInput {
+    key_id: Member<String>,
+    limit: Member<i64>,
+    marker: Member<String>,
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub(super) struct Call<'a> {
     pub(super) app: &'a App,
     /// The authenticated caller.
     pub(super) principal: &'a Principal,
+    /// The region the request was signed for (one this deployment serves): it sees that
+    /// region's keys and aliases only.
+    pub(super) region: &'a str,
     /// The request body.
     pub(super) body: Body,
     /// The audit entry for this request.
@@ -56,19 +59,48 @@ impl Call<'_> {
         self.body.decode()
     }
 
-    /// Resolves `key_ref`, records the key in the audit entry, and authorizes `action`.
+    /// Resolves `key_ref` (key id, key ARN, alias name or alias ARN) in the request's region,
+    /// records the key in the audit entry, and authorizes `action`.
     pub(super) fn key_for(
         &mut self,
         key_ref: &str,
         action: &str,
         conditions: HashMap<String, Vec<String>>,
     ) -> Result<KeyRecord> {
-        let key_id = self.app.resolve(key_ref)?;
-        let key = self.app.key(&key_id)?;
+        let key_id = self.app.resolve_in(self.region, key_ref, true)?;
+        self.authorized(&key_id, action, conditions)
+    }
+
+    /// As [`Call::key_for`], for operations whose KeyId is "key ID or key ARN": an alias is
+    /// refused as AWS refuses it (NotFoundException, `Invalid keyId '<alias>'`).
+    pub(super) fn key_id_for(&mut self, key_ref: &str, action: &str) -> Result<KeyRecord> {
+        let key_id = self.app.resolve_in(self.region, key_ref, false)?;
+        self.authorized(&key_id, action, HashMap::new())
+    }
+
+    /// The key stored as `key_id`, recorded in the audit entry, `action` authorized.
+    fn authorized(
+        &mut self,
+        key_id: &str,
+        action: &str,
+        conditions: HashMap<String, Vec<String>>,
+    ) -> Result<KeyRecord> {
+        let key = self.app.key(key_id)?;
         self.audit.key_id = Some(key.key_id.clone());
         self.app
             .authorize(self.principal, action, &key, conditions)?;
         Ok(key)
+    }
+
+    /// Resolves `key_ref` in the request's region to a key's storage id, without authorizing.
+    pub(super) fn resolve(&self, key_ref: &str) -> Result<String> {
+        self.app.resolve_in(self.region, key_ref, true)
+    }
+
+    /// The key whose public id is `key_id` in the request's region (a ciphertext names its key
+    /// so).
+    pub(super) fn key_by_id(&self, key_id: &str) -> Result<KeyRecord> {
+        self.app.key(&self.app.storage_id(self.region, key_id))
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) struct Kms {
 pub(crate) fn config() -> Config {
     Config {
         region: "us-east-1".into(),
+        replica_regions: vec!["us-west-2".into(), "eu-west-1".into()],
         account: "111122223333".into(),
         max_attestation_age: Duration::from_secs(300),
         rate: None,
@@ -76,13 +77,36 @@ impl Kms {
         op: &str,
         input: Value,
     ) -> (u16, Value) {
+        self.call_signed(creds, "us-east-1", op, input).await
+    }
+
+    /// Calls `op` as the admin, signed for `region`.
+    pub(crate) async fn call_in(&self, region: &str, op: &str, input: Value) -> (u16, Value) {
+        self.call_signed(&self.admin, region, op, input).await
+    }
+
+    /// Calls `op` as the admin, signed for `region`, and expects success.
+    pub(crate) async fn ok_in(&self, region: &str, op: &str, input: Value) -> Value {
+        let (status, body) = self.call_in(region, op, input).await;
+        assert_eq!(status, 200, "{op} in {region}: {body}");
+        body
+    }
+
+    /// Calls `op` signed with `creds` for `region`.
+    async fn call_signed(
+        &self,
+        creds: &Credentials,
+        region: &str,
+        op: &str,
+        input: Value,
+    ) -> (u16, Value) {
         let body = input.to_string();
         let target = format!("TrentService.{op}");
         let request = cloister_sigv4::JsonRequest {
             host: HOST,
             target: &target,
             body: body.as_bytes(),
-            region: "us-east-1",
+            region,
             service: "kms",
         };
         let headers = cloister_sigv4::sign_json_request(
