@@ -355,9 +355,10 @@ impl App {
         principal: &Principal,
         action: &str,
         key: &KeyRecord,
-        conditions: HashMap<String, Vec<String>>,
+        mut conditions: HashMap<String, Vec<String>>,
     ) -> Result<()> {
         let arn = self.key_arn(&key.key_id);
+        conditions.extend(crate::ops::resource_conditions(&key.attrs));
         match self.decide(&key.policy, principal, action, &key.key_id, conditions) {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny => Err(KmsError::AccessDenied(format!(
@@ -373,6 +374,7 @@ impl App {
 
     /// Refuses cryptographic use of a key that is not Enabled.
     pub(crate) fn check_usable(&self, key: &KeyRecord) -> Result<()> {
+        crate::ops::refuse_expired(self, key)?;
         match key.state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(KmsError::Disabled(format!(

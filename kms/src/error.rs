@@ -76,6 +76,18 @@ pub enum KmsError {
     /// A tag is not valid (reserved prefix, too many tags).
     #[error("{0}")]
     Tag(String),
+    /// VerifyMac: the MAC does not verify for the message, key and algorithm.
+    #[error("{0}")]
+    InvalidMac(String),
+    /// ImportKeyMaterial: the import token is not one this KMS issued for this key.
+    #[error("{0}")]
+    InvalidImportToken(String),
+    /// ImportKeyMaterial: the import token's 24 hours are over.
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    /// ImportKeyMaterial: the material does not fit the key, or is not the material imported before.
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -114,6 +126,10 @@ pub(crate) const CODES: &[&str] = &[
     "UnrecognizedClientException",
     "LimitExceededException",
     "TagException",
+    "KMSInvalidMacException",
+    "InvalidImportTokenException",
+    "ExpiredImportTokenException",
+    "IncorrectKeyMaterialException",
     "InvalidKeyUsageException",
     "KMSInternalException",
 ];
@@ -145,6 +161,10 @@ impl KmsError {
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::LimitExceeded(_) => "LimitExceededException",
             Self::Tag(_) => "TagException",
+            Self::InvalidMac(_) => "KMSInvalidMacException",
+            Self::InvalidImportToken(_) => "InvalidImportTokenException",
+            Self::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            Self::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
@@ -375,6 +395,10 @@ mod tests {
             KmsError::UnrecognizedClient,
             KmsError::LimitExceeded(s()),
             KmsError::Tag(s()),
+            KmsError::InvalidMac(s()),
+            KmsError::InvalidImportToken(s()),
+            KmsError::ExpiredImportToken(s()),
+            KmsError::IncorrectKeyMaterial(s()),
             KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),

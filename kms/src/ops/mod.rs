@@ -7,8 +7,10 @@
 
 mod aliases;
 mod crypto;
+mod import;
 mod keys;
 mod lifecycle;
+mod mac;
 mod policy;
 mod shared;
 mod tags;
@@ -17,8 +19,10 @@ mod testkit;
 
 use serde_json::Value;
 
+pub(crate) use self::import::refuse_expired;
 use self::lifecycle::housekeeping;
 use self::shared::Call;
+pub(crate) use self::tags::resource_conditions;
 use crate::app::App;
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
@@ -35,6 +39,8 @@ pub(crate) fn is_cryptographic(op: &str) -> bool {
             | "GenerateDataKey"
             | "GenerateDataKeyWithoutPlaintext"
             | "GenerateRandom"
+            | "GenerateMac"
+            | "VerifyMac"
     )
 }
 
@@ -76,6 +82,14 @@ pub(crate) async fn dispatch(
         "GenerateDataKey" => crypto::generate_data_key(call, true),
         "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(call, false),
         "GenerateRandom" => crypto::generate_random(call),
+        "GenerateMac" => mac::generate_mac(call),
+        "VerifyMac" => mac::verify_mac(call),
+        "GetParametersForImport" => import::get_parameters(call).await,
+        "ImportKeyMaterial" => import::import_key_material(call).await,
+        "DeleteImportedKeyMaterial" => import::delete_imported(call).await,
+        "TagResource" => tags::tag_resource(call).await,
+        "UntagResource" => tags::untag_resource(call).await,
+        "ListResourceTags" => tags::list_resource_tags(call),
         other => Err(unknown(other)),
     }
 }
@@ -119,6 +133,13 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
             body.decode::<crypto::DataKeyInput>().map(drop)
         }
         "GenerateRandom" => body.decode::<crypto::RandomInput>().map(drop),
+        "GenerateMac" | "VerifyMac" => body.decode::<mac::MacInput>().map(drop),
+        "GetParametersForImport" => body.decode::<import::ParametersInput>().map(drop),
+        "ImportKeyMaterial" => body.decode::<import::ImportInput>().map(drop),
+        "DeleteImportedKeyMaterial" => body.decode::<import::DeleteInput>().map(drop),
+        "TagResource" => body.decode::<tags::TagResourceInput>().map(drop),
+        "UntagResource" => body.decode::<tags::UntagResourceInput>().map(drop),
+        "ListResourceTags" => body.decode::<tags::ListTagsInput>().map(drop),
         other => Err(unknown(other)),
     }
 }
