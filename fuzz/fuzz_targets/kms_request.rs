@@ -5,7 +5,7 @@
 use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
-const OPERATIONS: [&str; 12] = [
+const OPERATIONS: [&str; 20] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -18,6 +18,14 @@ const OPERATIONS: [&str; 12] = [
     "Decrypt",
     "ReEncrypt",
     "GenerateDataKey",
+    "GenerateMac",
+    "VerifyMac",
+    "GetParametersForImport",
+    "ImportKeyMaterial",
+    "DeleteImportedKeyMaterial",
+    "TagResource",
+    "UntagResource",
+    "ListResourceTags",
 ];
 
 fuzz_target!(|data: &[u8]| {

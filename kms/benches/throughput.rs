@@ -2,8 +2,8 @@
 //! generator, same run.
 //!
 //! The load generator is cloister's own KMS client (SigV4 signing, one kept-alive connection per
-//! worker; it reconnects when moto closes each connection). It measures GenerateDataKey and
-//! Decrypt against both servers, and attested Decrypt (a Recipient with a dev-NSM document; the
+//! worker; it reconnects when moto closes each connection). It measures GenerateDataKey, Decrypt
+//! and GenerateMac (an HMAC_256 key) against both servers, and attested Decrypt (a Recipient with a dev-NSM document; the
 //! verified chain is cached, so each request costs one ES384 verification and one RSA
 //! encryption) against cloister-kms. It prints figures and asserts nothing.
 //!
@@ -177,6 +177,13 @@ async fn key_and_blob(c: &KmsClient) -> (Value, Value) {
     )
 }
 
+/// A GenerateMac request on a new HMAC_256 key.
+async fn mac_request(c: &KmsClient) -> Value {
+    let create = json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"});
+    let id = call_retrying(c, "CreateKey", &create).await["KeyMetadata"]["KeyId"].clone();
+    json!({"KeyId": id, "MacAlgorithm": "HMAC_SHA_256", "Message": b64(&[0x5a; 256])})
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -212,6 +219,7 @@ fn main() {
     );
     let (ours, moto) = rt.block_on(async {
         let (gdk, dec) = key_and_blob(&client(&addr, &creds)).await;
+        let mac = mac_request(&client(&addr, &creds)).await;
         let mut att = dec.clone();
         att["Recipient"] =
             json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
@@ -219,14 +227,17 @@ fn main() {
             load(&addr, &creds, "GenerateDataKey", &gdk, secs).await,
             load(&addr, &creds, "Decrypt", &dec, secs).await,
             load(&addr, &creds, "Decrypt", &att, secs).await,
+            load(&addr, &creds, "GenerateMac", &mac, secs).await,
         ];
         let moto = match start_moto() {
             None => None,
             Some((_proc, maddr)) => {
                 let (m_gdk, m_dec) = key_and_blob(&client(&maddr, &creds)).await;
+                let m_mac = mac_request(&client(&maddr, &creds)).await;
                 Some([
                     load(&maddr, &creds, "GenerateDataKey", &m_gdk, secs).await,
                     load(&maddr, &creds, "Decrypt", &m_dec, secs).await,
+                    load(&maddr, &creds, "GenerateMac", &m_mac, secs).await,
                 ])
             }
         };
@@ -236,8 +247,12 @@ fn main() {
         "\n{:<36} {:>14} {:>14} {:>8}",
         "operation", "cloister-kms", "moto_server", "ratio"
     );
-    for (i, name) in ["GenerateDataKey", "Decrypt"].iter().enumerate() {
-        let (o, oe) = ours[i];
+    for (i, name) in ["GenerateDataKey", "Decrypt", "GenerateMac (HMAC_256)"]
+        .iter()
+        .enumerate()
+    {
+        // ours: GenerateDataKey, Decrypt, attested Decrypt, GenerateMac; moto: the others.
+        let (o, oe) = ours[if i == 2 { 3 } else { i }];
         match &moto {
             Some(m) => println!(
                 "{name:<36} {o:>10.0} r/s {:>10.0} r/s {:>7.1}x   (errors: {oe} / {}; goal >= 50x)",
