@@ -6,6 +6,7 @@ use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
 const OPERATIONS: &[&str] = &[
+const OPERATIONS: [&str; 20] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -34,6 +35,14 @@ const OPERATIONS: &[&str] = &[
     "ListKeyRotations",
     "ReplicateKey",
     "UpdatePrimaryRegion",
+    "GenerateMac",
+    "VerifyMac",
+    "GetParametersForImport",
+    "ImportKeyMaterial",
+    "DeleteImportedKeyMaterial",
+    "TagResource",
+    "UntagResource",
+    "ListResourceTags",
 ];
 
 fuzz_target!(|data: &[u8]| {

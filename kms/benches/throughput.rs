@@ -3,8 +3,8 @@
 //!
 //! The load generator is cloister's own KMS client (SigV4 signing, one kept-alive connection per
 //! worker; it reconnects when moto closes each connection). It measures GenerateDataKey,
-//! Decrypt and Sign (ECC_NIST_P256, ECDSA_SHA_256 of a RAW message) against both servers, and
-//! attested Decrypt (a Recipient with a dev-NSM document; the
+//! Decrypt, Sign (ECC_NIST_P256, ECDSA_SHA_256 of a RAW message) and GenerateMac (an HMAC_256
+//! key) against both servers, and attested Decrypt (a Recipient with a dev-NSM document; the
 //! verified chain is cached, so each request costs one ES384 verification and one RSA
 //! encryption) against cloister-kms. It prints figures and asserts nothing.
 //!
@@ -185,6 +185,13 @@ async fn sign_input(c: &KmsClient) -> Value {
     json!({"KeyId": id, "Message": b64(&[7u8; 32]), "MessageType": "RAW", "SigningAlgorithm": "ECDSA_SHA_256"})
 }
 
+/// A GenerateMac request on a new HMAC_256 key.
+async fn mac_request(c: &KmsClient) -> Value {
+    let create = json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"});
+    let id = call_retrying(c, "CreateKey", &create).await["KeyMetadata"]["KeyId"].clone();
+    json!({"KeyId": id, "MacAlgorithm": "HMAC_SHA_256", "Message": b64(&[0x5a; 256])})
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -221,6 +228,7 @@ fn main() {
     let (ours, moto) = rt.block_on(async {
         let (gdk, dec) = key_and_blob(&client(&addr, &creds)).await;
         let sign = sign_input(&client(&addr, &creds)).await;
+        let mac = mac_request(&client(&addr, &creds)).await;
         let mut att = dec.clone();
         att["Recipient"] =
             json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
@@ -229,16 +237,19 @@ fn main() {
             load(&addr, &creds, "Decrypt", &dec, secs).await,
             load(&addr, &creds, "Sign", &sign, secs).await,
             load(&addr, &creds, "Decrypt", &att, secs).await,
+            load(&addr, &creds, "GenerateMac", &mac, secs).await,
         ];
         let moto = match start_moto() {
             None => None,
             Some((_proc, maddr)) => {
                 let (m_gdk, m_dec) = key_and_blob(&client(&maddr, &creds)).await;
                 let m_sign = sign_input(&client(&maddr, &creds)).await;
+                let m_mac = mac_request(&client(&maddr, &creds)).await;
                 Some([
                     load(&maddr, &creds, "GenerateDataKey", &m_gdk, secs).await,
                     load(&maddr, &creds, "Decrypt", &m_dec, secs).await,
                     load(&maddr, &creds, "Sign", &m_sign, secs).await,
+                    load(&maddr, &creds, "GenerateMac", &m_mac, secs).await,
                 ])
             }
         };
@@ -248,11 +259,17 @@ fn main() {
         "\n{:<36} {:>14} {:>14} {:>8}",
         "operation", "cloister-kms", "moto_server", "ratio"
     );
-    for (i, name) in ["GenerateDataKey", "Decrypt", "Sign (ECC_NIST_P256, RAW)"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "GenerateDataKey",
+        "Decrypt",
+        "Sign (ECC_NIST_P256, RAW)",
+        "GenerateMac (HMAC_256)",
+    ]
+    .iter()
+    .enumerate()
     {
-        let (o, oe) = ours[i];
+        // ours: GenerateDataKey, Decrypt, Sign, attested Decrypt, GenerateMac; moto: the others.
+        let (o, oe) = ours[if i == 3 { 4 } else { i }];
         match &moto {
             Some(m) => println!(
                 "{name:<36} {o:>10.0} r/s {:>10.0} r/s {:>7.1}x   (errors: {oe} / {}; goal >= 50x)",

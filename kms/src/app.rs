@@ -426,9 +426,10 @@ impl App {
         principal: &Principal,
         action: &str,
         key: &KeyRecord,
-        conditions: HashMap<String, Vec<String>>,
+        mut conditions: HashMap<String, Vec<String>>,
     ) -> Result<()> {
         let arn = self.key_arn(&key.key_id);
+        conditions.extend(crate::ops::resource_conditions(&key.attrs));
         let for_grants = conditions.clone();
         match self.decide(&key.policy, principal, action, &key.key_id, conditions) {
             Decision::Allow => Ok(()),
@@ -469,6 +470,7 @@ impl App {
 
     /// Refuses cryptographic use of a key that is not Enabled.
     pub(crate) fn check_usable(&self, key: &KeyRecord) -> Result<()> {
+        crate::ops::refuse_expired(self, key)?;
         match key.state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(KmsError::Disabled(format!(

@@ -88,6 +88,18 @@ pub enum KmsError {
     /// The request would have succeeded, but DryRun was set (DryRunOperationException, 412).
     #[error("{0}")]
     DryRun(String),
+    /// VerifyMac: the MAC does not verify for the message, key and algorithm.
+    #[error("{0}")]
+    InvalidMac(String),
+    /// ImportKeyMaterial: the import token is not one this KMS issued for this key.
+    #[error("{0}")]
+    InvalidImportToken(String),
+    /// ImportKeyMaterial: the import token's 24 hours are over.
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    /// ImportKeyMaterial: the material does not fit the key, or is not the material imported before.
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     /// On-demand rotation limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -130,6 +142,10 @@ pub(crate) const CODES: &[&str] = &[
     "InvalidGrantTokenException",
     "InvalidGrantIdException",
     "DryRunOperationException",
+    "KMSInvalidMacException",
+    "InvalidImportTokenException",
+    "ExpiredImportTokenException",
+    "IncorrectKeyMaterialException",
     "InvalidKeyUsageException",
     "KMSInternalException",
 ];
@@ -165,6 +181,10 @@ impl KmsError {
             Self::InvalidGrantToken(_) => "InvalidGrantTokenException",
             Self::InvalidGrantId(_) => "InvalidGrantIdException",
             Self::DryRun(_) => "DryRunOperationException",
+            Self::InvalidMac(_) => "KMSInvalidMacException",
+            Self::InvalidImportToken(_) => "InvalidImportTokenException",
+            Self::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            Self::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
         }
@@ -400,6 +420,10 @@ mod tests {
             KmsError::InvalidGrantToken(s()),
             KmsError::InvalidGrantId(s()),
             KmsError::DryRun(s()),
+            KmsError::InvalidMac(s()),
+            KmsError::InvalidImportToken(s()),
+            KmsError::ExpiredImportToken(s()),
+            KmsError::IncorrectKeyMaterial(s()),
             KmsError::InvalidKeyUsage(s()),
             KmsError::Store(StoreError::Corrupt("x")),
             KmsError::Recipient(CmsError::Encrypt(s())),

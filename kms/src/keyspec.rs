@@ -107,14 +107,6 @@ impl KeySpec {
         )
     }
 
-    /// Whether the key is an HMAC key.
-    pub(crate) fn is_hmac(self) -> bool {
-        matches!(
-            self,
-            Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512
-        )
-    }
-
     /// Whether the key is asymmetric (has a public key).
     pub(crate) fn is_asymmetric(self) -> bool {
         self.is_rsa() || self.is_ecc()
@@ -268,6 +260,10 @@ pub(crate) struct KeyAttrs {
     /// oldest first; empty for keys from before this was kept.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) materials: Vec<MaterialInfo>,
+    /// Imported material: its keyed fingerprint (hex HMAC-SHA256 under a key derived from the
+    /// root key, see `ops::import`), so a re-import is checked to be the same material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) import_fingerprint: Option<String>,
 }
 
 /// A Multi-Region key's configuration, as every replica of it records it.

@@ -22,6 +22,7 @@ pub mod audit_proof;
 pub mod blob;
 mod error;
 mod grants;
+mod import_token;
 mod input;
 mod keymaterial;
 mod keyspec;
@@ -52,4 +53,10 @@ pub use tree_head::{KeyFormatError, SignedTreeHead, TreeKey, TreeSigner};
 /// touches any key); an error is the answer the server would give.
 pub fn decode_input(op: &str, body: &[u8]) -> Result<(), KmsError> {
     ops::decode(op, body)
+}
+
+/// Parses `data` as an import token (opened, and sealed under a fixed root key), as
+/// ImportKeyMaterial would; for the fuzz target.
+pub fn decode_import_token(data: &[u8]) -> Result<(), KmsError> {
+    import_token::fuzz(data)
 }

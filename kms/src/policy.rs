@@ -52,7 +52,7 @@ pub(crate) const MAX_POLICY_LEN: usize = 131_072;
 
 /// Condition keys whose request values are a set (IAM's multivalued context keys). Every other
 /// key is single-valued: several values for it are alternative readings of one request.
-pub const MULTI_VALUED_KEYS: &[&str] = &["kms:encryptioncontextkeys"];
+pub const MULTI_VALUED_KEYS: &[&str] = &["kms:encryptioncontextkeys", "aws:tagkeys"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {

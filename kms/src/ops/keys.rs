@@ -176,6 +176,7 @@ pub(super) fn metadata(app: &App, k: &KeyRecord) -> Value {
     if let Some(current) = a.materials.last() {
         m["CurrentKeyMaterialId"] = json!(current.material_id);
     }
+    super::import::metadata(&mut m, k);
     if let (Some(d), Some(days)) = (k.deletion_ms, k.pending_days) {
         m["DeletionDate"] = json!(secs(d));
         m["PendingDeletionWindowInDays"] = json!(days);
@@ -260,6 +261,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
             }],
             None => Vec::new(),
         },
+        import_fingerprint: None,
     };
     let key = KeyRecord {
         key_id: key_id.clone(),

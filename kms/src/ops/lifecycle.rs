@@ -337,6 +337,7 @@ pub(super) fn list_rotations(mut call: Call<'_>) -> Result<Value> {
 /// Periodic housekeeping at time `now` (ms): rotates keys whose automatic rotation is due and
 /// deletes keys whose deletion date has passed. Returns (rotated, deleted).
 pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> {
+    super::import::expire(app, now).await?;
     let (due, expired): (Vec<KeyRecord>, Vec<KeyRecord>) = {
         let s = app.state();
         (

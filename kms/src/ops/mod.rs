@@ -10,9 +10,11 @@ mod aliases;
 mod asymmetric;
 mod crypto;
 mod grants;
+mod import;
 mod key_pairs;
 mod keys;
 mod lifecycle;
+mod mac;
 mod policy;
 mod regions;
 mod shared;
@@ -23,8 +25,10 @@ mod testkit;
 
 use serde_json::Value;
 
+pub(crate) use self::import::refuse_expired;
 use self::lifecycle::housekeeping;
 use self::shared::Call;
+pub(crate) use self::tags::resource_conditions;
 use crate::app::App;
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result};
@@ -46,6 +50,8 @@ pub(crate) fn is_cryptographic(op: &str) -> bool {
             | "GenerateDataKeyPair"
             | "GenerateDataKeyPairWithoutPlaintext"
             | "DeriveSharedSecret"
+            | "GenerateMac"
+            | "VerifyMac"
     )
 }
 
@@ -105,6 +111,14 @@ pub(crate) async fn dispatch(
         "ListRetirableGrants" => grants::list_retirable_grants(call),
         "RetireGrant" => grants::retire_grant(call).await,
         "RevokeGrant" => grants::revoke_grant(call).await,
+        "GenerateMac" => mac::generate_mac(call),
+        "VerifyMac" => mac::verify_mac(call),
+        "GetParametersForImport" => import::get_parameters(call).await,
+        "ImportKeyMaterial" => import::import_key_material(call).await,
+        "DeleteImportedKeyMaterial" => import::delete_imported(call).await,
+        "TagResource" => tags::tag_resource(call).await,
+        "UntagResource" => tags::untag_resource(call).await,
+        "ListResourceTags" => tags::list_resource_tags(call),
         other => Err(unknown(other)),
     }
 }
@@ -165,6 +179,13 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
         "ListRetirableGrants" => body.decode::<grants::ListRetirableInput>().map(drop),
         "RetireGrant" => body.decode::<grants::RetireGrantInput>()?.check_tokens(),
         "RevokeGrant" => body.decode::<grants::RevokeGrantInput>().map(drop),
+        "GenerateMac" | "VerifyMac" => body.decode::<mac::MacInput>().map(drop),
+        "GetParametersForImport" => body.decode::<import::ParametersInput>().map(drop),
+        "ImportKeyMaterial" => body.decode::<import::ImportInput>().map(drop),
+        "DeleteImportedKeyMaterial" => body.decode::<import::DeleteInput>().map(drop),
+        "TagResource" => body.decode::<tags::TagResourceInput>().map(drop),
+        "UntagResource" => body.decode::<tags::UntagResourceInput>().map(drop),
+        "ListResourceTags" => body.decode::<tags::ListTagsInput>().map(drop),
         other => Err(unknown(other)),
     }
 }

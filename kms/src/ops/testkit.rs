@@ -158,6 +158,11 @@ impl Kms {
         serde_json::from_str(&tail[0].json).unwrap()
     }
 
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// How many keys the KMS holds in memory.
     pub(crate) fn key_count(&self) -> usize {
         self.app.state().keys.len()

@@ -518,6 +518,11 @@ fn put_material(tx: &Connection, key_id: &str, version: u32, sealed: &[u8]) -> R
     Ok(())
 }
 
+fn delete_material(tx: &Connection, key_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM key_material WHERE key_id = ?1", [key_id])?;
+    Ok(())
+}
+
 /// An alias row, inserted or replaced, with its MAC.
 fn put_alias(tx: &Connection, rows: &RowKey, a: &Alias) -> Result<()> {
     integrity::put_row(tx, rows, Table::Aliases, alias_values(a))

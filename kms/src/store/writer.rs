@@ -128,6 +128,17 @@ impl Writer {
         .await
     }
 
+    /// Stores a key row and deletes every version of its material (imported material deleted
+    /// or expired), in one transaction; resolves when durable.
+    pub(crate) async fn put_key_without_material(&self, key: KeyRecord) -> Result<()> {
+        let rows = self.rows.clone();
+        self.write(move |tx, _| {
+            super::delete_material(tx, &key.key_id)?;
+            super::put_key(tx, &rows, &key)
+        })
+        .await
+    }
+
     /// Stores (creates or retargets) an alias; resolves when durable.
     pub(crate) async fn put_alias(&self, alias: Alias) -> Result<()> {
         let rows = self.rows.clone();
