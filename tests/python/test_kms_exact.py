@@ -140,3 +140,13 @@ def test_rotation_is_for_symmetric_keys_with_kms_material(kms):
             with pytest.raises(ClientError) as e:
                 op(KeyId=md["KeyId"])
             assert err(e)[0] == "UnsupportedOperationException", (md["KeySpec"], md["Origin"])
+
+
+def test_custom_key_stores_are_known_and_unsupported(kms):
+    # AWS KMS API reference, DescribeCustomKeyStores / CreateCustomKeyStore: real operations, so
+    # cloister-kms answers that it does not support them (no CloudHSM, no external key store
+    # proxy) rather than that they do not exist.
+    with pytest.raises(ClientError) as e:
+        kms.describe_custom_key_stores()
+    assert err(e)[0] == "UnsupportedOperationException" and status(e) == 400
+    assert "custom key stores" in err(e)[1]

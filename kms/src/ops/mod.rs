@@ -131,7 +131,26 @@ impl App {
     }
 }
 
+/// AWS KMS operations this KMS does not implement: custom key stores (CloudHSM and external key
+/// stores) need hardware or a proxy it does not have (see the README's differences).
+const NOT_IMPLEMENTED: [&str; 6] = [
+    "CreateCustomKeyStore",
+    "ConnectCustomKeyStore",
+    "DeleteCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "DisconnectCustomKeyStore",
+    "UpdateCustomKeyStore",
+];
+
+/// The answer to an operation this KMS does not run: UnsupportedOperationException for an AWS
+/// KMS operation it leaves out (so a user learns it is known, not misspelt),
+/// UnknownOperationException for anything else.
 fn unknown(op: &str) -> KmsError {
+    if NOT_IMPLEMENTED.contains(&op) {
+        return KmsError::Unsupported(format!(
+            "{op} is not supported by cloister-kms: it has no custom key stores"
+        ));
+    }
     KmsError::UnknownOperation(format!("Unknown operation TrentService.{op}"))
 }
 
