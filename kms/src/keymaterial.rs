@@ -77,6 +77,17 @@ pub(crate) fn generate(spec: KeySpec) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(der.as_ref().to_vec()))
 }
 
+/// [`generate`], off the async workers for RSA keys (an RSA 4096 key pair takes a noticeable
+/// time to find, during which a worker would serve no one else).
+pub(crate) async fn generate_async(spec: KeySpec) -> Result<Zeroizing<Vec<u8>>> {
+    if !spec.is_rsa() {
+        return generate(spec);
+    }
+    tokio::task::spawn_blocking(move || generate(spec))
+        .await
+        .map_err(|_| failed(spec.as_str()))?
+}
+
 /// The public key (SubjectPublicKeyInfo, DER) of an asymmetric key's material.
 pub(crate) fn public_key_der(spec: KeySpec, material: &[u8]) -> Result<Vec<u8>> {
     let bad = || {

@@ -407,6 +407,59 @@ mod tests {
     use crate::input::b64;
     use crate::ops::testkit::{Kms, config};
 
+    /// AWS KMS API reference, Encrypt / Decrypt `DryRun`: a request that would succeed answers
+    /// DryRunOperationException (412) without its result; one that would fail answers its error.
+    #[tokio::test]
+    async fn dry_run_checks_and_answers_nothing() {
+        let kms = Kms::new();
+        let id = kms.new_key().await;
+        let ct = kms
+            .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"x")}))
+            .await["CiphertextBlob"]
+            .clone();
+        for (op, input) in [
+            (
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "DryRun": true}),
+            ),
+            ("Decrypt", json!({"CiphertextBlob": ct, "DryRun": true})),
+            (
+                "GenerateDataKey",
+                json!({"KeyId": id, "KeySpec": "AES_256", "DryRun": true}),
+            ),
+        ] {
+            let (status, body) = kms.call(op, input).await;
+            assert_eq!(
+                (status, body["__type"].as_str()),
+                (412, Some("DryRunOperationException")),
+                "{op}"
+            );
+            assert!(body.get("Plaintext").is_none() && body.get("CiphertextBlob").is_none());
+        }
+        let (status, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "DryRun": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "DryRun": "yes"}),
+            )
+            .await;
+        assert_eq!(body["__type"], "SerializationException");
+        kms.ok("DisableKey", json!({"KeyId": id})).await;
+        let (_, body) = kms
+            .call(
+                "Encrypt",
+                json!({"KeyId": id, "Plaintext": b64(b"x"), "DryRun": true}),
+            )
+            .await;
+        assert_eq!(body["__type"], "DisabledException");
+    }
+
     #[tokio::test]
     async fn encrypt_decrypt_and_context_binding() {
         let kms = Kms::new();

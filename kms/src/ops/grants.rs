@@ -315,7 +315,7 @@ fn account_root(app: &App) -> String {
 }
 
 /// DryRunOperationException, AWS's answer to a DryRun request that would have succeeded.
-fn dry_run() -> KmsError {
+pub(super) fn dry_run() -> KmsError {
     KmsError::DryRun("The request would have succeeded, but the DryRun option is set.".into())
 }
 

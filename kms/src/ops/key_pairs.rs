@@ -80,7 +80,10 @@ pub(super) fn get_public_key(mut call: Call<'_>) -> Result<Value> {
     Ok(out)
 }
 
-pub(super) fn generate_data_key_pair(mut call: Call<'_>, with_plaintext: bool) -> Result<Value> {
+pub(super) async fn generate_data_key_pair(
+    mut call: Call<'_>,
+    with_plaintext: bool,
+) -> Result<Value> {
     let i: DataKeyPairInput = call.input()?;
     let ec = i.encryption_context.context("EncryptionContext")?;
     let spec_name = i
@@ -116,7 +119,7 @@ pub(super) fn generate_data_key_pair(mut call: Call<'_>, with_plaintext: bool) -
         attested::with_conditions(ec_conditions(&ec), recipient.as_ref()),
     )?;
     call.app.check_usable(&key)?;
-    let private = keymaterial::generate(spec)?;
+    let private = keymaterial::generate_async(spec).await?;
     let public = keymaterial::public_key_der(spec, &private)?;
     let ct = seal_under(&mut call, &key, &private, &ec)?;
     let mut out = json!({

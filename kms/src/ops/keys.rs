@@ -238,7 +238,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
     };
     let now = now_ms();
     let material = match origin {
-        Origin::AwsKms => Some((1, keymaterial::generate(spec)?)),
+        Origin::AwsKms => Some((1, keymaterial::generate_async(spec).await?)),
         Origin::External => None,
     };
     let attrs = KeyAttrs {

@@ -370,6 +370,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
             s.keys.remove(&k.key_id);
             s.material.retain(|(id, _), _| *id != k.key_id);
             s.aliases.retain(|_, a| a.key_id != k.key_id);
+            s.grants.retain(|_, g| g.key_id != k.key_id);
         });
         forget_replica(app, k, now).await?;
     }
@@ -435,6 +436,11 @@ mod tests {
         )
         .await;
         kms.ok(
+            "CreateGrant",
+            json!({"KeyId": doomed, "GranteePrincipal": "arn:aws:iam::111122223333:role/app", "Operations": ["Decrypt"]}),
+        )
+        .await;
+        kms.ok(
             "ScheduleKeyDeletion",
             json!({"KeyId": doomed, "PendingWindowInDays": 7}),
         )
@@ -454,6 +460,8 @@ mod tests {
         let (status, _) = kms.call("DescribeKey", json!({"KeyId": doomed})).await;
         assert_eq!(status, 400);
         assert_eq!(kms.ok("ListAliases", json!({})).await["Aliases"], json!([]));
+        // Its grants go with it, from memory as from the store.
+        assert!(kms.app.state().grants.is_empty());
         let ct = kms
             .ok("Encrypt", json!({"KeyId": rotating, "Plaintext": "AA=="}))
             .await;

@@ -64,6 +64,7 @@ pub(crate) async fn dispatch(
     body: Body,
     audit: &mut AuditEntry,
 ) -> Result<Value> {
+    let dry_run = DRY_RUN.contains(&op) && body.decode::<DryRunInput>()?.dry_run.flag("DryRun")?;
     let call = Call {
         app,
         principal,
@@ -71,6 +72,41 @@ pub(crate) async fn dispatch(
         body,
         audit,
     };
+    let answer = run(op, call).await;
+    match answer {
+        // The operation checked everything and changed nothing (these operations only compute);
+        // its answer, plaintext included, is dropped.
+        Ok(_) if dry_run => Err(grants::dry_run()),
+        other => other,
+    }
+}
+
+/// The side-effect-free operations whose `DryRun` member this dispatcher honours (AWS KMS API
+/// reference, each operation's `DryRun`; the grant operations honour theirs themselves).
+const DRY_RUN: [&str; 12] = [
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "DeriveSharedSecret",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+];
+
+/// The `DryRun` member of an input.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct DryRunInput {
+    dry_run: crate::input::Member<bool>,
+}
+
+/// Runs operation `op`.
+async fn run(op: &str, call: Call<'_>) -> Result<Value> {
     match op {
         "CreateKey" => keys::create_key(call).await,
         "DescribeKey" => keys::describe_key(call),
@@ -103,8 +139,10 @@ pub(crate) async fn dispatch(
         "GetPublicKey" => key_pairs::get_public_key(call),
         "Sign" => sign::sign(call),
         "Verify" => sign::verify(call),
-        "GenerateDataKeyPair" => key_pairs::generate_data_key_pair(call, true),
-        "GenerateDataKeyPairWithoutPlaintext" => key_pairs::generate_data_key_pair(call, false),
+        "GenerateDataKeyPair" => key_pairs::generate_data_key_pair(call, true).await,
+        "GenerateDataKeyPairWithoutPlaintext" => {
+            key_pairs::generate_data_key_pair(call, false).await
+        }
         "DeriveSharedSecret" => agreement::derive_shared_secret(call),
         "CreateGrant" => grants::create_grant(call).await,
         "ListGrants" => grants::list_grants(call),
