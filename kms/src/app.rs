@@ -404,7 +404,7 @@ impl App {
         action: &str,
         key_id: &str,
         mut conditions: HashMap<String, Vec<String>>,
-    ) -> Decision {
+    ) -> (Decision, HashMap<String, Vec<String>>) {
         conditions.insert("kms:calleraccount".into(), vec![self.cfg.account.clone()]);
         conditions.insert("aws:principalarn".into(), vec![principal.arn.clone()]);
         let arn = self.key_arn(key_id);
@@ -414,7 +414,7 @@ impl App {
             resource: &arn,
             conditions,
         };
-        policy.evaluate(&req)
+        (policy.evaluate(&req), req.conditions)
     }
 
     /// Checks the key policy, then the key's grants, for `action` with condition keys
@@ -430,8 +430,9 @@ impl App {
     ) -> Result<()> {
         let arn = self.key_arn(&key.key_id);
         conditions.extend(crate::ops::resource_conditions(&key.attrs));
-        let for_grants = conditions.clone();
-        match self.decide(&key.policy, principal, action, &key.key_id, conditions) {
+        let (decision, for_grants) =
+            self.decide(&key.policy, principal, action, &key.key_id, conditions);
+        match decision {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny => Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: {action} on resource: {arn} with an explicit deny in a resource-based policy",
@@ -545,13 +546,16 @@ impl App {
     ) -> Result<KeyPolicy> {
         let policy = KeyPolicy::parse(text)?;
         if !bypass
-            && self.decide(
-                &policy,
-                principal,
-                "kms:PutKeyPolicy",
-                key_id,
-                HashMap::new(),
-            ) != Decision::Allow
+            && self
+                .decide(
+                    &policy,
+                    principal,
+                    "kms:PutKeyPolicy",
+                    key_id,
+                    HashMap::new(),
+                )
+                .0
+                != Decision::Allow
         {
             return Err(KmsError::MalformedPolicy(
                 "The new key policy will not allow you to update the key policy in the future."
