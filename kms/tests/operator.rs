@@ -95,9 +95,9 @@ fn policy_check_reports_unattested_paths_from_a_file_and_a_stored_key() {
     );
     assert_eq!(host_reach(&json, "kms:Decrypt"), "attested-only");
     assert_eq!(host_reach(&json, "kms:PutKeyPolicy"), "not-allowed");
-    // The owner's seven paths (five plaintext actions, PutKeyPolicy, CreateGrant) and the
-    // host's one.
-    assert_eq!(json["without_attestation"], 8, "{json}");
+    // The owner's eight paths (five plaintext actions, PutKeyPolicy, CreateGrant, ReplicateKey)
+    // and the host's one.
+    assert_eq!(json["without_attestation"], 9, "{json}");
 
     // PutKeyPolicy logged the host's unattested path.
     assert!(

@@ -1174,4 +1174,58 @@ mod tests {
             assert_eq!(status == 200, ok, "{grantee} {ops}: {body}");
         }
     }
+
+    // Developer Guide, "Deleting KMS keys": deleting a key deletes its grants. A replica deleted
+    // and made again in the same region gets the same storage id: the old replica's grants must
+    // not come back with it (hostile review: they stayed in memory until a restart).
+    #[tokio::test]
+    async fn grants_of_a_deleted_replica_do_not_carry_over_to_its_successor() {
+        let kms = Kms::new();
+        let app = kms.add_principal(APP);
+        let created = kms.ok("CreateKey", json!({"MultiRegion": true})).await;
+        let id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        let ct = kms
+            .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"secret")}))
+            .await["CiphertextBlob"]
+            .clone();
+        kms.ok(
+            "ReplicateKey",
+            json!({"KeyId": id, "ReplicaRegion": "us-west-2"}),
+        )
+        .await;
+        kms.ok_in(
+            "us-west-2",
+            "CreateGrant",
+            json!({"KeyId": id, "GranteePrincipal": APP, "Operations": ["Decrypt"]}),
+        )
+        .await;
+        let decrypt = json!({"CiphertextBlob": ct});
+        let (status, body) = kms
+            .call_as_in(&app, "us-west-2", "Decrypt", decrypt.clone())
+            .await;
+        assert_eq!(status, 200, "{body}");
+        kms.ok_in(
+            "us-west-2",
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": 7}),
+        )
+        .await;
+        let later = crate::store::now_ms() + 8 * super::super::shared::DAY_MS;
+        let (_, deleted) = super::super::lifecycle::housekeeping(&kms.app, later)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert!(kms.app.state().grants.is_empty());
+        kms.ok(
+            "ReplicateKey",
+            json!({"KeyId": id, "ReplicaRegion": "us-west-2"}),
+        )
+        .await;
+        let listed = kms
+            .ok_in("us-west-2", "ListGrants", json!({"KeyId": id}))
+            .await;
+        assert_eq!(listed["Grants"], json!([]));
+        let (_, body) = kms.call_as_in(&app, "us-west-2", "Decrypt", decrypt).await;
+        assert_eq!(body["__type"], "AccessDeniedException", "{body}");
+    }
 }

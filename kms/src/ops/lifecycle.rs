@@ -370,6 +370,8 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
             s.keys.remove(&k.key_id);
             s.material.retain(|(id, _), _| *id != k.key_id);
             s.aliases.retain(|_, a| a.key_id != k.key_id);
+            // The store deleted them with the key: a key made later under the same storage id
+            // (a replica made again in its region) must not inherit them.
             s.grants.retain(|_, g| g.key_id != k.key_id);
         });
         forget_replica(app, k, now).await?;

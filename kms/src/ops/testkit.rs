@@ -80,6 +80,17 @@ impl Kms {
         self.call_signed(creds, "us-east-1", op, input).await
     }
 
+    /// Calls `op` signed with `creds` for `region`.
+    pub(crate) async fn call_as_in(
+        &self,
+        creds: &Credentials,
+        region: &str,
+        op: &str,
+        input: Value,
+    ) -> (u16, Value) {
+        self.call_signed(creds, region, op, input).await
+    }
+
     /// Calls `op` as the admin, signed for `region`.
     pub(crate) async fn call_in(&self, region: &str, op: &str, input: Value) -> (u16, Value) {
         self.call_signed(&self.admin, region, op, input).await

@@ -33,8 +33,9 @@ const PLAINTEXT: [&str; 5] = [
 ];
 
 /// Actions that rewrite who reaches plaintext: the policy itself (and so every condition in
-/// it), and grants (which may name a principal no Deny guards).
-const POLICY_WRITE: [&str; 2] = ["kms:PutKeyPolicy", "kms:CreateGrant"];
+/// it), grants (which may name a principal no Deny guards), and ReplicateKey (whose caller
+/// chooses the policy of a replica holding the same key material, in another region).
+const POLICY_WRITE: [&str; 3] = ["kms:PutKeyPolicy", "kms:CreateGrant", "kms:ReplicateKey"];
 
 /// Condition key prefixes that exist only for a verified attestation document.
 const ATTESTATION_KEYS: [&str; 2] = [
@@ -104,6 +105,8 @@ impl std::fmt::Display for Finding<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = if self.path.action == "kms:CreateGrant" {
             "may create grants (giving plaintext operations to principals no Deny guards)"
+        } else if self.path.action == "kms:ReplicateKey" {
+            "may replicate this key under a policy of its choosing (the replica decrypts this key's ciphertexts)"
         } else if self.path.policy_write {
             "may rewrite this key policy (and drop any attestation condition in it)"
         } else {
@@ -152,6 +155,10 @@ impl Report {
                     Reach::AttestedOnly => "only with attestation".to_owned(),
                     Reach::WithoutAttestation if path.action == "kms:CreateGrant" => format!(
                         "ALLOWED: may create grants (statement {})",
+                        path.statements.join(", ")
+                    ),
+                    Reach::WithoutAttestation if path.action == "kms:ReplicateKey" => format!(
+                        "ALLOWED: may replicate under its own policy (statement {})",
                         path.statements.join(", ")
                     ),
                     Reach::WithoutAttestation if path.policy_write => format!(
@@ -335,6 +342,27 @@ mod tests {
             .find(|p| p.action == action)
             .unwrap()
             .reach
+    }
+
+    // AWS API reference, ReplicateKey: its caller sets the replica's key policy, and the replica
+    // holds this key's material, so ReplicateKey reaches plaintext like PutKeyPolicy does.
+    #[test]
+    fn replicate_key_is_reported_as_a_policy_write() {
+        let r = report(json!([
+            {"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": "kms:ReplicateKey", "Resource": "*"}
+        ]));
+        assert_eq!(
+            reach(&r, HOST, "kms:ReplicateKey"),
+            Reach::WithoutAttestation
+        );
+        assert_eq!(reach(&r, HOST, "kms:Decrypt"), Reach::NotAllowed);
+        let findings = r.findings();
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].to_string().contains("may replicate this key"));
+        assert!(
+            r.to_text()
+                .contains("ALLOWED: may replicate under its own policy")
+        );
     }
 
     fn attested() -> serde_json::Value {
