@@ -439,16 +439,30 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
         .state()
         .material
         .contains_key(&(key.key_id.clone(), 1));
-    match &key.attrs.import_fingerprint {
-        Some(stored) if !same_material(call.app, &key.key_id, &material, stored) => {
+    // The fingerprint binds the key's public id, which a Multi-Region key's primary and
+    // replicas share: every member must hold the same material (AWS: ImportKeyMaterial, "import
+    // the same key material into the primary key and each replica"), so material imported
+    // into any member is what every other member must receive.
+    let public_id = call.app.public_id(&key.key_id).to_owned();
+    let known = key.attrs.import_fingerprint.clone().or_else(|| {
+        key.attrs.multi_region.as_ref()?;
+        call.app
+            .state()
+            .keys
+            .values()
+            .filter(|k| call.app.public_id(&k.key_id) == public_id)
+            .find_map(|k| k.attrs.import_fingerprint.clone())
+    });
+    match &known {
+        Some(stored) if !same_material(call.app, &public_id, &material, stored) => {
             return Err(KmsError::IncorrectKeyMaterial(
                 "The key material is not the key material previously imported into this KMS key."
                     .into(),
             ));
         }
-        Some(_) => {}
+        Some(stored) => key.attrs.import_fingerprint = Some(stored.clone()),
         None => {
-            key.attrs.import_fingerprint = Some(fingerprint(call.app, &key.key_id, &material));
+            key.attrs.import_fingerprint = Some(fingerprint(call.app, &public_id, &material));
         }
     }
     if import_type == Some("EXISTING_KEY_MATERIAL") && key.attrs.materials.is_empty() {
@@ -647,8 +661,25 @@ mod tests {
         material: &[u8],
         extra: Value,
     ) -> (u16, Value) {
+        import_in(kms, HOME, id, alg, spec, material, extra).await
+    }
+
+    /// The home region of the test KMS.
+    const HOME: &str = "us-east-1";
+
+    /// [`import`] in `region`.
+    async fn import_in(
+        kms: &Kms,
+        region: &str,
+        id: &str,
+        alg: &str,
+        spec: &str,
+        material: &[u8],
+        extra: Value,
+    ) -> (u16, Value) {
         let p = kms
-            .ok(
+            .ok_in(
+                region,
                 "GetParametersForImport",
                 json!({"KeyId": id, "WrappingAlgorithm": alg, "WrappingKeySpec": spec}),
             )
@@ -665,7 +696,53 @@ mod tests {
                 input[k] = v.clone();
             }
         }
-        kms.call("ImportKeyMaterial", input).await
+        kms.call_in(region, "ImportKeyMaterial", input).await
+    }
+
+    // AWS API reference, ImportKeyMaterial, and the developer guide's "Importing key material
+    // into multi-Region keys": the primary and every replica must receive the same material,
+    // whichever is imported first, even a replica made before the primary had any.
+    #[tokio::test]
+    async fn every_member_of_a_multi_region_key_takes_the_same_material_only() {
+        let kms = Kms::new();
+        let id = external_key(&kms, json!({"MultiRegion": true})).await;
+        kms.ok(
+            "ReplicateKey",
+            json!({"KeyId": id, "ReplicaRegion": "us-west-2"}),
+        )
+        .await;
+        let (alg, spec) = ("RSAES_OAEP_SHA_256", "RSA_2048");
+        let (status, body) = import_in(&kms, HOME, &id, alg, spec, &[1; 32], json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, body) = import_in(&kms, "us-west-2", &id, alg, spec, &[2; 32], json!({})).await;
+        assert_eq!(body["__type"], "IncorrectKeyMaterialException", "{body}");
+        let (status, body) =
+            import_in(&kms, "us-west-2", &id, alg, spec, &[1; 32], json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let ct = kms
+            .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"both")}))
+            .await;
+        let out = kms
+            .ok_in(
+                "us-west-2",
+                "Decrypt",
+                json!({"CiphertextBlob": ct["CiphertextBlob"]}),
+            )
+            .await;
+        assert_eq!(out["Plaintext"], b64(b"both"));
+        // The replica keeps the family's fingerprint: after losing its material it takes back
+        // the same material only.
+        kms.ok_in(
+            "us-west-2",
+            "DeleteImportedKeyMaterial",
+            json!({"KeyId": id}),
+        )
+        .await;
+        let (_, body) = import_in(&kms, "us-west-2", &id, alg, spec, &[3; 32], json!({})).await;
+        assert_eq!(body["__type"], "IncorrectKeyMaterialException", "{body}");
+        let (status, body) =
+            import_in(&kms, "us-west-2", &id, alg, spec, &[1; 32], json!({})).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     // AWS API reference, GetParametersForImport: the public key is an RSA SubjectPublicKeyInfo
