@@ -271,11 +271,13 @@ fn main() {
         // ours: GenerateDataKey, Decrypt, Sign, attested Decrypt, GenerateMac; moto: the others.
         let (o, oe) = ours[if i == 3 { 4 } else { i }];
         match &moto {
+            // The goal is set for the data key operations; Sign and GenerateMac are reported.
             Some(m) => println!(
-                "{name:<36} {o:>10.0} r/s {:>10.0} r/s {:>7.1}x   (errors: {oe} / {}; goal >= 50x)",
+                "{name:<36} {o:>10.0} r/s {:>10.0} r/s {:>7.1}x   (errors: {oe} / {}{})",
                 m[i].0,
                 o / m[i].0.max(1e-9),
-                m[i].1
+                m[i].1,
+                if i < 2 { "; goal >= 50x" } else { "" }
             ),
             None => println!(
                 "{name:<36} {o:>10.0} r/s {:>14} {:>8}   (errors: {oe})",

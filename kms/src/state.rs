@@ -84,7 +84,7 @@ pub(crate) struct KeyRecord {
     /// The parsed key policy.
     pub(crate) policy: Arc<KeyPolicy>,
     /// Spec, usage, origin, tags, region, multi-Region configuration, material versions.
-    pub(crate) attrs: KeyAttrs,
+    pub(crate) attrs: Arc<KeyAttrs>,
 }
 
 /// A version of a key's material, opened: 32 bytes for SYMMETRIC_DEFAULT keys, the HMAC key for

@@ -14,6 +14,7 @@
 //! ciphertexts decrypt again once the same material is imported again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::hmac;
@@ -460,9 +461,10 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
                     .into(),
             ));
         }
-        Some(stored) => key.attrs.import_fingerprint = Some(stored.clone()),
+        Some(stored) => Arc::make_mut(&mut key.attrs).import_fingerprint = Some(stored.clone()),
         None => {
-            key.attrs.import_fingerprint = Some(fingerprint(call.app, &public_id, &material));
+            Arc::make_mut(&mut key.attrs).import_fingerprint =
+                Some(fingerprint(call.app, &public_id, &material));
         }
     }
     if import_type == Some("EXISTING_KEY_MATERIAL") && key.attrs.materials.is_empty() {
@@ -471,7 +473,7 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
         ));
     }
     if key.attrs.materials.is_empty() {
-        key.attrs.materials.push(MaterialInfo {
+        Arc::make_mut(&mut key.attrs).materials.push(MaterialInfo {
             version: 1,
             material_id: material_id()?,
             created_ms: now,
@@ -489,7 +491,7 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
             "KeyMaterialId does not identify the key material of this KMS key.".into(),
         ));
     }
-    key.attrs.valid_to_ms = valid_to;
+    Arc::make_mut(&mut key.attrs).valid_to_ms = valid_to;
     key.current_version = 1;
     if key.state == KeyState::PendingImport {
         key.state = KeyState::Enabled;
@@ -505,7 +507,7 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
 async fn drop_material(app: &App, mut key: KeyRecord) -> Result<()> {
     key.state = KeyState::PendingImport;
     key.current_version = 0;
-    key.attrs.valid_to_ms = None;
+    Arc::make_mut(&mut key.attrs).valid_to_ms = None;
     app.writer.put_key_without_material(key.clone()).await?;
     app.apply(|s| {
         s.material.retain(|(id, _), _| *id != key.key_id);
@@ -800,7 +802,7 @@ mod tests {
             .await;
         // The material is what was wrapped, and its fingerprint is keyed, not a plain hash.
         let attrs = kms.app.state().keys[&id].attrs.clone();
-        let fp = attrs.import_fingerprint.unwrap();
+        let fp = attrs.import_fingerprint.clone().unwrap();
         assert_ne!(
             fp,
             hex::encode(aws_lc_rs::digest::digest(

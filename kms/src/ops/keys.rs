@@ -280,7 +280,7 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
         current_version: u32::from(material.is_some()),
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
-        attrs,
+        attrs: Arc::new(attrs),
     };
     call.audit.key_id = Some(key_id);
     call.audit.key_version = material.as_ref().map(|(v, _)| *v);

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use super::shared::{
     Call, DAY_MS, KeyIdInput, MAX_KEY_ID, PageInput, material_id, new_material, page, paged,
@@ -207,7 +208,7 @@ async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u3
     let now = now_ms();
     if key.attrs.materials.is_empty() && key.current_version >= 1 {
         // A key from before material versions were recorded: its current one gets an id now.
-        key.attrs.materials.push(MaterialInfo {
+        Arc::make_mut(&mut key.attrs).materials.push(MaterialInfo {
             version: key.current_version,
             material_id: material_id()?,
             created_ms: key.last_rotation_ms,
@@ -219,7 +220,7 @@ async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u3
     if rotation_type == "AUTOMATIC" {
         key.last_rotation_ms = now;
     }
-    key.attrs.materials.push(MaterialInfo {
+    Arc::make_mut(&mut key.attrs).materials.push(MaterialInfo {
         version,
         material_id: material_id()?,
         created_ms: now,
@@ -229,7 +230,7 @@ async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u3
     for mut replica in replicas(app, &key) {
         replica.current_version = version;
         replica.last_rotation_ms = key.last_rotation_ms;
-        replica.attrs.materials = key.attrs.materials.clone();
+        Arc::make_mut(&mut replica.attrs).materials = key.attrs.materials.clone();
         persist_key(app, replica, Some((version, material.clone()))).await?;
     }
     persist_key(app, key, Some((version, material))).await?;
@@ -281,7 +282,7 @@ async fn forget_replica(app: &App, gone: &KeyRecord, now: i64) -> Result<()> {
             .collect()
     };
     for mut member in members {
-        member.attrs.multi_region = Some(config.clone());
+        Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
         if member.state == KeyState::PendingReplicaDeletion && config.replica_regions.is_empty() {
             let days = member.pending_days.unwrap_or(30);
             member.state = KeyState::PendingDeletion;

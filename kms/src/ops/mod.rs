@@ -64,7 +64,9 @@ pub(crate) async fn dispatch(
     body: Body,
     audit: &mut AuditEntry,
 ) -> Result<Value> {
-    let dry_run = DRY_RUN.contains(&op) && body.decode::<DryRunInput>()?.dry_run.flag("DryRun")?;
+    let dry_run = body.has("DryRun")
+        && DRY_RUN.contains(&op)
+        && body.decode::<DryRunInput>()?.dry_run.flag("DryRun")?;
     let call = Call {
         app,
         principal,

@@ -143,7 +143,7 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
     };
     let mut config = mr;
     config.replica_regions.push(region.clone());
-    let mut attrs = primary.attrs.clone();
+    let mut attrs = (*primary.attrs).clone();
     attrs.tags = tags;
     attrs.region = (region != call.app.cfg.region).then(|| region.clone());
     attrs.multi_region = Some(config.clone());
@@ -164,7 +164,7 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
         current_version: primary.current_version,
         policy_text: policy_text.clone().into(),
         policy: Arc::new(policy),
-        attrs,
+        attrs: Arc::new(attrs),
     };
     // The replica gets a copy of every material version, sealed under its own identity; the
     // newest last, so the key row is complete once the last version is written.
@@ -178,7 +178,7 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
     }
     for mut member in members(call.app, &id, &config)? {
         if member.key_id != replica_id {
-            member.attrs.multi_region = Some(config.clone());
+            Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
             persist_key(call.app, member, None).await?;
         }
     }
@@ -233,7 +233,7 @@ pub(super) async fn update_primary_region(mut call: Call<'_>) -> Result<Value> {
             .collect(),
     };
     for mut member in members(call.app, &id, &mr)? {
-        member.attrs.multi_region = Some(config.clone());
+        Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
         persist_key(call.app, member, None).await?;
     }
     Ok(json!({}))

@@ -5,6 +5,7 @@
 //! the tags a request adds or removes as `aws:RequestTag/<key>` and `aws:TagKeys`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -141,7 +142,7 @@ pub(super) async fn tag_resource(mut call: Call<'_>) -> Result<Value> {
     let _guard = call.app.mutate.lock().await;
     let mut key = call.key_for(key_ref, "kms:TagResource", request_conditions(&tags))?;
     call.app.refuse_pending(&key)?;
-    key.attrs.tags.extend(tags);
+    Arc::make_mut(&mut key.attrs).tags.extend(tags);
     if key.attrs.tags.len() > MAX_TAGS {
         return Err(KmsError::Tag(format!(
             "A KMS key can have at most {MAX_TAGS} tags"
@@ -164,7 +165,7 @@ pub(super) async fn untag_resource(mut call: Call<'_>) -> Result<Value> {
     let mut key = call.key_for(key_ref, "kms:UntagResource", conditions)?;
     call.app.refuse_pending(&key)?;
     for k in keys {
-        key.attrs.tags.remove(k);
+        Arc::make_mut(&mut key.attrs).tags.remove(k);
     }
     persist_key(call.app, key, None).await?;
     Ok(json!({}))

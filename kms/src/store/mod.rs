@@ -441,8 +441,10 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
         current_version: r.get(9)?,
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
-        attrs: serde_json::from_str(&r.get::<_, String>(11)?)
-            .map_err(|_| StoreError::Corrupt("a key's attributes do not decode"))?,
+        attrs: Arc::new(
+            serde_json::from_str(&r.get::<_, String>(11)?)
+                .map_err(|_| StoreError::Corrupt("a key's attributes do not decode"))?,
+        ),
     })
 }
 
@@ -460,7 +462,7 @@ fn key_values(k: &KeyRecord) -> Vec<Value> {
         Value::Integer(k.last_rotation_ms),
         Value::Integer(i64::from(k.current_version)),
         Value::Text(k.policy_text.to_string()),
-        Value::Text(serde_json::to_string(&k.attrs).unwrap_or_else(|_| "{}".into())),
+        Value::Text(serde_json::to_string(&*k.attrs).unwrap_or_else(|_| "{}".into())),
     ]
 }
 
@@ -567,7 +569,7 @@ mod tests {
             current_version: 2,
             policy: Arc::new(KeyPolicy::parse(&text).unwrap()),
             policy_text: text.into(),
-            attrs: crate::keyspec::KeyAttrs::default(),
+            attrs: Arc::default(),
         }
     }
 
