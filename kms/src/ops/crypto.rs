@@ -338,28 +338,57 @@ fn data_key_len(i: &DataKeyInput) -> Result<usize> {
     }
 }
 
+/// What the data key operations (GenerateDataKey*, GenerateDataKeyPair*) name.
+pub(super) struct DataKeyRequest<'a> {
+    /// `KeyId`.
+    pub(super) key_id: &'a Member<String>,
+    /// The encryption context.
+    pub(super) ec: &'a EncryptionContext,
+    /// `Recipient` (read only when the answer would carry plaintext).
+    pub(super) recipient: &'a Member<Structure<RecipientInput>>,
+    /// Whether the answer carries the plaintext (or its CiphertextForRecipient).
+    pub(super) with_plaintext: bool,
+    /// The action with plaintext, and without.
+    pub(super) actions: [&'a str; 2],
+}
+
+/// The key a data key request names, authorized with the context's and (when the answer
+/// carries plaintext) the verified recipient's condition keys, and usable; and the recipient.
+pub(super) fn data_key_target(
+    call: &mut Call<'_>,
+    r: DataKeyRequest<'_>,
+) -> Result<(KeyRecord, Option<Recipient>)> {
+    call.audit.encryption_context = Some(r.ec.clone());
+    let recipient = if r.with_plaintext {
+        recipient(call, r.recipient)?
+    } else {
+        None
+    };
+    let action = r.actions[usize::from(!r.with_plaintext)];
+    let key_ref = r.key_id.required("KeyId", MAX_KEY_ID)?;
+    let key = call.key_for(
+        key_ref,
+        action,
+        attested::with_conditions(ec_conditions(r.ec), recipient.as_ref()),
+    )?;
+    call.app.check_usable(&key)?;
+    Ok((key, recipient))
+}
+
 pub(super) fn generate_data_key(mut call: Call<'_>, with_plaintext: bool) -> Result<Value> {
     let i: DataKeyInput = call.input()?;
     let len = data_key_len(&i)?;
     let ec = i.encryption_context.context("EncryptionContext")?;
-    call.audit.encryption_context = Some(ec.clone());
-    let recipient = if with_plaintext {
-        recipient(&mut call, &i.recipient)?
-    } else {
-        None
-    };
-    let action = if with_plaintext {
-        "kms:GenerateDataKey"
-    } else {
-        "kms:GenerateDataKeyWithoutPlaintext"
-    };
-    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let key = call.key_for(
-        key_ref,
-        action,
-        attested::with_conditions(ec_conditions(&ec), recipient.as_ref()),
+    let (key, recipient) = data_key_target(
+        &mut call,
+        DataKeyRequest {
+            key_id: &i.key_id,
+            ec: &ec,
+            recipient: &i.recipient,
+            with_plaintext,
+            actions: ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext"],
+        },
     )?;
-    call.app.check_usable(&key)?;
     let data_key = random_bytes(len)?;
     let ct = seal_under(&mut call, &key, &data_key, &ec)?;
     let mut out = json!({"CiphertextBlob": b64(&ct), "KeyId": call.app.key_arn(&key.key_id)});

@@ -7,9 +7,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::crypto::{recipient, seal_under};
-use super::shared::{Call, MAX_KEY_ID, ec_conditions};
-use crate::attested::{self, RecipientInput};
+use super::crypto::{DataKeyRequest, data_key_target, seal_under};
+use super::shared::{Call, MAX_KEY_ID};
+use crate::attested::RecipientInput;
 use crate::error::{KmsError, Result};
 use crate::input::{Map, Member, Structure, b64};
 use crate::keymaterial;
@@ -101,24 +101,19 @@ pub(super) async fn generate_data_key_pair(
                 "KeyPairSpec {spec_name} is not supported by cloister-kms"
             ))
         })?;
-    call.audit.encryption_context = Some(ec.clone());
-    let recipient = if with_plaintext {
-        recipient(&mut call, &i.recipient)?
-    } else {
-        None
-    };
-    let action = if with_plaintext {
-        "kms:GenerateDataKeyPair"
-    } else {
-        "kms:GenerateDataKeyPairWithoutPlaintext"
-    };
-    let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
-    let key = call.key_for(
-        key_ref,
-        action,
-        attested::with_conditions(ec_conditions(&ec), recipient.as_ref()),
+    let (key, recipient) = data_key_target(
+        &mut call,
+        DataKeyRequest {
+            key_id: &i.key_id,
+            ec: &ec,
+            recipient: &i.recipient,
+            with_plaintext,
+            actions: [
+                "kms:GenerateDataKeyPair",
+                "kms:GenerateDataKeyPairWithoutPlaintext",
+            ],
+        },
     )?;
-    call.app.check_usable(&key)?;
     let private = keymaterial::generate_async(spec).await?;
     let public = keymaterial::public_key_der(spec, &private)?;
     let ct = seal_under(&mut call, &key, &private, &ec)?;
