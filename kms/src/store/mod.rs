@@ -1060,30 +1060,7 @@ mod tests {
             [integrity::root_key_check(root.rows())],
         )
         .unwrap();
-        let v1: [(&str, &[&str]); 3] = [
-            (
-                "keys",
-                &[
-                    "key_id",
-                    "description",
-                    "created_ms",
-                    "state",
-                    "deletion_ms",
-                    "pending_days",
-                    "rotation_enabled",
-                    "rotation_period_days",
-                    "last_rotation_ms",
-                    "current_version",
-                    "policy",
-                ],
-            ),
-            ("aliases", &["name", "key_id", "created_ms", "updated_ms"]),
-            (
-                "principals",
-                &["access_key_id", "sealed_secret", "arn", "created_ms"],
-            ),
-        ];
-        for (table, columns) in v1 {
+        for (table, columns) in schema::V1_COLUMNS {
             integrity::mac_existing(&db, root.rows(), table, columns).unwrap();
         }
         db.pragma_update(None, "user_version", 1).unwrap();

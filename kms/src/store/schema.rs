@@ -94,7 +94,7 @@ CREATE INDEX grants_by_key ON grants (key_id);
 ";
 
 /// The columns of version 1's MAC'd tables, in MAC order.
-const V1_COLUMNS: [(&str, &[&str]); 3] = [
+pub(super) const V1_COLUMNS: [(&str, &[&str]); 3] = [
     (
         "keys",
         &[
