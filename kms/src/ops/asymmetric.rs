@@ -174,6 +174,7 @@ mod tests {
 
     use super::new_pair;
     use crate::input::b64;
+    use crate::ops::testkit::Attested;
     use crate::ops::testkit::Kms;
 
     fn kind(body: &serde_json::Value) -> &str {
@@ -331,30 +332,14 @@ mod tests {
     #[tokio::test]
     async fn attested_recipients_get_private_keys_and_secrets_only_wrapped() {
         use aws_lc_rs::encoding::AsDer;
-        use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
-        use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
-        use cloister_attestation::recipient::RecipientPrivateKey;
-        use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+        use cloister_attestation::PcrValue;
 
-        let pki = DevPki::generate(Timestamp::now()).unwrap();
-        let mut cfg = crate::ops::testkit::config();
-        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
-        let kms = Kms::with(cfg);
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
-        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
-        let enclave = RecipientPrivateKey::new(private).unwrap();
-        let mut pcrs = Pcrs::new();
-        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
-        let req = DocumentRequest {
-            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
-            pcrs,
-            public_key: Some(spki),
-            user_data: None,
-            nonce: None,
-        };
-        let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
-        let recipient =
-            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
+        let Attested {
+            kms,
+            enclave,
+            recipient,
+            ..
+        } = Attested::new();
 
         let sym = kms.new_key().await;
         let pair = kms

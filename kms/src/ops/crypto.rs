@@ -426,15 +426,11 @@ pub(super) fn generate_random(mut call: Call<'_>) -> Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
-    use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
-    use cloister_attestation::recipient::RecipientPrivateKey;
-    use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+    use cloister_attestation::PcrValue;
     use serde_json::json;
 
     use crate::input::b64;
-    use crate::ops::testkit::{Kms, config};
+    use crate::ops::testkit::{Attested, Kms};
 
     /// AWS KMS API reference, Encrypt / Decrypt `DryRun`: a request that would succeed answers
     /// DryRunOperationException (412) without its result; one that would fail answers its error.
@@ -672,26 +668,13 @@ mod tests {
 
     #[tokio::test]
     async fn attested_recipients_get_only_wrapped_secrets() {
-        let pki = DevPki::generate(Timestamp::now()).unwrap();
-        let mut cfg = config();
-        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
-        let kms = Kms::with(cfg);
+        let Attested {
+            kms,
+            enclave: key,
+            doc,
+            recipient,
+        } = Attested::new();
         let id = kms.new_key().await;
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
-        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
-        let key = RecipientPrivateKey::new(private).unwrap();
-        let mut pcrs = Pcrs::new();
-        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
-        let req = DocumentRequest {
-            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
-            pcrs,
-            public_key: Some(spki),
-            user_data: None,
-            nonce: None,
-        };
-        let doc = b64(&pki.issue(&req, Timestamp::now()).unwrap());
-        let recipient =
-            json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
         let ct = kms
             .ok("Encrypt", json!({"KeyId": id, "Plaintext": b64(b"secret")}))
             .await;

@@ -20,6 +20,53 @@ use crate::store::Store;
 pub(crate) const ADMIN: &str = "arn:aws:iam::111122223333:root";
 const HOST: &str = "kms.test";
 
+/// An enclave as the attested operations' tests need it: a KMS trusting a fresh dev PKI, the
+/// enclave's recipient key, its attestation document (PCR0 = measure("image"), base64) and the
+/// `Recipient` member naming it.
+pub(crate) struct Attested {
+    pub(crate) kms: Kms,
+    pub(crate) enclave: cloister_attestation::recipient::RecipientPrivateKey,
+    pub(crate) doc: String,
+    pub(crate) recipient: Value,
+}
+
+impl Attested {
+    pub(crate) fn new() -> Self {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+        use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+        use cloister_attestation::recipient::RecipientPrivateKey;
+        use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp, TrustAnchor};
+
+        let pki = DevPki::generate(Timestamp::now()).unwrap();
+        let mut cfg = config();
+        cfg.trust_roots = TrustAnchor::all_from_pem(&pki.root_pem()).unwrap();
+        let kms = Kms::with(cfg);
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = private.public_key().as_der().unwrap().as_ref().to_vec();
+        let enclave = RecipientPrivateKey::new(private).unwrap();
+        let mut pcrs = Pcrs::new();
+        pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(b"image"));
+        let req = DocumentRequest {
+            module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+            pcrs,
+            public_key: Some(spki),
+            user_data: None,
+            nonce: None,
+        };
+        let doc = crate::input::b64(&pki.issue(&req, Timestamp::now()).unwrap());
+        let recipient = serde_json::json!(
+            {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc}
+        );
+        Self {
+            kms,
+            enclave,
+            doc,
+            recipient,
+        }
+    }
+}
+
 /// A KMS in a temporary directory, with the admin's credentials.
 pub(crate) struct Kms {
     pub(crate) app: Arc<App>,
