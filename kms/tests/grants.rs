@@ -10,35 +10,17 @@ mod common;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
-use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+use cloister_attestation::dev_signer::DevPki;
 use cloister_attestation::recipient::RecipientPrivateKey;
-use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
+use cloister_attestation::{PcrValue, Timestamp};
 use cloister_kms_client::{b64, blob};
 use cloister_tests::kms::{ADMIN_ARN, rt};
 use serde_json::{Value, json};
 
-use common::{key_id, kms_bin, once};
+use common::{document, key_id, kms_bin, once, recipient};
 
 const HOST: &str = "arn:aws:iam::111122223333:role/cloister-host";
 const OPS: &str = "arn:aws:iam::111122223333:role/ops";
-
-/// An attestation document for `image` carrying `spki`, from the dev PKI.
-fn document(pki: &DevPki, image: &[u8], spki: &[u8]) -> String {
-    let mut pcrs = Pcrs::new();
-    pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(image));
-    let req = DocumentRequest {
-        module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
-        pcrs,
-        public_key: Some(spki.to_vec()),
-        user_data: None,
-        nonce: None,
-    };
-    b64(&pki.issue(&req, Timestamp::now()).unwrap())
-}
-
-fn recipient(doc: &str) -> Value {
-    json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc})
-}
 
 /// The split-principal pipeline policy (as scripts/run's and hostile_kms.rs'): the owner does
 /// everything; the host may Decrypt only for `image`, and nothing without attestation.

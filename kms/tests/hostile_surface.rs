@@ -22,15 +22,15 @@ use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PrivateDecryptingKey,
     PublicEncryptingKey,
 };
-use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
+use cloister_attestation::dev_signer::DevPki;
 use cloister_attestation::recipient::RecipientPrivateKey;
-use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
+use cloister_attestation::{PcrValue, Timestamp};
 use cloister_kms_client::{ClientError, KmsClient, b64, blob};
 use cloister_sigv4::Credentials;
 use cloister_tests::kms::{ADMIN_ARN, KmsServer, rt};
 use serde_json::{Value, json};
 
-use common::{db, key_id, kms_bin, once};
+use common::{db, document, key_id, kms_bin, once, recipient};
 
 const HOST: &str = "arn:aws:iam::111122223333:role/cloister-host";
 const OPS: &str = "arn:aws:iam::111122223333:role/ops";
@@ -114,20 +114,6 @@ fn raw_call(s: &Setup, op: &str, body: &[u8]) -> String {
 /// A client signing for `region`.
 fn in_region(s: &Setup, region: &str, creds: &Credentials) -> KmsClient {
     once(KmsClient::http(&s.server.url(), region, creds.clone()).unwrap())
-}
-
-/// An attestation document for `image` carrying `spki`, from the dev PKI.
-fn document(pki: &DevPki, image: &[u8], spki: &[u8]) -> String {
-    let mut pcrs = Pcrs::new();
-    pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(image));
-    let req = DocumentRequest {
-        module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
-        pcrs,
-        public_key: Some(spki.to_vec()),
-        user_data: None,
-        nonce: None,
-    };
-    b64(&pki.issue(&req, Timestamp::now()).unwrap())
 }
 
 /// The owner does everything; the host may do `host_actions` only with an attestation of
@@ -363,7 +349,6 @@ fn a_host_gets_key_pairs_shared_secrets_and_rsa_plaintext_only_wrapped_to_its_en
     let enclave = RecipientPrivateKey::new(private).unwrap();
     let good = document(&s.pki, b"pipeline image", &spki);
     let other_image = document(&s.pki, b"other image", &spki);
-    let recipient = |doc: &str| json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
     let secrets = rt().block_on(async {
         let actions = [
             "kms:Decrypt",

@@ -1,6 +1,7 @@
 //! Helpers the KMS's integration tests share: the binary, a client that does not retry, the
-//! store opened behind the server's back, a start that must be refused, and the rewrite of the
-//! audit log an attacker with write access to the database only can make.
+//! store opened behind the server's back, a start that must be refused, the rewrite of the
+//! audit log an attacker with write access to the database only can make, and a dev-PKI
+//! attestation document with the `Recipient` member naming it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
@@ -98,4 +99,28 @@ pub(crate) fn rewrite_audit_entry(db: &rusqlite::Connection, seq: i64, from: &st
         .unwrap();
         prev = hash;
     }
+}
+
+/// An attestation document for `image` (PCR0) carrying `spki`, from the dev PKI, base64.
+pub(crate) fn document(
+    pki: &cloister_attestation::dev_signer::DevPki,
+    image: &[u8],
+    spki: &[u8],
+) -> String {
+    use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
+    let mut pcrs = Pcrs::new();
+    pcrs.insert(PcrIndex::IMAGE, PcrValue::measure(image));
+    let req = cloister_attestation::dev_signer::DocumentRequest {
+        module_id: "i-0123456789abcdef0-enc0000000000000001".into(),
+        pcrs,
+        public_key: Some(spki.to_vec()),
+        user_data: None,
+        nonce: None,
+    };
+    cloister_kms_client::b64(&pki.issue(&req, Timestamp::now()).unwrap())
+}
+
+/// The `Recipient` member naming `doc`.
+pub(crate) fn recipient(doc: &str) -> Value {
+    serde_json::json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc})
 }
