@@ -1,7 +1,9 @@
 """Fixtures: a real cloister-kms process on a loopback port, and boto3 clients for it."""
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -46,6 +48,26 @@ class Kms:
             "kms", endpoint_url=self.url, region_name=region,
             aws_access_key_id=key, aws_secret_access_key=secret,
             config=Config(retries={"total_max_attempts": retries, "mode": "standard"}, **kw))
+
+    def aws(self, *args, region="us-east-1", creds=None):
+        """`aws kms <args> --region <region>` (aws-cli from the venv running the tests) against this
+        server, with no configuration file; the answer's JSON ({} when empty)."""
+        key, secret = creds or self.admin
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        env.pop("AWS_DEFAULT_REGION", None)
+        aws = os.path.join(os.path.dirname(sys.executable), "aws")
+        out = subprocess.run([aws, "kms", *args, "--region", region, "--endpoint-url", self.url,
+                              "--output", "json"], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    def file(self, name, data):
+        """`fileb://<path>` of a file holding `data` (aws-cli v1 reads binary arguments so)."""
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return "fileb://" + path
 
     def stop(self):
         self.proc.terminate()

@@ -1,10 +1,7 @@
 """Asymmetric keys through boto3, unchanged, cross-checked by Python `cryptography`: GetPublicKey,
 RSA Encrypt / Decrypt, Sign / Verify, GenerateDataKeyPair, DeriveSharedSecret; one aws-cli call."""
 import base64
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from botocore.exceptions import ClientError
@@ -166,16 +163,7 @@ def test_derive_shared_secret_matches_cryptography(kms, spec, curve):
 
 def test_aws_cli_signs_and_gets_public_keys(server):
     """`aws kms get-public-key` and `aws kms sign` unchanged against cloister-kms."""
-    key, secret = server.admin
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    aws = os.path.join(os.path.dirname(sys.executable), "aws")
-
-    def run(*args):
-        out = subprocess.run([aws, "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-                             capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
+    run = server.aws
 
     key_id = run("create-key", "--key-spec", "ECC_NIST_P256", "--key-usage", "SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     pk = run("get-public-key", "--key-id", key_id)

@@ -2,7 +2,6 @@
 import base64
 import json
 import subprocess
-import sys
 
 import pytest
 from botocore import UNSIGNED
@@ -257,27 +256,13 @@ def test_audit_log_is_intact(server):
 
 def test_aws_cli_works_unchanged(server):
     """`aws kms ...` pointed at cloister-kms with --endpoint-url and the admin's credentials."""
-    import os
-    key, secret = server.admin
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    # aws-cli is installed in the venv running the tests.
-    aws = os.path.join(os.path.dirname(sys.executable), "aws")
-
-    def run(*args):
-        out = subprocess.run([aws, "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-                             capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout) if out.stdout.strip() else {}
+    run = server.aws
 
     key_id = run("create-key", "--description", "from aws-cli")["KeyMetadata"]["KeyId"]
     run("create-alias", "--alias-name", "alias/from-cli", "--target-key-id", key_id)
     # aws-cli v1 sends inline blob arguments as raw bytes; binary input goes through fileb://.
     ct = run("encrypt", "--key-id", "alias/from-cli", "--plaintext", "cli secret",
              "--encryption-context", "purpose=test")["CiphertextBlob"]
-    blob_file = os.path.join(server.dir, "ct.bin")
-    with open(blob_file, "wb") as f:
-        f.write(base64.b64decode(ct))
-    pt = run("decrypt", "--ciphertext-blob", "fileb://" + blob_file, "--encryption-context", "purpose=test")["Plaintext"]
+    pt = run("decrypt", "--ciphertext-blob", server.file("ct.bin", base64.b64decode(ct)), "--encryption-context", "purpose=test")["Plaintext"]
     assert base64.b64decode(pt) == b"cli secret"
     assert any(a["AliasName"] == "alias/from-cli" for a in run("list-aliases")["Aliases"])

@@ -1,11 +1,7 @@
 """Grants through boto3 and aws-cli, unchanged, against cloister-kms: CreateGrant, ListGrants,
 ListRetirableGrants, RetireGrant, RevokeGrant, and a second principal using a key through a grant.
 Each AWS-specific expectation names the AWS API reference page it follows."""
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from botocore.exceptions import ClientError
@@ -150,16 +146,7 @@ def test_list_filters_and_paging(kms, app):
 
 
 def test_aws_cli_creates_and_lists_grants(server):
-    key, secret = server.admin
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    aws = os.path.join(os.path.dirname(sys.executable), "aws")
-
-    def run(*args):
-        out = subprocess.run([aws, "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-                             capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout) if out.stdout.strip() else {}
+    run = server.aws
 
     key_id = run("create-key")["KeyMetadata"]["KeyId"]
     g = run("create-grant", "--key-id", key_id, "--grantee-principal", APP, "--operations", "Encrypt", "Decrypt",

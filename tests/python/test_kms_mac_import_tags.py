@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
@@ -190,16 +189,7 @@ def test_a_policy_on_aws_resource_tag_follows_the_keys_tags(server, kms):
 
 def test_aws_cli_generates_and_verifies_macs_and_lists_tags(server, kms):
     """`aws kms generate-mac`, `verify-mac` and `list-resource-tags`, unchanged."""
-    key, secret = server.admin
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    aws = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".venv", "bin", "aws")
-
-    def run(*args):
-        out = subprocess.run([aws, "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-                             capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout) if out.stdout.strip() else {}
+    run = server.aws
 
     key_id = run("create-key", "--key-spec", "HMAC_512", "--key-usage", "GENERATE_VERIFY_MAC",
                  "--tags", "TagKey=team,TagValue=cli")["KeyMetadata"]["KeyId"]

@@ -5,9 +5,6 @@ MultiRegionConfiguration, UpdatePrimaryRegion, and keys and aliases that live in
 Each assertion follows the AWS KMS API reference page named beside it."""
 import base64
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from botocore.exceptions import ClientError
@@ -141,17 +138,8 @@ def test_keys_and_aliases_live_in_their_region(server, east, west):
 
 def test_aws_cli_with_region(server):
     """`aws kms ... --region us-west-2`: the key lives in us-west-2."""
-    key, secret = server.admin
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    env.pop("AWS_DEFAULT_REGION", None)
-    aws = os.path.join(os.path.dirname(sys.executable), "aws")
-
     def run(*args):
-        out = subprocess.run([aws, "kms", *args, "--region", "us-west-2", "--endpoint-url", server.url,
-                              "--output", "json"], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout) if out.stdout.strip() else {}
+        return server.aws(*args, region="us-west-2")
 
     md = run("create-key", "--multi-region")["KeyMetadata"]
     assert md["Arn"] == arn("us-west-2", md["KeyId"])
