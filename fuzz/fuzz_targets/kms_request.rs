@@ -43,6 +43,16 @@ const OPERATIONS: [&str; 20] = [
     "TagResource",
     "UntagResource",
     "ListResourceTags",
+    "GenerateDataKeyWithoutPlaintext",
+    "UpdateAlias",
+    "CancelKeyDeletion",
+    "DisableKey",
+    "GetKeyRotationStatus",
+    "GetKeyPolicy",
+    "DeleteAlias",
+    "EnableKey",
+    "DisableKeyRotation",
+    "RotateKeyOnDemand",
 ];
 
 fuzz_target!(|data: &[u8]| {
