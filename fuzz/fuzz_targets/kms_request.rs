@@ -6,7 +6,6 @@ use cloister_kms::{blob, decode_input};
 use libfuzzer_sys::fuzz_target;
 
 const OPERATIONS: &[&str] = &[
-const OPERATIONS: [&str; 20] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
