@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::shared::{
-    Call, DAY_MS, KeyIdInput, MAX_KEY_ID, PageInput, material_id, new_material, page, paged,
-    persist_key, secs,
+    Call, DAY_MS, KeyIdInput, KeyWrite, MAX_KEY_ID, PageInput, material_id, new_material, page,
+    paged, persist_key, persist_keys, secs,
 };
 use crate::app::App;
 use crate::error::{KmsError, Result};
@@ -117,13 +117,21 @@ pub(super) async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Val
         key.rotation_period_days = p;
     }
     // A Multi-Region key's replicas share its automatic rotation status.
+    let mut writes = Vec::new();
     for mut replica in replicas(call.app, &key) {
         replica.rotation_enabled = key.rotation_enabled;
         replica.rotation_period_days = key.rotation_period_days;
         replica.last_rotation_ms = key.last_rotation_ms;
-        persist_key(call.app, replica, None).await?;
+        writes.push(KeyWrite {
+            key: replica,
+            material: Vec::new(),
+        });
     }
-    persist_key(call.app, key, None).await?;
+    writes.push(KeyWrite {
+        key,
+        material: Vec::new(),
+    });
+    persist_keys(call.app, writes).await?;
     Ok(json!({}))
 }
 
@@ -227,13 +235,21 @@ async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u3
         rotation_type: rotation_type.to_owned(),
     });
     let material = new_material()?;
+    let mut writes = Vec::new();
     for mut replica in replicas(app, &key) {
         replica.current_version = version;
         replica.last_rotation_ms = key.last_rotation_ms;
         Arc::make_mut(&mut replica.attrs).materials = key.attrs.materials.clone();
-        persist_key(app, replica, Some((version, material.clone()))).await?;
+        writes.push(KeyWrite {
+            key: replica,
+            material: vec![(version, material.clone())],
+        });
     }
-    persist_key(app, key, Some((version, material))).await?;
+    writes.push(KeyWrite {
+        key,
+        material: vec![(version, material)],
+    });
+    persist_keys(app, writes).await?;
     Ok(version)
 }
 
@@ -281,6 +297,7 @@ async fn forget_replica(app: &App, gone: &KeyRecord, now: i64) -> Result<()> {
             .filter_map(|r| s.keys.get(&app.storage_id(r, id)).cloned())
             .collect()
     };
+    let mut writes = Vec::new();
     for mut member in members {
         Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
         if member.state == KeyState::PendingReplicaDeletion && config.replica_regions.is_empty() {
@@ -288,8 +305,12 @@ async fn forget_replica(app: &App, gone: &KeyRecord, now: i64) -> Result<()> {
             member.state = KeyState::PendingDeletion;
             member.deletion_ms = Some(now + days * DAY_MS);
         }
-        persist_key(app, member, None).await?;
+        writes.push(KeyWrite {
+            key: member,
+            material: Vec::new(),
+        });
     }
+    persist_keys(app, writes).await?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::keys::metadata;
 use super::lifecycle::is_replica;
-use super::shared::{Call, MAX_KEY_ID, persist_key};
+use super::shared::{Call, KeyWrite, MAX_KEY_ID, persist_keys};
 use super::tags::{self, TagInput};
 use crate::app::App;
 use crate::error::{KmsError, Result};
@@ -141,6 +141,7 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
             (text, p)
         }
     };
+    let existing = members(call.app, &id, &mr)?;
     let mut config = mr;
     config.replica_regions.push(region.clone());
     let mut attrs = (*primary.attrs).clone();
@@ -166,22 +167,25 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
         policy: Arc::new(policy),
         attrs: Arc::new(attrs),
     };
-    // The replica gets a copy of every material version, sealed under its own identity; the
-    // newest last, so the key row is complete once the last version is written.
+    // The replica gets a copy of every material version, sealed under its own identity, and
+    // every other member the new configuration: one durable step, all or none.
+    let mut material = Vec::new();
     for version in 1..=primary.current_version {
-        let material = call.app.key_material(&primary.key_id, version)?;
-        let copy = zeroize::Zeroizing::new(material.to_vec());
-        persist_key(call.app, replica.clone(), Some((version, copy))).await?;
+        let m = call.app.key_material(&primary.key_id, version)?;
+        material.push((version, zeroize::Zeroizing::new(m.to_vec())));
     }
-    if primary.current_version == 0 {
-        persist_key(call.app, replica.clone(), None).await?;
+    let mut writes = vec![KeyWrite {
+        key: replica,
+        material,
+    }];
+    for mut member in existing {
+        Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
+        writes.push(KeyWrite {
+            key: member,
+            material: Vec::new(),
+        });
     }
-    for mut member in members(call.app, &id, &config)? {
-        if member.key_id != replica_id {
-            Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
-            persist_key(call.app, member, None).await?;
-        }
-    }
+    persist_keys(call.app, writes).await?;
     let replica = call.app.key(&replica_id)?;
     let tags: Vec<Value> = replica
         .attrs
@@ -232,10 +236,15 @@ pub(super) async fn update_primary_region(mut call: Call<'_>) -> Result<Value> {
             .cloned()
             .collect(),
     };
+    let mut writes = Vec::new();
     for mut member in members(call.app, &id, &mr)? {
         Arc::make_mut(&mut member.attrs).multi_region = Some(config.clone());
-        persist_key(call.app, member, None).await?;
+        writes.push(KeyWrite {
+            key: member,
+            material: Vec::new(),
+        });
     }
+    persist_keys(call.app, writes).await?;
     Ok(json!({}))
 }
 

@@ -153,20 +153,51 @@ pub(super) async fn persist_key(
     key: KeyRecord,
     new_material: Option<(u32, Zeroizing<Vec<u8>>)>,
 ) -> Result<()> {
-    let sealed = match &new_material {
-        Some((v, m)) => Some((
-            *v,
-            app.root
-                .seal(&material_label(&key.key_id, *v), m.as_ref())?,
-        )),
-        None => None,
-    };
-    app.writer.put_key(key.clone(), sealed).await?;
+    persist_keys(
+        app,
+        vec![KeyWrite {
+            key,
+            material: new_material.into_iter().collect(),
+        }],
+    )
+    .await
+}
+
+/// A key row to persist, with the new material versions it gains.
+pub(super) struct KeyWrite {
+    /// The key row.
+    pub(super) key: KeyRecord,
+    /// New material versions (sealed under the root key when written).
+    pub(super) material: Vec<(u32, Zeroizing<Vec<u8>>)>,
+}
+
+/// Persists several key rows and their new material in one durable step, all or none (a
+/// Multi-Region key's members, which must not be seen half changed after a crash), then
+/// applies them to the in-memory state.
+pub(super) async fn persist_keys(app: &App, writes: Vec<KeyWrite>) -> Result<()> {
+    let mut rows = Vec::with_capacity(writes.len());
+    for w in &writes {
+        let sealed = w
+            .material
+            .iter()
+            .map(|(v, m)| {
+                Ok((
+                    *v,
+                    app.root
+                        .seal(&material_label(&w.key.key_id, *v), m.as_ref())?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        rows.push((w.key.clone(), sealed));
+    }
+    app.writer.put_keys(rows).await?;
     app.apply(|s| {
-        if let Some((v, m)) = new_material {
-            s.material.insert((key.key_id.clone(), v), Arc::new(m));
+        for w in writes {
+            for (v, m) in w.material {
+                s.material.insert((w.key.key_id.clone(), v), Arc::new(m));
+            }
+            s.keys.insert(w.key.key_id.clone(), w.key);
         }
-        s.keys.insert(key.key_id.clone(), key);
     });
     Ok(())
 }

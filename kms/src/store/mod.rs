@@ -660,13 +660,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keys_written_together_land_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
+        let writer = store.start_writer(&root, dir.path()).unwrap();
+        let seal = |id: &str| root.seal(&material_label(id, 1), &[1; 32]).unwrap();
+        writer
+            .put_keys(vec![(key("k1"), vec![(1, seal("k1"))])])
+            .await
+            .unwrap();
+        // k2 first, then a version k1 already has: the second write fails, so k2 must not land.
+        let err = writer
+            .put_keys(vec![
+                (key("k2"), vec![(1, seal("k2"))]),
+                (key("k1"), vec![(1, seal("k1"))]),
+            ])
+            .await;
+        assert!(err.is_err());
+        let state = Store::open_read_only(dir.path())
+            .unwrap()
+            .load(&root)
+            .unwrap();
+        assert!(state.keys.contains_key("k1") && !state.keys.contains_key("k2"));
+        assert!(!state.material.contains_key(&("k2".to_owned(), 1)));
+    }
+
+    #[tokio::test]
     async fn written_rows_load_back_with_their_macs_and_deletes_cascade() {
         let dir = tempfile::tempdir().unwrap();
         let (root, store) = Store::init(dir.path(), ACCOUNT).unwrap();
         let writer = store.start_writer(&root, dir.path()).unwrap();
         let id = "0b1e2d3c-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
         let sealed = root.seal(&material_label(id, 2), &[9; 32]).unwrap();
-        writer.put_key(key(id), Some((2, sealed))).await.unwrap();
+        writer
+            .put_keys(vec![(key(id), vec![(2, sealed)])])
+            .await
+            .unwrap();
         writer.put_alias(alias("alias/a", id)).await.unwrap();
         let reader = Store::open_read_only(dir.path()).unwrap();
         let state = reader.load(&root).unwrap();

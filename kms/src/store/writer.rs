@@ -21,6 +21,9 @@ use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
 use crate::state::{Alias, GrantRow, KeyRecord};
 
+/// A key row and the sealed material versions (version, sealed bytes) written with it.
+pub(crate) type KeyRows = (KeyRecord, Vec<(u32, Vec<u8>)>);
+
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -111,17 +114,16 @@ impl Writer {
         })
     }
 
-    /// Stores a key row and, if given, a new sealed key material version; resolves when durable.
-    pub(crate) async fn put_key(
-        &self,
-        key: KeyRecord,
-        material: Option<(u32, Vec<u8>)>,
-    ) -> Result<()> {
+    /// Stores key rows, each with its new sealed material versions, all or none (one job, so
+    /// one savepoint: a Multi-Region key's members change together); resolves when durable.
+    pub(crate) async fn put_keys(&self, keys: Vec<KeyRows>) -> Result<()> {
         let rows = self.rows.clone();
         self.write(move |tx, _| {
-            super::put_key(tx, &rows, &key)?;
-            if let Some((version, sealed)) = material {
-                super::put_material(tx, &key.key_id, version, &sealed)?;
+            for (key, materials) in &keys {
+                super::put_key(tx, &rows, key)?;
+                for (version, sealed) in materials {
+                    super::put_material(tx, &key.key_id, *version, sealed)?;
+                }
             }
             Ok(())
         })
