@@ -504,7 +504,7 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
 }
 
 /// Deletes a key's imported material from the store and memory; the key becomes PendingImport.
-async fn drop_material(app: &App, mut key: KeyRecord) -> Result<()> {
+pub(super) async fn drop_material(app: &App, mut key: KeyRecord) -> Result<()> {
     key.state = KeyState::PendingImport;
     key.current_version = 0;
     Arc::make_mut(&mut key.attrs).valid_to_ms = None;
@@ -543,7 +543,7 @@ pub(super) async fn delete_imported(mut call: Call<'_>) -> Result<Value> {
 }
 
 /// Whether imported material of `key` has expired at `now`.
-fn expired(key: &KeyRecord, now: i64) -> bool {
+pub(super) fn expired(key: &KeyRecord, now: i64) -> bool {
     key.attrs.origin == Origin::External
         && key.current_version > 0
         && key.attrs.valid_to_ms.is_some_and(|t| now >= t)
@@ -1128,6 +1128,40 @@ mod tests {
 
     // AWS API reference, ImportKeyMaterial `ValidTo`: "When the key material expires, AWS KMS
     // deletes the key material from the KMS key"; the key is then PendingImport.
+    #[tokio::test]
+    async fn cancelling_deletion_leaves_a_key_without_material_pending_import() {
+        // AWS API reference, CancelKeyDeletion: the key returns to Disabled, or to PendingImport
+        // when it has no imported key material.
+        let kms = Kms::new();
+        let id = external_key(&kms, json!({})).await;
+        kms.ok(
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": 7}),
+        )
+        .await;
+        kms.ok("CancelKeyDeletion", json!({"KeyId": id})).await;
+        let d = kms.ok("DescribeKey", json!({"KeyId": id})).await;
+        assert_eq!(d["KeyMetadata"]["KeyState"], "PendingImport");
+        let (status, body) = import(
+            &kms,
+            &id,
+            "RSAES_OAEP_SHA_256",
+            "RSA_2048",
+            &[4; 32],
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        kms.ok(
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": 7}),
+        )
+        .await;
+        kms.ok("CancelKeyDeletion", json!({"KeyId": id})).await;
+        let d = kms.ok("DescribeKey", json!({"KeyId": id})).await;
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Disabled");
+    }
+
     #[tokio::test]
     async fn expired_material_is_deleted_by_housekeeping() {
         let kms = Kms::new();

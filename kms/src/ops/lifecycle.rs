@@ -80,11 +80,19 @@ pub(super) async fn cancel_deletion(mut call: Call<'_>) -> Result<Value> {
             call.app.key_arn(&key.key_id)
         )));
     }
-    key.state = KeyState::Disabled;
     key.deletion_ms = None;
     key.pending_days = None;
     let arn = call.app.key_arn(&key.key_id);
-    persist_key(call.app, key, None).await?;
+    // AWS (CancelKeyDeletion): the key returns Disabled, or PendingImport when it has no
+    // imported material (never imported, deleted, or expired while pending deletion).
+    if key.attrs.origin == Origin::External
+        && (key.current_version == 0 || super::import::expired(&key, now_ms()))
+    {
+        super::import::drop_material(call.app, key).await?;
+    } else {
+        key.state = KeyState::Disabled;
+        persist_key(call.app, key, None).await?;
+    }
     Ok(json!({"KeyId": arn}))
 }
 
