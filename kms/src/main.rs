@@ -711,19 +711,22 @@ fn open_existing(dir: &Path) -> Result<Store> {
     Ok(Store::open_read_only(dir)?)
 }
 
-async fn shutdown_signal(tx: watch::Sender<bool>) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            return;
+/// Installs the SIGTERM and SIGINT handlers now, before the server says it is listening (a
+/// signal arriving before a handler is installed would kill the process without its clean stop),
+/// and returns the task that waits for either and then asks the server to stop.
+fn shutdown_signal(
+    tx: watch::Sender<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
-    let _ = tx.send(true);
+        let _ = tx.send(true);
+    })
 }
 
 /// How often counted unauthenticated requests are audited as one entry.
@@ -738,7 +741,7 @@ async fn serve(
     limits: Limits,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(shutdown_signal(stop_tx));
+    tokio::spawn(shutdown_signal(stop_tx)?);
     let limits = Arc::new(limits);
     let connections = Connections::new(limits.max_connections);
 
