@@ -127,11 +127,27 @@ impl App {
             RowId::Alias(name) => format!("alias {}", self.alias_arn(name)),
             RowId::Principal(id) => format!("access key {id}"),
             RowId::Grant(id) => format!("grant {id}"),
+            RowId::Secret(arn) | RowId::SecretVersion(arn) => format!("secret {arn}"),
+            RowId::Parameter(arn) => format!("parameter {arn}"),
         };
         KmsError::Internal(format!(
             "error[KMS-INTEGRITY]: the stored record of {what} (table {}) failed its integrity check: {flaw}; it is refused until an operator restores it",
             flaw.table(row)
         ))
+    }
+
+    /// The refusal for a request naming the secret `arn` if its metadata or any of its versions
+    /// failed its integrity check.
+    pub(crate) fn secret_refused(&self, arn: &str) -> Option<KmsError> {
+        let state = self.state();
+        self.refused(&state, RowId::Secret(arn.to_owned()))
+            .or_else(|| self.refused(&state, RowId::SecretVersion(arn.to_owned())))
+    }
+
+    /// The refusal for a request naming the parameter `arn` if its row failed its integrity
+    /// check.
+    pub(crate) fn parameter_refused(&self, arn: &str) -> Option<KmsError> {
+        self.refused(&self.state(), RowId::Parameter(arn.to_owned()))
     }
 
     /// The refusal for `row` if its stored record failed its integrity check.

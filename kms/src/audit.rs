@@ -33,6 +33,12 @@ pub(crate) struct AuditEntry {
     /// Key material version used, if any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) key_version: Option<u32>,
+    /// The Secrets Manager secret or Parameter Store parameter the request named (its ARN).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) resource_arn: Option<String>,
+    /// The secret's `VersionId` or the parameter's version the request read or wrote.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) resource_version: Option<String>,
     /// Encryption context, if any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) encryption_context: Option<std::collections::BTreeMap<String, String>>,

@@ -1,5 +1,7 @@
 //! The KMS's errors: [`KmsError`] for requests (every variant an AWS KMS error name with AWS's
-//! HTTP status), [`StoreError`] for the SQLite store, [`SetupError`] for starting up.
+//! HTTP status; the Secrets Manager and Parameter Store operations' own errors in
+//! [`SecretsError`] and [`SsmError`], carried by it), [`StoreError`] for the SQLite store,
+//! [`SetupError`] for starting up.
 //!
 //! The AWS error name (`__type`) is the stable code users search for; SDKs dispatch on it, and
 //! [`cloister_common::ErrorCode::code`] returns it.
@@ -112,6 +114,223 @@ pub enum KmsError {
     /// Something else failed inside the KMS (randomness, crypto); the message is safe to show.
     #[error("{0}")]
     Internal(String),
+    /// A Secrets Manager error of its own (the AWS errors all three services share, such as
+    /// AccessDeniedException or ValidationException, stay the variants above).
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// A Parameter Store error of its own.
+    #[error(transparent)]
+    Ssm(#[from] SsmError),
+}
+
+/// Secrets Manager's modeled errors (botocore `secretsmanager/2017-10-17`): each is its
+/// `__type`, answered with HTTP 400 (the model gives them no `httpError`, and AWS answers
+/// client errors, ResourceNotFoundException included, with 400) except InternalServiceError.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretsError {
+    /// No secret (or version) by that name, ARN, id or label; or a secret with no value.
+    #[error("{0}")]
+    ResourceNotFound(String),
+    /// A parameter's value is not valid (name, length, combination).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The request is not valid in the secret's state (scheduled for deletion, a label's rules).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The secret, or the version a `ClientRequestToken` names with another value, exists.
+    #[error("{0}")]
+    ResourceExists(String),
+    /// A quota (versions, labels, value size).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The secret's KMS key could not encrypt (disabled, pending deletion, wrong type).
+    #[error("{0}")]
+    EncryptionFailure(String),
+    /// The secret's KMS key could not decrypt (disabled, pending deletion, the value altered).
+    #[error("{0}")]
+    DecryptionFailure(String),
+    /// The `NextToken` is not one this service gave.
+    #[error("{0}")]
+    InvalidNextToken(String),
+    /// A precondition of the request does not hold.
+    #[error("{0}")]
+    PreconditionNotMet(String),
+    /// The resource policy is not valid.
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    /// The service failed.
+    #[error("{0}")]
+    InternalServiceError(String),
+}
+
+impl SecretsError {
+    /// Every `__type` this type can produce.
+    pub const CODES: &'static [&'static str] = &[
+        "ResourceNotFoundException",
+        "InvalidParameterException",
+        "InvalidRequestException",
+        "ResourceExistsException",
+        "LimitExceededException",
+        "EncryptionFailure",
+        "DecryptionFailure",
+        "InvalidNextTokenException",
+        "PreconditionNotMetException",
+        "MalformedPolicyDocumentException",
+        "InternalServiceError",
+    ];
+
+    /// The `__type`.
+    pub fn aws_name(&self) -> &'static str {
+        match self {
+            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::InvalidParameter(_) => "InvalidParameterException",
+            Self::InvalidRequest(_) => "InvalidRequestException",
+            Self::ResourceExists(_) => "ResourceExistsException",
+            Self::LimitExceeded(_) => "LimitExceededException",
+            Self::EncryptionFailure(_) => "EncryptionFailure",
+            Self::DecryptionFailure(_) => "DecryptionFailure",
+            Self::InvalidNextToken(_) => "InvalidNextTokenException",
+            Self::PreconditionNotMet(_) => "PreconditionNotMetException",
+            Self::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            Self::InternalServiceError(_) => "InternalServiceError",
+        }
+    }
+}
+
+/// Parameter Store's modeled errors (botocore `ssm/2014-11-06`) for the operations served: each
+/// is its `__type`; its message member is `message` or `Message` as the model's shape names it
+/// ([`SsmError::message_member`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SsmError {
+    /// No parameter by that name.
+    #[error("{0}")]
+    ParameterNotFound(String),
+    /// The parameter has no such version or label.
+    #[error("{0}")]
+    ParameterVersionNotFound(String),
+    /// PutParameter without Overwrite on an existing parameter.
+    #[error("{0}")]
+    ParameterAlreadyExists(String),
+    /// Too many parameters.
+    #[error("{0}")]
+    ParameterLimitExceeded(String),
+    /// The parameter has 100 versions, the oldest labelled.
+    #[error("{0}")]
+    ParameterMaxVersionLimitExceeded(String),
+    /// Too many labels on a version, or a label that is not valid.
+    #[error("{0}")]
+    ParameterVersionLabelLimitExceeded(String),
+    /// The value does not match the parameter's AllowedPattern.
+    #[error("{0}")]
+    ParameterPatternMismatch(String),
+    /// The AllowedPattern is not a valid regular expression.
+    #[error("{0}")]
+    InvalidAllowedPattern(String),
+    /// The KeyId does not name a usable symmetric encryption key.
+    #[error("{0}")]
+    InvalidKeyId(String),
+    /// A filter key that is not valid.
+    #[error("{0}")]
+    InvalidFilterKey(String),
+    /// A filter option that is not valid.
+    #[error("{0}")]
+    InvalidFilterOption(String),
+    /// A filter value that is not valid.
+    #[error("{0}")]
+    InvalidFilterValue(String),
+    /// The `NextToken` is not one this service gave.
+    #[error("{0}")]
+    InvalidNextToken(String),
+    /// A path with more than 15 levels.
+    #[error("{0}")]
+    HierarchyLevelLimitExceeded(String),
+    /// Overwrite may not change a parameter between String/StringList and SecureString.
+    #[error("{0}")]
+    HierarchyTypeMismatch(String),
+    /// A Type other than String, StringList, SecureString.
+    #[error("{0}")]
+    UnsupportedParameterType(String),
+    /// A resource id that is not valid (tags).
+    #[error("{0}")]
+    InvalidResourceId(String),
+    /// A resource type that is not valid (tags).
+    #[error("{0}")]
+    InvalidResourceType(String),
+    /// More than 50 tags.
+    #[error("{0}")]
+    TooManyTags(String),
+    /// The service failed.
+    #[error("{0}")]
+    InternalServerError(String),
+}
+
+impl SsmError {
+    /// Every `__type` this type can produce.
+    pub const CODES: &'static [&'static str] = &[
+        "ParameterNotFound",
+        "ParameterVersionNotFound",
+        "ParameterAlreadyExists",
+        "ParameterLimitExceeded",
+        "ParameterMaxVersionLimitExceeded",
+        "ParameterVersionLabelLimitExceeded",
+        "ParameterPatternMismatchException",
+        "InvalidAllowedPatternException",
+        "InvalidKeyId",
+        "InvalidFilterKey",
+        "InvalidFilterOption",
+        "InvalidFilterValue",
+        "InvalidNextToken",
+        "HierarchyLevelLimitExceededException",
+        "HierarchyTypeMismatchException",
+        "UnsupportedParameterType",
+        "InvalidResourceId",
+        "InvalidResourceType",
+        "TooManyTagsError",
+        "InternalServerError",
+    ];
+
+    /// The `__type`.
+    pub fn aws_name(&self) -> &'static str {
+        match self {
+            Self::ParameterNotFound(_) => "ParameterNotFound",
+            Self::ParameterVersionNotFound(_) => "ParameterVersionNotFound",
+            Self::ParameterAlreadyExists(_) => "ParameterAlreadyExists",
+            Self::ParameterLimitExceeded(_) => "ParameterLimitExceeded",
+            Self::ParameterMaxVersionLimitExceeded(_) => "ParameterMaxVersionLimitExceeded",
+            Self::ParameterVersionLabelLimitExceeded(_) => "ParameterVersionLabelLimitExceeded",
+            Self::ParameterPatternMismatch(_) => "ParameterPatternMismatchException",
+            Self::InvalidAllowedPattern(_) => "InvalidAllowedPatternException",
+            Self::InvalidKeyId(_) => "InvalidKeyId",
+            Self::InvalidFilterKey(_) => "InvalidFilterKey",
+            Self::InvalidFilterOption(_) => "InvalidFilterOption",
+            Self::InvalidFilterValue(_) => "InvalidFilterValue",
+            Self::InvalidNextToken(_) => "InvalidNextToken",
+            Self::HierarchyLevelLimitExceeded(_) => "HierarchyLevelLimitExceededException",
+            Self::HierarchyTypeMismatch(_) => "HierarchyTypeMismatchException",
+            Self::UnsupportedParameterType(_) => "UnsupportedParameterType",
+            Self::InvalidResourceId(_) => "InvalidResourceId",
+            Self::InvalidResourceType(_) => "InvalidResourceType",
+            Self::TooManyTags(_) => "TooManyTagsError",
+            Self::InternalServerError(_) => "InternalServerError",
+        }
+    }
+
+    /// The member the model's shape names the message with (`message` or `Message`); `None`
+    /// for the shapes without one (the answer then carries only `__type`).
+    pub fn message_member(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidNextToken(_)
+            | Self::InvalidFilterValue(_)
+            | Self::InternalServerError(_) => Some("Message"),
+            Self::InvalidFilterKey(_)
+            | Self::InvalidResourceId(_)
+            | Self::InvalidResourceType(_)
+            | Self::TooManyTags(_) => None,
+            _ => Some("message"),
+        }
+    }
 }
 
 /// Every AWS error name a [`KmsError`] can carry.
@@ -187,6 +406,8 @@ impl KmsError {
             Self::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             Self::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => "KMSInternalException",
+            Self::Secrets(e) => e.aws_name(),
+            Self::Ssm(e) => e.aws_name(),
         }
     }
 
@@ -195,9 +416,11 @@ impl KmsError {
     /// recorded from AWS KMS), 500 for the KMS's own failures, 403 for a missing signature.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Store(_) | Self::Recipient(_) | Self::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Store(_)
+            | Self::Recipient(_)
+            | Self::Internal(_)
+            | Self::Secrets(SecretsError::InternalServiceError(_))
+            | Self::Ssm(SsmError::InternalServerError(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Auth(SigV4Error::Missing) => StatusCode::FORBIDDEN,
             Self::DryRun(_) => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::BAD_REQUEST,
@@ -429,6 +652,87 @@ mod tests {
             KmsError::Recipient(CmsError::Encrypt(s())),
             KmsError::Internal(s()),
         ]
+    }
+
+    fn secrets_variants() -> Vec<SecretsError> {
+        let s = || String::from("m");
+        vec![
+            SecretsError::ResourceNotFound(s()),
+            SecretsError::InvalidParameter(s()),
+            SecretsError::InvalidRequest(s()),
+            SecretsError::ResourceExists(s()),
+            SecretsError::LimitExceeded(s()),
+            SecretsError::EncryptionFailure(s()),
+            SecretsError::DecryptionFailure(s()),
+            SecretsError::InvalidNextToken(s()),
+            SecretsError::PreconditionNotMet(s()),
+            SecretsError::MalformedPolicyDocument(s()),
+            SecretsError::InternalServiceError(s()),
+        ]
+    }
+
+    fn ssm_variants() -> Vec<SsmError> {
+        let s = || String::from("m");
+        vec![
+            SsmError::ParameterNotFound(s()),
+            SsmError::ParameterVersionNotFound(s()),
+            SsmError::ParameterAlreadyExists(s()),
+            SsmError::ParameterLimitExceeded(s()),
+            SsmError::ParameterMaxVersionLimitExceeded(s()),
+            SsmError::ParameterVersionLabelLimitExceeded(s()),
+            SsmError::ParameterPatternMismatch(s()),
+            SsmError::InvalidAllowedPattern(s()),
+            SsmError::InvalidKeyId(s()),
+            SsmError::InvalidFilterKey(s()),
+            SsmError::InvalidFilterOption(s()),
+            SsmError::InvalidFilterValue(s()),
+            SsmError::InvalidNextToken(s()),
+            SsmError::HierarchyLevelLimitExceeded(s()),
+            SsmError::HierarchyTypeMismatch(s()),
+            SsmError::UnsupportedParameterType(s()),
+            SsmError::InvalidResourceId(s()),
+            SsmError::InvalidResourceType(s()),
+            SsmError::TooManyTags(s()),
+            SsmError::InternalServerError(s()),
+        ]
+    }
+
+    #[test]
+    fn the_other_services_errors_are_listed_and_client_errors_are_400() {
+        let secrets = secrets_variants();
+        for code in SecretsError::CODES {
+            assert!(
+                secrets.iter().any(|e| e.aws_name() == *code),
+                "{code} unused"
+            );
+        }
+        let ssm = ssm_variants();
+        for code in SsmError::CODES {
+            assert!(ssm.iter().any(|e| e.aws_name() == *code), "{code} unused");
+        }
+        for e in secrets
+            .into_iter()
+            .map(KmsError::from)
+            .chain(ssm.into_iter().map(KmsError::from))
+        {
+            let internal = matches!(e.aws_name(), "InternalServiceError" | "InternalServerError");
+            let status = if internal {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            assert_eq!(e.status(), status, "{}", e.aws_name());
+            assert_eq!(e.code(), e.aws_name());
+        }
+        assert_eq!(
+            SsmError::ParameterNotFound("x".into()).message_member(),
+            Some("message")
+        );
+        assert_eq!(
+            SsmError::InvalidNextToken("x".into()).message_member(),
+            Some("Message")
+        );
+        assert_eq!(SsmError::TooManyTags("x".into()).message_member(), None);
     }
 
     #[test]

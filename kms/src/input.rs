@@ -20,11 +20,18 @@ use crate::error::{KmsError, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct Body(Value);
 
+impl Default for Body {
+    /// `{}`.
+    fn default() -> Self {
+        Self(Value::Object(serde_json::Map::new()))
+    }
+}
+
 impl Body {
     /// Parses a request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Value::Object(serde_json::Map::new())));
+            return Ok(Self::default());
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(v @ Value::Object(_)) => Ok(Self(v)),
@@ -40,6 +47,11 @@ impl Body {
     /// Whether the body has member `name`, not `null`.
     pub(crate) fn has(&self, name: &str) -> bool {
         self.0.get(name).is_some_and(|v| !v.is_null())
+    }
+
+    /// Whether member `name` is JSON `true`.
+    pub(crate) fn is_true(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|v| v == &Value::Bool(true))
     }
 
     /// The body as the operation's input shape.

@@ -1,7 +1,9 @@
 //! cloister-kms: an AWS-KMS-compatible key service that releases keys only to attested enclaves.
 //!
 //! It speaks the AWS KMS JSON 1.1 protocol with SigV4 authentication, so boto3, aws-cli and the
-//! AWS Encryption SDK work against it unchanged. Beyond what local KMS emulators do, it enforces
+//! AWS Encryption SDK work against it unchanged; the same listener serves Secrets Manager and
+//! Parameter Store (`service`), whose values are encrypted under its keys and may be released
+//! only to attested enclaves. Beyond what local KMS emulators do, it enforces
 //! key policies (including `kms:RecipientAttestation:*` conditions on verified PCRs), binds
 //! encryption context unambiguously, keeps every rotated key version, refuses disabled and
 //! pending-deletion keys, audits every request in a Merkle tree with signed tree heads, and
@@ -32,7 +34,10 @@ mod ops;
 pub mod policy;
 mod ratelimit;
 mod rootkey;
+mod secrets;
 mod server;
+mod service;
+mod ssm;
 mod state;
 mod store;
 mod tls;
@@ -40,7 +45,7 @@ mod tree_head;
 mod unknown_keys;
 
 pub use app::{App, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE};
-pub use error::{KmsError, SetupError, StoreError};
+pub use error::{KmsError, SecretsError, SetupError, SsmError, StoreError};
 pub use merkle::Hash;
 pub use rootkey::{RootKey, RootKeyFile};
 pub use server::router;
@@ -53,6 +58,16 @@ pub use tree_head::{KeyFormatError, SignedTreeHead, TreeKey, TreeSigner};
 /// touches any key); an error is the answer the server would give.
 pub fn decode_input(op: &str, body: &[u8]) -> Result<(), KmsError> {
     ops::decode(op, body)
+}
+
+/// Decodes a request body as Secrets Manager operation `op`'s typed input; for the fuzz target.
+pub fn decode_secrets_input(op: &str, body: &[u8]) -> Result<(), KmsError> {
+    secrets::decode(op, body)
+}
+
+/// Decodes a request body as Parameter Store operation `op`'s typed input; for the fuzz target.
+pub fn decode_ssm_input(op: &str, body: &[u8]) -> Result<(), KmsError> {
+    ssm::decode(op, body)
 }
 
 /// Parses `data` as an import token (opened, and sealed under a fixed root key), as

@@ -1,4 +1,6 @@
 //! The HTTP front: AWS JSON 1.1 over `POST /`, authenticated with SigV4, every request audited.
+//! `X-Amz-Target` picks the service (KMS, Secrets Manager, Parameter Store; see `service`), and
+//! the SigV4 scope must name that service; errors are written in the service's shape.
 //!
 //! SigV4 is strict (see `cloister_sigv4::verify`): `host`, `x-amz-date`, `content-type` and every
 //! `x-amz-*` header a request carries must be signed, so a captured request cannot be replayed as
@@ -21,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::App;
 use crate::audit::AuditEntry;
@@ -29,7 +31,9 @@ use crate::error::{KmsError, Result};
 use crate::input::Body;
 use crate::listen::Transport;
 use crate::ops;
+use crate::ops::via::ViaCall;
 use crate::ratelimit::Unaudited;
+use crate::service::Service;
 use crate::state::Principal;
 use crate::store::now_ms;
 
@@ -55,9 +59,10 @@ pub fn router(app: Arc<App>, transport: Transport) -> Router {
         .with_state(app)
 }
 
-/// Operations whose answer carries plaintext or secret material, unless the request names a
+/// KMS operations whose answer carries plaintext or secret material, unless the request names a
 /// `Recipient` (the answer is then encrypted to the attested enclave). Any operation added
-/// that answers with secrets belongs here.
+/// that answers with secrets belongs here (Secrets Manager's and Parameter Store's say so
+/// themselves: `returns_plaintext`).
 const RETURNS_PLAINTEXT: &[&str] = &[
     "Decrypt",
     "GenerateDataKey",
@@ -66,11 +71,20 @@ const RETURNS_PLAINTEXT: &[&str] = &[
     "DeriveSharedSecret",
 ];
 
+/// Whether `service`'s operation `op` with `body` would answer with plaintext.
+fn returns_plaintext(service: Service, op: &str, body: &Body) -> bool {
+    match service {
+        Service::Kms => RETURNS_PLAINTEXT.contains(&op) && !body.has("Recipient"),
+        Service::SecretsManager => crate::secrets::returns_plaintext(op, body),
+        Service::Ssm => crate::ssm::returns_plaintext(op, body),
+    }
+}
+
 /// Refuses an operation that would answer with plaintext over cleartext HTTP that leaves the
 /// machine. AWS has no such case; UnsupportedOperationException says the request cannot be
 /// served as sent, without suggesting that the key policy is at fault.
-fn check_transport(op: &str, body: &Body, transport: Transport) -> Result<()> {
-    if transport.carries_plaintext() || !RETURNS_PLAINTEXT.contains(&op) || body.has("Recipient") {
+fn check_transport(service: Service, op: &str, body: &Body, transport: Transport) -> Result<()> {
+    if transport.carries_plaintext() || !returns_plaintext(service, op, body) {
         return Ok(());
     }
     Err(KmsError::Unsupported(format!(
@@ -129,13 +143,14 @@ impl App {
     }
 }
 
-/// Verifies the request's SigV4 signature against the principal it names (whose signing key
-/// comes from the app's cache), and returns the principal and the region the request was
-/// signed for: one this deployment serves, or the signature check's refusal naming the home
-/// region. Header values that are not visible ASCII are kept (lossily), never
+/// Verifies the request's SigV4 signature for `service` against the principal it names (whose
+/// signing key comes from the app's cache), and returns the principal and the region the
+/// request was signed for: one this deployment serves, or the signature check's refusal naming
+/// the home region (and the service). Header values that are not visible ASCII are kept (lossily), never
 /// dropped, so a header cannot hide from the signed-headers check by being unreadable.
 fn authenticate(
     app: &App,
+    service: Service,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -173,7 +188,7 @@ fn authenticate(
         &auth,
         &principal.secret,
         &region,
-        "kms",
+        service.signing_name(),
         time::OffsetDateTime::now_utc(),
         &app.signing_keys,
     )?;
@@ -194,14 +209,24 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let op = target
-        .strip_prefix("TrentService.")
-        .unwrap_or("")
-        .to_owned();
+    let named = Service::parse_target(&target);
+    // The service answering: the one the target names; for a target naming none, the one the
+    // signature's scope names (so its errors come in the shape its SDK reads), else the KMS.
+    let service = named
+        .map(|(s, _)| s)
+        .unwrap_or_else(|| scope_service(&headers));
+    let op = named.map(|(_, op)| op.to_owned()).unwrap_or_default();
     let mut entry = AuditEntry {
         time_ms: now_ms(),
         principal: ANONYMOUS.into(),
-        operation: bounded(if op.is_empty() { &target } else { &op }, MAX_OPERATION),
+        operation: bounded(
+            &if op.is_empty() {
+                target.clone()
+            } else {
+                service.audit_operation(&op)
+            },
+            MAX_OPERATION,
+        ),
         ..AuditEntry::default()
     };
     let request = Request {
@@ -209,6 +234,7 @@ async fn handle(
         uri: &uri,
         headers: &headers,
         body: &body,
+        service,
         op: &op,
         transport,
     };
@@ -253,7 +279,18 @@ async fn handle(
         Ok(()) => result,
         Err(e) => Err(e),
     };
-    respond(result, &request_id)
+    respond(service, result, &request_id)
+}
+
+/// The service an `Authorization` header's credential scope names, if it is one served here,
+/// else the KMS (the answer to such a request is an error either way).
+fn scope_service(headers: &HeaderMap) -> Service {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| cloister_sigv4::parse_authorization(v).ok())
+        .and_then(|a| Service::by_signing_name(&a.service))
+        .unwrap_or(Service::Kms)
 }
 
 /// What [`serve`] needs of a request.
@@ -262,6 +299,8 @@ struct Request<'a> {
     uri: &'a Uri,
     headers: &'a HeaderMap,
     body: &'a [u8],
+    /// The service `X-Amz-Target` names (or the scope's, when it names none).
+    service: Service,
     /// The operation named by `X-Amz-Target` (empty when it names none).
     op: &'a str,
     transport: Transport,
@@ -273,10 +312,11 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
         uri,
         headers,
         body,
+        service,
         op,
         transport,
     } = request;
-    let (principal, region) = authenticate(app, method, uri, headers, body)?;
+    let (principal, region) = authenticate(app, service, method, uri, headers, body)?;
     entry.principal = principal.arn.clone();
     if *method != Method::POST || uri.path() != "/" {
         return Err(KmsError::UnknownOperation(
@@ -289,27 +329,31 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
         ));
     }
     let body = Body::parse(body)?;
-    check_transport(op, &body, transport)?;
+    check_transport(service, op, &body, transport)?;
+    if service != Service::Kms {
+        let call = ViaCall {
+            app,
+            principal: &principal,
+            region: &region,
+            service,
+            body,
+            audit: entry,
+        };
+        return match service {
+            Service::SecretsManager => crate::secrets::dispatch(op, call).await,
+            _ => crate::ssm::dispatch(op, call).await,
+        };
+    }
     if ops::is_cryptographic(op) {
         app.throttle()?;
     }
     ops::dispatch(op, app, &principal, &region, body, entry).await
 }
 
-fn respond(result: Result<Value>, request_id: &str) -> Response {
+fn respond(service: Service, result: Result<Value>, request_id: &str) -> Response {
     let (status, body, error_type) = match result {
         Ok(v) => (axum::http::StatusCode::OK, v, None),
-        // AWS's InvalidCiphertextException has no `message` member (recorded from AWS).
-        Err(e @ KmsError::InvalidCiphertext(_)) => (
-            e.status(),
-            json!({"__type": e.aws_name()}),
-            Some(e.aws_name()),
-        ),
-        Err(e) => (
-            e.status(),
-            json!({"__type": e.aws_name(), "message": e.to_string()}),
-            Some(e.aws_name()),
-        ),
+        Err(e) => (e.status(), service.error_body(&e), Some(e.aws_name())),
     };
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
@@ -345,12 +389,14 @@ mod tests {
         let attested = Body::parse(br#"{"Recipient": {"AttestationDocument": "AA=="}}"#).unwrap();
         let public = Transport::PublicCleartext;
         for op in ["Decrypt", "GenerateDataKey", "GenerateRandom"] {
-            let err = check_transport(op, &plain, public).unwrap_err();
+            let err = check_transport(Service::Kms, op, &plain, public).unwrap_err();
             assert_eq!(err.aws_name(), "UnsupportedOperationException");
             assert!(err.to_string().contains("--tls-listen"), "{err}");
-            assert!(check_transport(op, &attested, public).is_ok());
-            assert!(check_transport(op, &plain, Transport::Tls).is_ok());
-            assert!(check_transport(op, &plain, Transport::LoopbackCleartext).is_ok());
+            assert!(check_transport(Service::Kms, op, &attested, public).is_ok());
+            assert!(check_transport(Service::Kms, op, &plain, Transport::Tls).is_ok());
+            assert!(
+                check_transport(Service::Kms, op, &plain, Transport::LoopbackCleartext).is_ok()
+            );
         }
         for op in [
             "Encrypt",
@@ -358,8 +404,19 @@ mod tests {
             "GenerateDataKeyWithoutPlaintext",
             "DescribeKey",
         ] {
-            assert!(check_transport(op, &plain, public).is_ok(), "{op}");
+            assert!(
+                check_transport(Service::Kms, op, &plain, public).is_ok(),
+                "{op}"
+            );
         }
+        // Secrets Manager's and Parameter Store's reads of values.
+        let sm = Service::SecretsManager;
+        assert!(check_transport(sm, "GetSecretValue", &plain, public).is_err());
+        assert!(check_transport(sm, "GetSecretValue", &attested, public).is_ok());
+        assert!(check_transport(sm, "DescribeSecret", &plain, public).is_ok());
+        let decrypted = Body::parse(br#"{"WithDecryption": true}"#).unwrap();
+        assert!(check_transport(Service::Ssm, "GetParameter", &decrypted, public).is_err());
+        assert!(check_transport(Service::Ssm, "GetParameter", &plain, public).is_ok());
     }
 
     #[test]

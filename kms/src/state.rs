@@ -12,6 +12,8 @@ use zeroize::Zeroizing;
 use crate::error::{KmsError, Result, StoreError};
 use crate::keyspec::KeyAttrs;
 use crate::policy::KeyPolicy;
+use crate::secrets::model::Secret;
+use crate::ssm::model::Parameter;
 
 /// A key's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,10 @@ pub(crate) struct State {
     pub(crate) principals: HashMap<String, Principal>,
     /// Grants by grant id.
     pub(crate) grants: BTreeMap<String, GrantRow>,
+    /// Secrets Manager's secrets by ARN (of every region: the ARN names it).
+    pub(crate) secrets: BTreeMap<String, Secret>,
+    /// Parameter Store's parameters by ARN.
+    pub(crate) parameters: BTreeMap<String, Parameter>,
     /// Stored rows that failed their integrity check, and why: none of them is in the maps
     /// above, and a request naming one is refused (see `App::tampered`).
     pub(crate) tampered: HashMap<RowId, Flaw>,
@@ -167,6 +173,12 @@ pub(crate) enum RowId {
     Principal(String),
     /// A `grants` row, by grant id.
     Grant(String),
+    /// A `secrets` row, by ARN.
+    Secret(String),
+    /// A `secret_versions` row, by its secret's ARN (the whole secret is set aside).
+    SecretVersion(String),
+    /// A `parameters` row, by ARN.
+    Parameter(String),
 }
 
 /// Why a stored row failed its integrity check.
@@ -192,6 +204,9 @@ impl Flaw {
             (_, RowId::Alias(_)) => "aliases",
             (_, RowId::Principal(_)) => "principals",
             (_, RowId::Grant(_)) => "grants",
+            (_, RowId::Secret(_)) => "secrets",
+            (_, RowId::SecretVersion(_)) => "secret_versions",
+            (_, RowId::Parameter(_)) => "parameters",
         }
     }
 }

@@ -158,16 +158,16 @@ pub(super) fn encrypt(mut call: Call<'_>) -> Result<Value> {
 }
 
 /// What [`open_blob`] needs to know besides the blob.
-struct Opening<'a> {
-    ec: &'a EncryptionContext,
-    key_member: &'a Member<String>,
-    key_field: &'a str,
-    action: &'a str,
-    recipient: Option<&'a Recipient>,
+pub(super) struct Opening<'a> {
+    pub(super) ec: &'a EncryptionContext,
+    pub(super) key_member: &'a Member<String>,
+    pub(super) key_field: &'a str,
+    pub(super) action: &'a str,
+    pub(super) recipient: Option<&'a Recipient>,
 }
 
 /// Opens a blob: finds its key, checks the named key if any, policy, state, context.
-fn open_blob(
+pub(super) fn open_blob(
     call: &mut Call<'_>,
     blob_bytes: &[u8],
     o: Opening<'_>,
@@ -187,8 +187,7 @@ fn open_blob(
                 .into(),
         ));
     }
-    call.app.authorize(
-        call.principal,
+    call.authorize(
         o.action,
         &key,
         attested::with_conditions(ec_conditions(o.ec), o.recipient),

@@ -22,6 +22,7 @@ mod sign;
 mod tags;
 #[cfg(test)]
 mod testkit;
+pub(crate) mod via;
 
 use serde_json::Value;
 
@@ -73,6 +74,7 @@ pub(crate) async fn dispatch(
         region,
         body,
         audit,
+        via: None,
     };
     let answer = run(op, call).await;
     match answer {

@@ -36,6 +36,9 @@ pub(super) struct Call<'a> {
     pub(super) body: Body,
     /// The audit entry for this request.
     pub(super) audit: &'a mut AuditEntry,
+    /// `kms:ViaService` when another service (Secrets Manager, Parameter Store) calls the KMS
+    /// for the caller (see `via`); `None` for a KMS request.
+    pub(super) via: Option<String>,
 }
 
 /// The input of operations that name only a key.
@@ -87,9 +90,22 @@ impl Call<'_> {
     ) -> Result<KeyRecord> {
         let key = self.app.key(key_id)?;
         self.audit.key_id = Some(key.key_id.clone());
-        self.app
-            .authorize(self.principal, action, &key, conditions)?;
+        self.authorize(action, &key, conditions)?;
         Ok(key)
+    }
+
+    /// Authorizes `action` on `key` for the caller, with `conditions` and, when another service
+    /// calls for the caller, `kms:ViaService`.
+    pub(super) fn authorize(
+        &self,
+        action: &str,
+        key: &KeyRecord,
+        mut conditions: HashMap<String, Vec<String>>,
+    ) -> Result<()> {
+        if let Some(via) = &self.via {
+            conditions.insert("kms:viaservice".into(), vec![via.clone()]);
+        }
+        self.app.authorize(self.principal, action, key, conditions)
     }
 
     /// Resolves `key_ref` in the request's region to a key's storage id, without authorizing.

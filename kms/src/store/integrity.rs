@@ -31,6 +31,12 @@ pub(crate) enum Table {
     Principals,
     /// Grants: grant id, key id, body.
     Grants,
+    /// Secrets: ARN, metadata.
+    Secrets,
+    /// Secret versions: ARN, version id, creation, sealed value.
+    SecretVersions,
+    /// Parameters: ARN, body (every version).
+    Parameters,
 }
 
 impl Table {
@@ -41,6 +47,9 @@ impl Table {
             Self::Aliases => "aliases",
             Self::Principals => "principals",
             Self::Grants => "grants",
+            Self::Secrets => "secrets",
+            Self::SecretVersions => "secret_versions",
+            Self::Parameters => "parameters",
         }
     }
 
@@ -64,6 +73,8 @@ impl Table {
             Self::Aliases => &["name", "key_id", "created_ms", "updated_ms"],
             Self::Principals => &["access_key_id", "sealed_secret", "arn", "created_ms"],
             Self::Grants => &["grant_id", "key_id", "body", "created_ms"],
+            Self::Secrets | Self::Parameters => &["arn", "body"],
+            Self::SecretVersions => &["arn", "version_id", "created_ms", "sealed"],
         }
     }
 
@@ -80,7 +91,12 @@ impl Table {
     /// principals only ever inserted.
     fn insert(self) -> String {
         let verb = match self {
-            Self::Keys | Self::Aliases | Self::Grants => "INSERT OR REPLACE",
+            Self::Keys
+            | Self::Aliases
+            | Self::Grants
+            | Self::Secrets
+            | Self::SecretVersions
+            | Self::Parameters => "INSERT OR REPLACE",
             Self::Principals => "INSERT",
         };
         let n = self.columns().len() + 1;

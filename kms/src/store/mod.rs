@@ -9,14 +9,16 @@
 //! Key, alias and principal rows carry a MAC under a key derived from the root key
 //! (`integrity.rs`): a row that fails it is not loaded but set aside in [`State::tampered`], so
 //! requests naming it are refused while the rest of the service works. The tables and their
-//! versions, and the migration of a store from before row MACs, are in `schema.rs`.
+//! versions, and the migration of a store from before row MACs, are in `schema.rs`. Secrets
+//! Manager's secrets and versions and Parameter Store's parameters are MAC'd rows too; their
+//! values are sealed by those services under KMS keys before they reach the store.
 
 mod audit_log;
 mod integrity;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,6 +34,8 @@ pub(crate) use self::writer::Writer;
 use crate::error::{Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
 use crate::rootkey::{RootKey, RootKeyFile, RowKey};
+use crate::secrets::model::{Secret, SecretMeta, SecretVersion};
+use crate::ssm::model::{Parameter, ParameterBody};
 use crate::state::{
     Alias, Flaw, GrantRow, KeyRecord, KeyState, Principal, RowId, State, material_label,
     secret_label,
@@ -165,7 +169,19 @@ impl Store {
                     });
                 }
                 let n = schema::upgrade_v1(&mut conn, root.rows())?;
-                tracing::info!(dir = %dir.display(), keys = n, "store upgraded to schema version 2 (key attributes, grants)");
+                tracing::info!(dir = %dir.display(), keys = n, "store upgraded to schema version 3 (key attributes, grants, secrets, parameters)");
+                root
+            }
+            Found::V2 => {
+                let root = existing_root_key(dir, root_key)?;
+                if !schema::root_key_matches(&conn, root.rows())? {
+                    return Err(SetupError::WrongRootKey {
+                        key: root_key.path().to_owned(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                schema::upgrade_v2(&mut conn)?;
+                tracing::info!(dir = %dir.display(), "store upgraded to schema version 3 (secrets, parameters)");
                 root
             }
             Found::Unauthenticated => {
@@ -411,6 +427,9 @@ impl Store {
             state.tampered.insert(RowId::Alias(name), flaw);
         }
 
+        load_secrets(&self.conn, rows, &mut state)?;
+        load_parameters(&self.conn, rows, &mut state)?;
+
         let principals = self.checked_principals(root)?;
         state.principals = principals
             .rows
@@ -422,6 +441,127 @@ impl Store {
         }
         Ok(state)
     }
+}
+
+/// Loads the secrets and their versions: a secret whose row or any of whose versions fails its
+/// MAC is set aside whole.
+fn load_secrets(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<()> {
+    let metas = integrity::read_table(conn, rows, Table::Secrets, |r| {
+        let arn: String = r.get(0)?;
+        let meta: SecretMeta = serde_json::from_str(&r.get::<_, String>(1)?)
+            .map_err(|_| StoreError::Corrupt("a secret's metadata does not decode"))?;
+        Ok(Secret {
+            arn,
+            meta: Arc::new(meta),
+            versions: BTreeMap::new(),
+        })
+    })?;
+    for s in metas.rows {
+        state.secrets.insert(s.arn.clone(), s);
+    }
+    for (arn, flaw) in metas.flawed {
+        state.tampered.insert(RowId::Secret(arn), flaw);
+    }
+    let versions = integrity::read_table(conn, rows, Table::SecretVersions, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            SecretVersion {
+                version_id: r.get(1)?,
+                created_ms: r.get(2)?,
+                sealed: r.get(3)?,
+            },
+        ))
+    })?;
+    for (arn, v) in versions.rows {
+        if let Some(s) = state.secrets.get_mut(&arn) {
+            s.versions.insert(v.version_id.clone(), Arc::new(v));
+        }
+    }
+    for (arn, flaw) in versions.flawed {
+        state.secrets.remove(&arn);
+        state.tampered.insert(RowId::SecretVersion(arn), flaw);
+    }
+    Ok(())
+}
+
+/// Loads the parameters.
+fn load_parameters(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<()> {
+    let params = integrity::read_table(conn, rows, Table::Parameters, |r| {
+        let arn: String = r.get(0)?;
+        let body: ParameterBody = serde_json::from_str(&r.get::<_, String>(1)?)
+            .map_err(|_| StoreError::Corrupt("a parameter does not decode"))?;
+        Ok(Parameter {
+            arn,
+            body: Arc::new(body),
+        })
+    })?;
+    for p in params.rows {
+        state.parameters.insert(p.arn.clone(), p);
+    }
+    for (arn, flaw) in params.flawed {
+        state.tampered.insert(RowId::Parameter(arn), flaw);
+    }
+    Ok(())
+}
+
+/// A secret's metadata row, inserted or replaced, with its MAC.
+fn put_secret_meta(tx: &Connection, rows: &RowKey, arn: &str, meta: &SecretMeta) -> Result<()> {
+    let body = serde_json::to_string(meta).map_err(StoreError::from)?;
+    integrity::put_row(
+        tx,
+        rows,
+        Table::Secrets,
+        vec![Value::Text(arn.to_owned()), Value::Text(body)],
+    )
+}
+
+/// A secret version row, inserted or replaced, with its MAC.
+fn put_secret_version(tx: &Connection, rows: &RowKey, arn: &str, v: &SecretVersion) -> Result<()> {
+    integrity::put_row(
+        tx,
+        rows,
+        Table::SecretVersions,
+        vec![
+            Value::Text(arn.to_owned()),
+            Value::Text(v.version_id.clone()),
+            Value::Integer(v.created_ms),
+            Value::Blob(v.sealed.clone()),
+        ],
+    )
+}
+
+fn delete_secret_version(tx: &Connection, arn: &str, version_id: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM secret_versions WHERE arn = ?1 AND version_id = ?2",
+        [arn, version_id],
+    )?;
+    Ok(())
+}
+
+fn delete_secret(tx: &Connection, arn: &str) -> Result<()> {
+    for sql in [
+        "DELETE FROM secret_versions WHERE arn = ?1",
+        "DELETE FROM secrets WHERE arn = ?1",
+    ] {
+        tx.execute(sql, [arn])?;
+    }
+    Ok(())
+}
+
+/// A parameter row, inserted or replaced, with its MAC.
+fn put_parameter(tx: &Connection, rows: &RowKey, p: &Parameter) -> Result<()> {
+    let body = serde_json::to_string(&*p.body).map_err(StoreError::from)?;
+    integrity::put_row(
+        tx,
+        rows,
+        Table::Parameters,
+        vec![Value::Text(p.arn.clone()), Value::Text(body)],
+    )
+}
+
+fn delete_parameter(tx: &Connection, arn: &str) -> Result<()> {
+    tx.execute("DELETE FROM parameters WHERE arn = ?1", [arn])?;
+    Ok(())
 }
 
 /// A key row (`SELECT` of [`Table::Keys`]' columns, in order), after its MAC verified.
@@ -597,13 +737,47 @@ mod tests {
         }
         put_alias(&store.conn, root.rows(), &alias("alias/a", "k1")).unwrap();
         put_alias(&store.conn, root.rows(), &alias("alias/b", "k2")).unwrap();
+        for arn in ["s1", "s2"] {
+            let meta = SecretMeta {
+                name: arn.into(),
+                ..SecretMeta::default()
+            };
+            put_secret_meta(&store.conn, root.rows(), arn, &meta).unwrap();
+            let v = SecretVersion {
+                version_id: format!("{arn}-v1"),
+                created_ms: 5,
+                sealed: vec![9; 40],
+            };
+            put_secret_version(&store.conn, root.rows(), arn, &v).unwrap();
+        }
+        for arn in ["p1", "p2"] {
+            let p = Parameter {
+                arn: arn.into(),
+                body: Arc::new(ParameterBody {
+                    name: arn.into(),
+                    ..ParameterBody::default()
+                }),
+            };
+            put_parameter(&store.conn, root.rows(), &p).unwrap();
+        }
         let role = store.add_principal(&root, ROLE).unwrap();
         (dir, root, store, role.access_key_id)
     }
 
     /// The first row of each table that tests tamper with, and the one that must still load.
-    fn victims(role: &str) -> [(Table, String, RowId); 3] {
+    fn victims(role: &str) -> [(Table, String, RowId); 6] {
         [
+            (Table::Secrets, "s1".into(), RowId::Secret("s2".into())),
+            (
+                Table::SecretVersions,
+                "s1".into(),
+                RowId::SecretVersion("s2".into()),
+            ),
+            (
+                Table::Parameters,
+                "p1".into(),
+                RowId::Parameter("p2".into()),
+            ),
             (Table::Keys, "k1".into(), RowId::Key("k2".into())),
             (
                 Table::Aliases,
@@ -624,6 +798,9 @@ mod tests {
             Table::Aliases => RowId::Alias(id.into()),
             Table::Principals => RowId::Principal(id.into()),
             Table::Grants => RowId::Grant(id.into()),
+            Table::Secrets => RowId::Secret(id.into()),
+            Table::SecretVersions => RowId::SecretVersion(id.into()),
+            Table::Parameters => RowId::Parameter(id.into()),
         }
     }
 
@@ -639,6 +816,13 @@ mod tests {
                 .any(|p| p.arn == root_arn(ACCOUNT)),
             RowId::Principal(id) => state.principals.contains_key(id),
             RowId::Grant(id) => state.grants.contains_key(id),
+            RowId::Secret(arn) => state.secrets.contains_key(arn),
+            // A secret is loaded with its versions or not at all.
+            RowId::SecretVersion(arn) => state
+                .secrets
+                .get(arn)
+                .is_some_and(|s| !s.versions.is_empty()),
+            RowId::Parameter(arn) => state.parameters.contains_key(arn),
         }
     }
 

@@ -11,6 +11,10 @@
 //!   each key row's version 1 MAC is checked first and only a row that verifies is MAC'd anew
 //!   (with `attrs` `{}`), so the upgrade vouches for nothing the version 1 MACs did not.
 //!
+//! - Version 3: the MAC'd `secrets`, `secret_versions` and `parameters` tables of Secrets Manager
+//!   and Parameter Store appear (new tables only: a version 2 store is brought to version 3 at
+//!   start, nothing in it re-MAC'd).
+//!
 //! A new store is made as version 0 and migrated at once, so the migration runs on every new
 //! store. An existing version 0 store is migrated only by `cloister-kms migrate`, never on its
 //! own: whoever can write the database could otherwise make it look like a version 0 store
@@ -25,7 +29,7 @@ use crate::rootkey::{RootKey, RowKey};
 use crate::state::{material_label, secret_label};
 
 /// The version this build reads and writes.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// Version 0: the tables as they were before integrity.
 const TABLES_V0: &str = "
@@ -93,6 +97,28 @@ CREATE TABLE grants (
 CREATE INDEX grants_by_key ON grants (key_id);
 ";
 
+/// Version 2 → 3: Secrets Manager's secrets and their versions, Parameter Store's parameters.
+const V2_TO_V3: &str = "
+CREATE TABLE secrets (
+    arn TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    mac BLOB
+);
+CREATE TABLE secret_versions (
+    arn TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    mac BLOB,
+    PRIMARY KEY (arn, version_id)
+);
+CREATE TABLE parameters (
+    arn TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    mac BLOB
+);
+";
+
 /// The columns of version 1's MAC'd tables, in MAC order.
 pub(super) const V1_COLUMNS: [(&str, &[&str]); 3] = [
     (
@@ -130,6 +156,8 @@ pub(super) enum Found {
     Unauthenticated,
     /// Tables of version 1 (row MACs, no key attributes or grants).
     V1,
+    /// Tables of version 2 (no secrets or parameters).
+    V2,
     /// The current version.
     Current,
     /// A version this build does not know.
@@ -148,6 +176,7 @@ pub(super) fn found(conn: &Connection) -> Result<Found> {
         (0, 0) => Found::Empty,
         (0, _) => Found::Unauthenticated,
         (1, _) => Found::V1,
+        (2, _) => Found::V2,
         (VERSION, _) => Found::Current,
         (other, _) => Found::Other(other),
     })
@@ -162,6 +191,7 @@ pub(super) fn create(conn: &mut Connection, rows: &RowKey) -> Result<()> {
         let n = to_v1(&tx, rows)?;
         debug_assert_eq!(n, 0);
         to_v2(&tx, rows)?;
+        to_v3(&tx)?;
     }
     tx.commit()?;
     Ok(())
@@ -190,7 +220,7 @@ pub(super) fn migrate(conn: &mut Connection, root: &RootKey) -> Result<Migrated>
     match found(&tx)? {
         Found::Unauthenticated => {}
         Found::Empty => return Ok(Migrated::Empty),
-        Found::Current | Found::V1 => return Ok(Migrated::Current),
+        Found::Current | Found::V1 | Found::V2 => return Ok(Migrated::Current),
         Found::Other(version) => return Ok(Migrated::Other(version)),
     }
     if !opens_a_sealed_value(&tx, root)? {
@@ -198,6 +228,7 @@ pub(super) fn migrate(conn: &mut Connection, root: &RootKey) -> Result<Migrated>
     }
     let n = to_v1(&tx, root.rows())?;
     to_v2(&tx, root.rows())?;
+    to_v3(&tx)?;
     tx.commit()?;
     Ok(Migrated::Rows(n))
 }
@@ -237,17 +268,35 @@ fn to_v1(tx: &Connection, rows: &RowKey) -> Result<usize> {
     Ok(n)
 }
 
-/// Brings a version 1 database to version 2 in one transaction (see the header): returns how
-/// many key rows verified and were MAC'd anew. Rows that did not verify keep their old MAC,
-/// which cannot verify under version 2 either, so they stay set aside.
+/// Brings a version 1 database to the current version in one transaction (see the header):
+/// returns how many key rows verified and were MAC'd anew. Rows that did not verify keep their
+/// old MAC, which cannot verify under version 2 either, so they stay set aside.
 pub(super) fn upgrade_v1(conn: &mut Connection, rows: &RowKey) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if found(&tx)? != Found::V1 {
         return Ok(0);
     }
     let n = to_v2(&tx, rows)?;
+    to_v3(&tx)?;
     tx.commit()?;
     Ok(n)
+}
+
+/// Brings a version 2 database to the current version in one transaction (new tables only).
+pub(super) fn upgrade_v2(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if found(&tx)? != Found::V2 {
+        return Ok(());
+    }
+    to_v3(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn to_v3(tx: &Connection) -> Result<()> {
+    tx.execute_batch(V2_TO_V3)?;
+    tx.pragma_update(None, "user_version", 3)?;
+    Ok(())
 }
 
 fn to_v2(tx: &Connection, rows: &RowKey) -> Result<usize> {
@@ -279,7 +328,7 @@ fn to_v2(tx: &Connection, rows: &RowKey) -> Result<usize> {
         )?;
         upgraded += 1;
     }
-    tx.pragma_update(None, "user_version", VERSION)?;
+    tx.pragma_update(None, "user_version", 2)?;
     Ok(upgraded)
 }
 

@@ -19,6 +19,8 @@ use super::audit_log::{LogHead, TreeHeads};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
+use crate::secrets::model::{SecretMeta, SecretVersion};
+use crate::ssm::model::Parameter;
 use crate::state::{Alias, GrantRow, KeyRecord};
 
 /// A key row and the sealed material versions (version, sealed bytes) written with it.
@@ -165,6 +167,70 @@ impl Writer {
     pub(crate) async fn delete_grant(&self, grant_id: String) -> Result<()> {
         self.write(move |tx, _| super::delete_grant(tx, &grant_id))
             .await
+    }
+
+    /// Stores a key row with its first material and an alias naming it, all or none (an AWS
+    /// managed key made on first use); resolves when durable.
+    pub(crate) async fn put_key_with_alias(&self, key: KeyRows, alias: Alias) -> Result<()> {
+        let rows = self.rows.clone();
+        self.write(move |tx, _| {
+            let (key, materials) = &key;
+            super::put_key(tx, &rows, key)?;
+            for (version, sealed) in materials {
+                super::put_material(tx, &key.key_id, *version, sealed)?;
+            }
+            super::put_alias(tx, &rows, &alias)
+        })
+        .await
+    }
+
+    /// Stores a secret's metadata row, its new versions, and removes the versions named, all or
+    /// none; resolves when durable.
+    pub(crate) async fn put_secret(
+        &self,
+        arn: String,
+        meta: Arc<SecretMeta>,
+        new_versions: Vec<Arc<SecretVersion>>,
+        removed_versions: Vec<String>,
+    ) -> Result<()> {
+        let rows = self.rows.clone();
+        self.write(move |tx, _| {
+            super::put_secret_meta(tx, &rows, &arn, &meta)?;
+            for v in &new_versions {
+                super::put_secret_version(tx, &rows, &arn, v)?;
+            }
+            for id in &removed_versions {
+                super::delete_secret_version(tx, &arn, id)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a secret with every version; resolves when durable.
+    pub(crate) async fn delete_secret(&self, arn: String) -> Result<()> {
+        self.write(move |tx, _| super::delete_secret(tx, &arn))
+            .await
+    }
+
+    /// Stores parameters (created or replaced) and deletes the ARNs named, all or none;
+    /// resolves when durable.
+    pub(crate) async fn put_parameters(
+        &self,
+        put: Vec<Parameter>,
+        deleted: Vec<String>,
+    ) -> Result<()> {
+        let rows = self.rows.clone();
+        self.write(move |tx, _| {
+            for p in &put {
+                super::put_parameter(tx, &rows, p)?;
+            }
+            for arn in &deleted {
+                super::delete_parameter(tx, arn)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a key with its material, aliases and grants; resolves when durable.
