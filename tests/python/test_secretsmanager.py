@@ -477,3 +477,14 @@ def test_changing_the_key_reencrypts_the_labelled_versions(kms, sm):
     # New versions use the new key.
     v4 = sm.put_secret_value(SecretId=n, SecretString="four")["VersionId"]
     assert sm.get_secret_value(SecretId=n, VersionId=v4)["SecretString"] == "four"
+
+
+def test_get_random_password(sm):
+    p = sm.get_random_password(PasswordLength=40, ExcludeCharacters="abc", ExcludePunctuation=True)["RandomPassword"]
+    assert len(p) == 40 and p.isalnum() and not set("abc") & set(p)
+    assert any(c.islower() for c in p) and any(c.isupper() for c in p) and any(c.isdigit() for c in p)
+    assert sm.get_random_password()["RandomPassword"] != sm.get_random_password()["RandomPassword"]
+    with pytest.raises(ClientError) as e:
+        sm.get_random_password(ExcludeLowercase=True, ExcludeUppercase=True, ExcludeNumbers=True,
+                               ExcludePunctuation=True)
+    assert err(e) == ("InvalidParameterException", 400)

@@ -7,7 +7,7 @@
 //!
 //! Modules: `names` (names, ARNs, `SecretId`), `envelope` (sealing a value), `versions`
 //! (staging labels), `common` (what operations share), `values` (operations on values),
-//! `list` (filters, paging, metadata answers), `manage` (operations on metadata).
+//! `list` (filters, paging, metadata answers), `manage` (operations on metadata), `password` (GetRandomPassword).
 //!
 //! Authorization: cloister-kms has no IAM. The KMS key policy decides every use of a value
 //! (writes need `kms:GenerateDataKey`, reads `kms:Decrypt`, for the caller through
@@ -20,6 +20,7 @@ mod list;
 mod manage;
 pub(crate) mod model;
 mod names;
+mod password;
 mod values;
 mod versions;
 
@@ -47,6 +48,7 @@ pub(crate) async fn dispatch(op: &str, call: ViaCall<'_>) -> Result<Value> {
         "TagResource" => manage::tag_resource(call).await,
         "UntagResource" => manage::untag_resource(call).await,
         "RotateSecret" => manage::rotate_secret(call),
+        "GetRandomPassword" => password::get_random_password(call),
         _ => Err(unknown(op)),
     }
 }
@@ -55,7 +57,7 @@ pub(crate) async fn dispatch(op: &str, call: ViaCall<'_>) -> Result<Value> {
 pub(crate) fn returns_plaintext(op: &str, body: &Body) -> bool {
     match op {
         "GetSecretValue" => !body.has("Recipient"),
-        "BatchGetSecretValue" => true,
+        "BatchGetSecretValue" | "GetRandomPassword" => true,
         _ => false,
     }
 }
@@ -82,6 +84,7 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
         "TagResource" => body.decode::<manage::TagInputs>().map(drop),
         "UntagResource" => body.decode::<manage::UntagInput>().map(drop),
         "RotateSecret" => body.decode::<manage::RotateInput>().map(drop),
+        "GetRandomPassword" => body.decode::<password::PasswordInput>().map(drop),
         _ => Err(unknown(op)),
     }
 }
