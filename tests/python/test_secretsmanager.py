@@ -488,3 +488,16 @@ def test_get_random_password(sm):
         sm.get_random_password(ExcludeLowercase=True, ExcludeUppercase=True, ExcludeNumbers=True,
                                ExcludePunctuation=True)
     assert err(e) == ("InvalidParameterException", 400)
+
+
+def test_operations_left_out_say_so(sm):
+    n = name()
+    sm.create_secret(Name=n)
+    for call in (lambda: sm.get_resource_policy(SecretId=n),
+                 lambda: sm.put_resource_policy(SecretId=n, ResourcePolicy="{}"),
+                 lambda: sm.replicate_secret_to_regions(SecretId=n, AddReplicaRegions=[{"Region": "eu-west-1"}]),
+                 lambda: sm.cancel_rotate_secret(SecretId=n)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert err(e) == ("InvalidRequestException", 400)
+        assert "not supported by cloister-kms" in e.value.response["Error"]["Message"]

@@ -62,8 +62,30 @@ pub(crate) fn returns_plaintext(op: &str, body: &Body) -> bool {
     }
 }
 
-/// The answer to an operation this service does not run.
+/// Secrets Manager operations cloister-kms does not run: resource policies (it has no IAM;
+/// the KMS key policy is what guards a secret's value), replication to other regions, and
+/// rotation (see RotateSecret).
+const NOT_SUPPORTED: [&str; 8] = [
+    "GetResourcePolicy",
+    "PutResourcePolicy",
+    "DeleteResourcePolicy",
+    "ValidateResourcePolicy",
+    "ReplicateSecretToRegions",
+    "RemoveRegionsFromReplication",
+    "StopReplicationToReplica",
+    "CancelRotateSecret",
+];
+
+/// The answer to an operation this service does not run: InvalidRequestException naming the
+/// reason for an AWS operation it leaves out (so a user learns it is known, not misspelt),
+/// UnknownOperationException for anything else.
 fn unknown(op: &str) -> KmsError {
+    if NOT_SUPPORTED.contains(&op) {
+        return crate::error::SecretsError::InvalidRequest(format!(
+            "{op} is not supported by cloister-kms: it has no resource policies (the KMS key policy guards a secret's value), no replication and no rotation"
+        ))
+        .into();
+    }
     KmsError::UnknownOperation(format!("Unknown operation secretsmanager.{op}"))
 }
 
