@@ -192,12 +192,42 @@ fn an_enclave_only_secret_reaches_only_the_attested_enclave_wrapped_to_its_key()
         "{refused}"
     );
 
+    // A plain read of a secret under the AWS managed key is audited with its ARN and version
+    // (and no PCR0).
+    let (status, plain) = sm(
+        &addr,
+        &admin,
+        "CreateSecret",
+        json!({"Name": "app/plain", "SecretString": "p"}),
+    );
+    assert_eq!(status, 200, "{plain}");
+    let (status, read) = sm(
+        &addr,
+        &admin,
+        "GetSecretValue",
+        json!({"SecretId": "app/plain"}),
+    );
+    assert_eq!((status, read["SecretString"].as_str()), (200, Some("p")));
+
     // The release is audited: operation, caller, secret, version, PCR0.
-    let audit = server.audit_tail(30);
+    let audit = server.audit_tail(40);
+    let plain_read = audit
+        .iter()
+        .map(|e| &e["entry"])
+        .rfind(|e| e["operation"] == "secretsmanager:GetSecretValue")
+        .unwrap();
+    assert_eq!(plain_read["outcome"], "ok");
+    assert_eq!(plain_read["resource_arn"], plain["ARN"]);
+    assert_eq!(plain_read["resource_version"], plain["VersionId"]);
+    assert!(plain_read.get("pcr0").is_none());
     let released: Vec<&Value> = audit
         .iter()
         .map(|e| &e["entry"])
-        .filter(|e| e["operation"] == "secretsmanager:GetSecretValue" && e["outcome"] == "ok")
+        .filter(|e| {
+            e["operation"] == "secretsmanager:GetSecretValue"
+                && e["outcome"] == "ok"
+                && e.get("pcr0").is_some()
+        })
         .collect();
     assert_eq!(released.len(), 2, "{audit:?}");
     let first = released[0];
