@@ -296,13 +296,38 @@ pub(crate) fn metadata(s: &Secret, stages_member: &str) -> Value {
     out
 }
 
+/// ListSecrets's input, checked.
+pub(crate) struct ListRequest<'a> {
+    include_deleted: bool,
+    limit: i64,
+    next: Option<&'a str>,
+    filters: Vec<Filter>,
+    desc: bool,
+}
+
+impl ListSecretsInput {
+    /// Checks every member.
+    pub(crate) fn parse(&self) -> Result<ListRequest<'_>> {
+        let i = self;
+        Ok(ListRequest {
+            include_deleted: i.include_planned_deletion.flag("IncludePlannedDeletion")?,
+            limit: i.max_results.int_in("MaxResults", 1, 100)?.unwrap_or(100),
+            next: next_token(&i.next_token)?,
+            filters: filters(&i.filters)?.unwrap_or_default(),
+            desc: i.sort_order.one_of("SortOrder", &["asc", "desc"])? == Some("desc"),
+        })
+    }
+}
+
 pub(crate) fn list_secrets(call: ViaCall<'_>) -> Result<Value> {
     let i: ListSecretsInput = call.input()?;
-    let include_deleted = i.include_planned_deletion.flag("IncludePlannedDeletion")?;
-    let limit = i.max_results.int_in("MaxResults", 1, 100)?.unwrap_or(100);
-    let next = next_token(&i.next_token)?;
-    let filters = filters(&i.filters)?.unwrap_or_default();
-    let desc = i.sort_order.one_of("SortOrder", &["asc", "desc"])? == Some("desc");
+    let ListRequest {
+        include_deleted,
+        limit,
+        next,
+        filters,
+        desc,
+    } = i.parse()?;
     let mut all = matching(&call, &filters, include_deleted);
     if desc {
         all.reverse();

@@ -89,24 +89,119 @@ fn unknown(op: &str) -> KmsError {
     KmsError::UnknownOperation(format!("Unknown operation secretsmanager.{op}"))
 }
 
-/// Decodes `body` as operation `op`'s typed input, as the server would before running it.
+/// Decodes `body` as operation `op`'s typed input, as the server would before running it, and
+/// for the operations that write or read values, checks every member that needs no secret.
 pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
     let body = Body::parse(body)?;
     match op {
-        "CreateSecret" => body.decode::<values::CreateSecretInput>().map(drop),
-        "GetSecretValue" => body.decode::<values::GetSecretValueInput>().map(drop),
+        "CreateSecret" => body
+            .decode::<values::CreateSecretInput>()?
+            .parse()
+            .map(drop),
+        "GetSecretValue" => body
+            .decode::<values::GetSecretValueInput>()?
+            .parse()
+            .map(drop),
         "BatchGetSecretValue" => body.decode::<values::BatchGetSecretValueInput>().map(drop),
-        "PutSecretValue" => body.decode::<values::PutSecretValueInput>().map(drop),
-        "UpdateSecret" => body.decode::<values::UpdateSecretInput>().map(drop),
+        "PutSecretValue" => body
+            .decode::<values::PutSecretValueInput>()?
+            .parse()
+            .map(drop),
+        "UpdateSecret" => body
+            .decode::<values::UpdateSecretInput>()?
+            .parse()
+            .map(drop),
         "UpdateSecretVersionStage" => body.decode::<manage::UpdateStageInput>().map(drop),
         "DescribeSecret" | "RestoreSecret" => body.decode::<manage::SecretIdInput>().map(drop),
-        "ListSecrets" => body.decode::<list::ListSecretsInput>().map(drop),
+        "ListSecrets" => body.decode::<list::ListSecretsInput>()?.parse().map(drop),
         "ListSecretVersionIds" => body.decode::<manage::ListVersionsInput>().map(drop),
         "DeleteSecret" => body.decode::<manage::DeleteSecretInput>().map(drop),
         "TagResource" => body.decode::<manage::TagInputs>().map(drop),
         "UntagResource" => body.decode::<manage::UntagInput>().map(drop),
         "RotateSecret" => body.decode::<manage::RotateInput>().map(drop),
-        "GetRandomPassword" => body.decode::<password::PasswordInput>().map(drop),
+        "GetRandomPassword" => body.decode::<password::PasswordInput>()?.parse().map(drop),
         _ => Err(unknown(op)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_checks_what_needs_no_secret() {
+        let ok: &[(&str, &str)] = &[
+            ("CreateSecret", r#"{"Name": "a/b", "SecretString": "x"}"#),
+            (
+                "GetSecretValue",
+                r#"{"SecretId": "a", "VersionStage": "AWSPREVIOUS"}"#,
+            ),
+            (
+                "PutSecretValue",
+                r#"{"SecretId": "a", "SecretBinary": "AAE="}"#,
+            ),
+            ("UpdateSecret", r#"{"SecretId": "a", "KmsKeyId": ""}"#),
+            (
+                "ListSecrets",
+                r#"{"Filters": [{"Key": "name", "Values": ["!a"]}]}"#,
+            ),
+            ("GetRandomPassword", r#"{"PasswordLength": 8}"#),
+            ("DescribeSecret", r#"{"SecretId": "a"}"#),
+        ];
+        for (op, body) in ok {
+            decode(op, body.as_bytes()).unwrap_or_else(|e| panic!("{op}: {e}"));
+        }
+        let refused: &[(&str, &str, &str)] = &[
+            (
+                "CreateSecret",
+                r#"{"Name": "a b"}"#,
+                "InvalidParameterException",
+            ),
+            (
+                "CreateSecret",
+                r#"{"Name": "a", "SecretString": "x", "SecretBinary": "AA=="}"#,
+                "InvalidParameterException",
+            ),
+            (
+                "GetSecretValue",
+                r#"{"SecretId": "a", "VersionId": "short"}"#,
+                "ValidationException",
+            ),
+            (
+                "GetSecretValue",
+                r#"{"SecretId": "a", "Recipient": []}"#,
+                "SerializationException",
+            ),
+            (
+                "PutSecretValue",
+                r#"{"SecretId": "a"}"#,
+                "InvalidParameterException",
+            ),
+            (
+                "PutSecretValue",
+                r#"{"SecretString": "x"}"#,
+                "ValidationException",
+            ),
+            (
+                "ListSecrets",
+                r#"{"MaxResults": 101}"#,
+                "ValidationException",
+            ),
+            (
+                "GetRandomPassword",
+                r#"{"PasswordLength": 0}"#,
+                "ValidationException",
+            ),
+            ("DescribeSecret", "[]", "SerializationException"),
+            ("Nope", "{}", "UnknownOperationException"),
+            ("PutResourcePolicy", "{}", "InvalidRequestException"),
+        ];
+        for (op, body, code) in refused {
+            assert_eq!(
+                decode(op, body.as_bytes()).unwrap_err().aws_name(),
+                *code,
+                "{op} {body}"
+            );
+        }
     }
 }

@@ -102,19 +102,26 @@ fn generate(classes: &[Vec<char>], len: usize, each: bool) -> Result<Zeroizing<S
     Ok(Zeroizing::new(chars.iter().collect()))
 }
 
+impl PasswordInput {
+    /// Checks every member: (length, character classes, one of each class).
+    pub(crate) fn parse(&self) -> Result<(usize, Vec<Vec<char>>, bool)> {
+        let len = self
+            .password_length
+            .int_in("PasswordLength", 1, 4096)?
+            .unwrap_or(32);
+        let len = usize::try_from(len).unwrap_or(32);
+        let classes = classes(self)?;
+        // The default is to require every included type.
+        let each = match &self.require_each_included_type {
+            Member::Absent => true,
+            m => m.flag("RequireEachIncludedType")?,
+        };
+        Ok((len, classes, each))
+    }
+}
+
 pub(crate) fn get_random_password(call: ViaCall<'_>) -> Result<Value> {
-    let i: PasswordInput = call.input()?;
-    let len = i
-        .password_length
-        .int_in("PasswordLength", 1, 4096)?
-        .unwrap_or(32);
-    let len = usize::try_from(len).unwrap_or(32);
-    let classes = classes(&i)?;
-    // The default is to require every included type.
-    let each = match &i.require_each_included_type {
-        Member::Absent => true,
-        m => m.flag("RequireEachIncludedType")?,
-    };
+    let (len, classes, each) = call.input::<PasswordInput>()?.parse()?;
     if classes.is_empty() {
         return Err(SecretsError::InvalidParameter(
             "The password cannot be generated: every character is excluded.".into(),

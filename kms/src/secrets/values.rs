@@ -143,30 +143,63 @@ fn pruned(meta: &SecretMeta, s: Option<&Secret>, new: &SecretVersion) -> Result<
     })
 }
 
-pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
-    let i: CreateSecretInput = call.input()?;
-    let name = i.name.required("Name", names::MAX_NAME)?.to_owned();
-    names::check_name(&name)?;
-    let token = version_token(&i.client_request_token)?;
-    let description = text_max(
-        &i.description,
-        "Description",
-        "description",
-        MAX_DESCRIPTION,
-    )?
-    .map(str::to_owned);
-    let kms_key_id = text_max(&i.kms_key_id, "KmsKeyId", "kmsKeyId", MAX_KMS_KEY_ID)?
-        .filter(|k| !k.is_empty())
+/// CreateSecret's input, checked.
+pub(crate) struct CreateRequest {
+    name: String,
+    token: String,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+    value: Option<SecretValue>,
+    tags: Vec<(String, String)>,
+}
+
+impl CreateSecretInput {
+    /// Checks every member, in AWS's order (what needs no secret or key).
+    pub(crate) fn parse(&self) -> Result<CreateRequest> {
+        let i = self;
+        let name = i.name.required("Name", names::MAX_NAME)?.to_owned();
+        names::check_name(&name)?;
+        let token = version_token(&i.client_request_token)?;
+        let description = text_max(
+            &i.description,
+            "Description",
+            "description",
+            MAX_DESCRIPTION,
+        )?
         .map(str::to_owned);
-    let value = common::value(&i.secret_string, &i.secret_binary)?;
-    let tags = common::tags(&i.tags)?;
-    check_tag_count(&tags)?;
-    if !matches!(i.add_replica_regions, Member::Absent) {
-        return Err(SecretsError::InvalidRequest(
-            "cloister-kms does not replicate secrets to other regions (AddReplicaRegions)".into(),
-        )
-        .into());
+        let kms_key_id = text_max(&i.kms_key_id, "KmsKeyId", "kmsKeyId", MAX_KMS_KEY_ID)?
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned);
+        let value = common::value(&i.secret_string, &i.secret_binary)?;
+        let tags = common::tags(&i.tags)?;
+        check_tag_count(&tags)?;
+        if !matches!(i.add_replica_regions, Member::Absent) {
+            return Err(SecretsError::InvalidRequest(
+                "cloister-kms does not replicate secrets to other regions (AddReplicaRegions)"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(CreateRequest {
+            name,
+            token,
+            description,
+            kms_key_id,
+            value,
+            tags,
+        })
     }
+}
+
+pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
+    let CreateRequest {
+        name,
+        token,
+        description,
+        kms_key_id,
+        value,
+        tags,
+    } = call.input::<CreateSecretInput>()?.parse()?;
     let key_ref = match &value {
         Some(_) => Some(common::sealing_key(&mut call, kms_key_id.as_deref()).await?),
         None => None,
@@ -282,35 +315,60 @@ async fn add_version(
     Ok((stored, true))
 }
 
-pub(crate) async fn put_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
-    let i: PutSecretValueInput = call.input()?;
-    let token = version_token(&i.client_request_token)?;
-    let labels = match &i.version_stages {
-        Member::Absent => None,
-        Member::Mistyped => {
-            return Err(KmsError::Serialization(
-                "VersionStages must be a list of strings".into(),
+/// PutSecretValue's input, checked.
+pub(crate) struct PutRequest {
+    token: String,
+    labels: Option<Vec<String>>,
+    value: SecretValue,
+}
+
+impl PutSecretValueInput {
+    /// Checks every member but the secret's existence.
+    pub(crate) fn parse(&self) -> Result<PutRequest> {
+        let i = self;
+        i.secret_id.required("SecretId", names::MAX_SECRET_ID)?;
+        let token = version_token(&i.client_request_token)?;
+        let labels = match &i.version_stages {
+            Member::Absent => None,
+            Member::Mistyped => {
+                return Err(KmsError::Serialization(
+                    "VersionStages must be a list of strings".into(),
+                ));
+            }
+            Member::Given(l) => {
+                versions::check_labels(l)?;
+                Some(l.clone())
+            }
+        };
+        if let Some(t) = i.rotation_token.text("RotationToken")?
+            && (t.len() < 36
+                || t.len() > 256
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(KmsError::validation(
+                "Value at 'rotationToken' failed to satisfy constraint: Member must have length between 36 and 256 and satisfy regular expression pattern: ^[a-zA-Z0-9\\-]+$",
             ));
         }
-        Member::Given(l) => {
-            versions::check_labels(l)?;
-            Some(l.clone())
-        }
-    };
-    if let Some(t) = i.rotation_token.text("RotationToken")?
-        && (t.len() < 36
-            || t.len() > 256
-            || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    {
-        return Err(KmsError::validation(
-            "Value at 'rotationToken' failed to satisfy constraint: Member must have length between 36 and 256 and satisfy regular expression pattern: ^[a-zA-Z0-9\\-]+$",
-        ));
+        let value = common::value(&i.secret_string, &i.secret_binary)?.ok_or_else(|| {
+            KmsError::from(SecretsError::InvalidParameter(
+                "You must provide either SecretString or SecretBinary.".into(),
+            ))
+        })?;
+        Ok(PutRequest {
+            token,
+            labels,
+            value,
+        })
     }
-    let value = common::value(&i.secret_string, &i.secret_binary)?.ok_or_else(|| {
-        KmsError::from(SecretsError::InvalidParameter(
-            "You must provide either SecretString or SecretBinary.".into(),
-        ))
-    })?;
+}
+
+pub(crate) async fn put_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
+    let i: PutSecretValueInput = call.input()?;
+    let PutRequest {
+        token,
+        labels,
+        value,
+    } = i.parse()?;
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
     let (s, _) = add_version(
@@ -331,20 +389,49 @@ pub(crate) async fn put_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
     }))
 }
 
+/// UpdateSecret's input, checked.
+pub(crate) struct UpdateRequest {
+    token: String,
+    description: Option<String>,
+    /// `Some(None)`: back to the AWS managed key.
+    kms_key_id: Option<Option<String>>,
+    value: Option<SecretValue>,
+}
+
+impl UpdateSecretInput {
+    /// Checks every member but the secret's existence.
+    pub(crate) fn parse(&self) -> Result<UpdateRequest> {
+        let i = self;
+        i.secret_id.required("SecretId", names::MAX_SECRET_ID)?;
+        let token = version_token(&i.client_request_token)?;
+        let description = text_max(
+            &i.description,
+            "Description",
+            "description",
+            MAX_DESCRIPTION,
+        )?
+        .map(str::to_owned);
+        // An empty KmsKeyId goes back to the AWS managed key.
+        let kms_key_id = text_max(&i.kms_key_id, "KmsKeyId", "kmsKeyId", MAX_KMS_KEY_ID)?
+            .map(|k| (!k.is_empty()).then(|| k.to_owned()));
+        let value = common::value(&i.secret_string, &i.secret_binary)?;
+        Ok(UpdateRequest {
+            token,
+            description,
+            kms_key_id,
+            value,
+        })
+    }
+}
+
 pub(crate) async fn update_secret(mut call: ViaCall<'_>) -> Result<Value> {
     let i: UpdateSecretInput = call.input()?;
-    let token = version_token(&i.client_request_token)?;
-    let description = text_max(
-        &i.description,
-        "Description",
-        "description",
-        MAX_DESCRIPTION,
-    )?
-    .map(str::to_owned);
-    // An empty KmsKeyId goes back to the AWS managed key.
-    let kms_key_id = text_max(&i.kms_key_id, "KmsKeyId", "kmsKeyId", MAX_KMS_KEY_ID)?
-        .map(|k| (!k.is_empty()).then(|| k.to_owned()));
-    let value = common::value(&i.secret_string, &i.secret_binary)?;
+    let UpdateRequest {
+        token,
+        description,
+        kms_key_id,
+        value,
+    } = i.parse()?;
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
     let change = |m: &mut SecretMeta| {
@@ -506,14 +593,24 @@ fn read(
     Ok(out)
 }
 
+impl GetSecretValueInput {
+    /// Checks every member but the secret's existence and the attestation document:
+    /// (`VersionId`, `VersionStage`).
+    pub(crate) fn parse(&self) -> Result<(Option<&str>, Option<&str>)> {
+        self.secret_id.required("SecretId", names::MAX_SECRET_ID)?;
+        let version = version_id(&self.version_id, "VersionId", "versionId")?;
+        let stage = self.version_stage.text("VersionStage")?;
+        if let Some(l) = stage {
+            versions::check_label(l, "versionStage")?;
+        }
+        self.recipient.structure("Recipient")?;
+        Ok((version, stage))
+    }
+}
+
 pub(crate) fn get_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
     let i: GetSecretValueInput = call.input()?;
-    let version = version_id(&i.version_id, "VersionId", "versionId")?;
-    let stage = i.version_stage.text("VersionStage")?;
-    if let Some(l) = stage {
-        versions::check_label(l, "versionStage")?;
-    }
-    i.recipient.structure("Recipient")?;
+    let (version, stage) = i.parse()?;
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
     let v = chosen_version(&s, version, stage)?;
