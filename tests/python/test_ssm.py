@@ -321,6 +321,21 @@ def test_securestring_is_a_kms_ciphertext_under_the_parameter_arn(ssm, kms):
     assert by_path[0]["Value"] == "correct horse"
 
 
+def test_securestrings_stop_at_4096_bytes_in_either_tier(ssm, kms):
+    """AWS envelope-encrypts larger Advanced SecureStrings with the Encryption SDK; cloister keeps
+    every SecureString as one KMS ciphertext that KMS Decrypt opens, so it refuses them (a
+    documented difference). Advanced String values still reach 8192 bytes."""
+    resp = refused(ssm.put_parameter, "ValidationException", Name="/t17/big", Value="x" * 4097,
+                   Type="SecureString", Tier="Advanced")
+    assert "4096" in resp["Error"]["Message"]
+    refused(ssm.get_parameter, "ParameterNotFound", Name="/t17/big")
+    top = "y" * 4096
+    ssm.put_parameter(Name="/t17/edge", Value=top, Type="SecureString", Tier="Advanced")
+    assert ssm.get_parameter(Name="/t17/edge", WithDecryption=True)["Parameter"]["Value"] == top
+    ssm.put_parameter(Name="/t17/text", Value="z" * 8192, Type="String", Tier="Advanced")
+    assert len(ssm.get_parameter(Name="/t17/text")["Parameter"]["Value"]) == 8192
+
+
 def test_securestring_under_the_aws_managed_key(ssm, kms):
     name = "/t10/managed"
     ssm.put_parameter(Name=name, Value="m4naged", Type="SecureString")

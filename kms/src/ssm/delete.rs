@@ -34,20 +34,23 @@ pub(super) fn parse_many(i: &DeleteManyInput) -> Result<Vec<String>> {
     Ok(list.clone())
 }
 
-/// The ARN `given` names, if a parameter is stored under it.
-fn stored(call: &ViaCall<'_>, given: &str) -> Result<Option<String>> {
+/// The ARN `given` names and its latest version, if a parameter is stored under it.
+fn stored(call: &ViaCall<'_>, given: &str) -> Result<Option<(String, Option<u64>)>> {
     let Some(r) = names::reference(given, call.region, &call.app.cfg.account, false) else {
         return Ok(None);
     };
-    Ok(find(call, &r.arn)?.map(|p| p.arn))
+    Ok(find(call, &r.arn)?.map(|p| {
+        let latest = p.body.versions.last().map(|v| v.version);
+        (p.arn, latest)
+    }))
 }
 
 pub(super) async fn delete_parameter(mut call: ViaCall<'_>) -> Result<Value> {
     let given = parse_one(&call.input()?)?;
     let _guard = call.app.mutate.lock().await;
-    let arn = stored(&call, &given)?
+    let (arn, latest) = stored(&call, &given)?
         .ok_or_else(|| SsmError::ParameterNotFound(format!("Parameter {given} not found.")))?;
-    audit(&mut call, &arn, None);
+    audit(&mut call, &arn, latest);
     call.app
         .writer
         .put_parameters(Vec::new(), vec![arn.clone()])
@@ -66,8 +69,8 @@ pub(super) async fn delete_parameters(mut call: ViaCall<'_>) -> Result<Value> {
     let mut arns = Vec::new();
     for name in &given {
         match stored(&call, name)? {
-            Some(arn) if !arns.contains(&arn) => {
-                audit(&mut call, &arn, None);
+            Some((arn, latest)) if !arns.contains(&arn) => {
+                audit(&mut call, &arn, latest);
                 arns.push(arn);
                 deleted.push(name.clone());
             }

@@ -4,8 +4,10 @@
 //! KMS Encrypt for the caller through Parameter Store, under `KeyId` (default: the AWS managed
 //! key `alias/aws/ssm`) with `{"PARAMETER_ARN": arn}`; only the ciphertext is stored.
 //!
-//! Deviations, documented: Advanced values above 4096 bytes are stored as one KMS ciphertext
-//! too (AWS envelope-encrypts them with the Encryption SDK); an overwrite without `KeyId` keeps
+//! Deviations, documented: a SecureString value is at most 4096 bytes, whatever its tier (AWS
+//! envelope-encrypts larger Advanced values with the Encryption SDK; cloister keeps every
+//! SecureString as one KMS ciphertext, which KMS Decrypt opens only up to its 6144-byte
+//! ciphertext bound, and which is what an enclave opens with a `Recipient`); an overwrite without `KeyId` keeps
 //! the previous version's key (so a value under an enclave-only key does not silently move to
 //! the managed key); parameter policies (`Policies`) are refused.
 
@@ -24,6 +26,8 @@ use crate::store::now_ms;
 
 /// Versions kept per parameter.
 const MAX_VERSIONS: usize = 100;
+/// Largest SecureString value, bytes: what KMS Encrypt takes.
+const MAX_SECURE: usize = 4096;
 /// The AWS managed key's alias.
 const MANAGED_KEY: &str = "alias/aws/ssm";
 
@@ -212,6 +216,11 @@ fn plan(put: &Put, existing: Option<&Parameter>) -> Result<Plan> {
         .clone()
         .or_else(|| latest.and_then(|l| l.allowed_pattern.clone()));
     values::check_value(&put.value, allowed_pattern.as_deref())?;
+    if kind == ParameterType::SecureString && put.value.len() > MAX_SECURE {
+        return Err(KmsError::Validation(format!(
+            "cloister-kms stores a SecureString value as one KMS ciphertext, so at most {MAX_SECURE} bytes in either tier (AWS envelope-encrypts larger Advanced values with the Encryption SDK); store a larger value as several parameters."
+        )));
+    }
     let tier = values::tier(
         put.tier.as_deref(),
         latest.map(|l| l.tier.as_str()).filter(|t| !t.is_empty()),
