@@ -275,6 +275,11 @@ def test_value_type_tier_and_name_rules(ssm):
             Tier="Advanced")
     refused(ssm.put_parameter, "HierarchyLevelLimitExceededException", Name="/l" * 16, Value="x", Type="String")
     refused(ssm.put_parameter, "ValidationException", Name="/t9/bad name", Value="x", Type="String")
+    refused(ssm.get_parameter, "ValidationException", Name="/t9/bad name")
+    refused(ssm.delete_parameter, "ValidationException", Name="/t9/bad name")
+    # Spaces around a name are trimmed, as AWS does.
+    assert ssm.put_parameter(Name=" /t9/trimmed ", Value="x", Type="String")["Version"] == 1
+    assert ssm.get_parameter(Name="/t9/trimmed")["Parameter"]["Name"] == "/t9/trimmed"
     refused(ssm.put_parameter, "ValidationException", Name="t9/relative", Value="x", Type="String")
     refused(ssm.put_parameter, "ValidationException", Name="ssm-reserved", Value="x", Type="String")
     refused(ssm.put_parameter, "AccessDeniedException", Name="/aws/reserved/x", Value="x", Type="String")

@@ -25,12 +25,17 @@ pub(super) struct DeleteManyInput {
 }
 
 pub(super) fn parse_one(i: &DeleteInput) -> Result<String> {
-    Ok(i.name.required("Name", 2048)?.to_owned())
+    let name = i.name.required("Name", 2048)?;
+    names::check_spaces(name)?;
+    Ok(name.to_owned())
 }
 
 pub(super) fn parse_many(i: &DeleteManyInput) -> Result<Vec<String>> {
     let list = sized_list(&i.names, "Names", "names", 10)?;
     super::names_in(list, "names")?;
+    for n in list {
+        names::check_spaces(n)?;
+    }
     Ok(list.clone())
 }
 

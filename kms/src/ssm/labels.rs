@@ -37,6 +37,7 @@ pub(super) struct Labelling {
 /// Checks the input; `unlabel` requires `ParameterVersion`.
 pub(super) fn parse(i: &LabelInput, unlabel: bool) -> Result<Labelling> {
     let name = i.name.required("Name", 2048)?.to_owned();
+    names::check_spaces(&name)?;
     let version = i
         .parameter_version
         .int_in("ParameterVersion", 1, i64::MAX)?

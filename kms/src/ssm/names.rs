@@ -39,6 +39,17 @@ pub(super) fn trim(name: &str) -> &str {
     name.trim_matches(' ')
 }
 
+/// A name given to read, label or delete a parameter: spaces between its characters are
+/// refused (ValidationException), as AWS documents for every operation taking names.
+pub(super) fn check_spaces(given: &str) -> Result<()> {
+    if trim(given).contains(' ') {
+        return Err(KmsError::Validation(format!(
+            "Parameter name {given} is not valid: parameter names can't contain spaces."
+        )));
+    }
+    Ok(())
+}
+
 /// PutParameter's checks of a new parameter's name (already trimmed).
 pub(super) fn check_name(name: &str, region: &str, account: &str) -> Result<()> {
     if name.is_empty() || !name.chars().all(name_char) {
@@ -270,6 +281,12 @@ mod tests {
         assert!(under("/a/b/c", "/a", true) && !under("/ab", "/a", true));
         assert!(under("plain", "/", false) && !under("/a/b", "/", false));
         assert!(under("/a/b", "/", true));
+    }
+
+    #[test]
+    fn names_to_read_may_not_hold_spaces() {
+        check_spaces(" /a/b ").unwrap();
+        assert_eq!(code(check_spaces("/a b")), "ValidationException");
     }
 
     #[test]

@@ -54,15 +54,17 @@ pub(super) struct HistoryInput {
 }
 
 pub(super) fn parse_get(i: &GetInput) -> Result<(String, bool)> {
-    Ok((
-        i.name.required("Name", 2048)?.to_owned(),
-        i.with_decryption.flag("WithDecryption")?,
-    ))
+    let name = i.name.required("Name", 2048)?;
+    names::check_spaces(name)?;
+    Ok((name.to_owned(), i.with_decryption.flag("WithDecryption")?))
 }
 
 pub(super) fn parse_get_many(i: &GetManyInput) -> Result<(Vec<String>, bool)> {
     let list = sized_list(&i.names, "Names", "names", 10)?;
     super::names_in(list, "names")?;
+    for n in list {
+        names::check_spaces(n)?;
+    }
     Ok((list.clone(), i.with_decryption.flag("WithDecryption")?))
 }
 
@@ -91,8 +93,10 @@ pub(super) fn parse_by_path(i: &ByPathInput) -> Result<ByPath> {
 }
 
 pub(super) fn parse_history(i: &HistoryInput) -> Result<(String, bool, usize, Option<String>)> {
+    let name = i.name.required("Name", 2048)?;
+    names::check_spaces(name)?;
     Ok((
-        i.name.required("Name", 2048)?.to_owned(),
+        name.to_owned(),
         i.with_decryption.flag("WithDecryption")?,
         usize::try_from(i.max_results.int_in("MaxResults", 1, 50)?.unwrap_or(50)).unwrap_or(50),
         paging::after(i.next_token.text("NextToken")?)?,
