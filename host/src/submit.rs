@@ -33,6 +33,9 @@ enum Op {
     Tokenize,
     /// The records re-encrypted under a new data key of --target-key.
     Reseal,
+    /// Fetch the secrets the enclave's image lists into the enclave (no sealed input); prints
+    /// one report row per secret (name, ARN, version, outcome), never a value.
+    Secrets,
 }
 
 #[derive(Debug, Args)]
@@ -59,8 +62,7 @@ pub(crate) struct SubmitArgs {
     /// for reseal (Encryption SDK messages, concatenated).
     #[arg(short, long)]
     out: Option<PathBuf>,
-    /// Sealed files (each one or more Encryption SDK messages).
-    #[arg(required = true)]
+    /// Sealed files (each one or more Encryption SDK messages); none for `secrets`.
     sealed: Vec<PathBuf>,
 }
 
@@ -101,6 +103,14 @@ fn operation(args: &SubmitArgs) -> Result<Operation> {
     if args.op != Op::Reseal {
         stray("--target-key", args.target_key.is_some())?;
     }
+    if args.op == Op::Secrets {
+        stray("--out", args.out.is_some())?;
+        if !args.sealed.is_empty() {
+            bail!("--op secrets takes no sealed files");
+        }
+    } else if args.sealed.is_empty() {
+        bail!("--op {:?} needs at least one sealed file", args.op);
+    }
     Ok(match args.op {
         Op::Stats => Operation::Stats {
             group_by: args.group_by.clone(),
@@ -127,6 +137,7 @@ fn operation(args: &SubmitArgs) -> Result<Operation> {
                     .context("--op reseal needs --target-key ARN")?,
             }
         }
+        Op::Secrets => Operation::Secrets,
     })
 }
 
