@@ -80,6 +80,30 @@ fn returns_plaintext(service: Service, op: &str, body: &Body) -> bool {
     }
 }
 
+/// Whether a Secrets Manager or Parameter Store operation encrypts or decrypts with a KMS key
+/// (and so is rate limited with the KMS's cryptographic operations).
+fn uses_kms_keys(service: Service, op: &str) -> bool {
+    match service {
+        Service::Kms => ops::is_cryptographic(op),
+        Service::SecretsManager => matches!(
+            op,
+            "CreateSecret"
+                | "PutSecretValue"
+                | "UpdateSecret"
+                | "GetSecretValue"
+                | "BatchGetSecretValue"
+        ),
+        Service::Ssm => matches!(
+            op,
+            "PutParameter"
+                | "GetParameter"
+                | "GetParameters"
+                | "GetParametersByPath"
+                | "GetParameterHistory"
+        ),
+    }
+}
+
 /// Refuses an operation that would answer with plaintext over cleartext HTTP that leaves the
 /// machine. AWS has no such case; UnsupportedOperationException says the request cannot be
 /// served as sent, without suggesting that the key policy is at fault.
@@ -331,6 +355,11 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
     let body = Body::parse(body)?;
     check_transport(service, op, &body, transport)?;
     if service != Service::Kms {
+        // The operations that use a KMS key count against the same budget as the KMS's own
+        // cryptographic operations.
+        if uses_kms_keys(service, op) {
+            app.throttle()?;
+        }
         let call = ViaCall {
             app,
             principal: &principal,

@@ -42,23 +42,27 @@ class Kms:
         out = subprocess.check_output([KMS_BIN, "principal", "add", "--data-dir", self.dir, "--arn", arn], text=True)
         return parse_creds(out)
 
-    def client(self, creds=None, region="us-east-1", retries=3, **kw):
+    def client(self, creds=None, region="us-east-1", retries=3, service="kms", **kw):
+        """A boto3 client of `service` (kms, secretsmanager, ssm): one endpoint serves all three."""
         key, secret = creds or self.admin
         return boto3.client(
-            "kms", endpoint_url=self.url, region_name=region,
+            service, endpoint_url=self.url, region_name=region,
             aws_access_key_id=key, aws_secret_access_key=secret,
             config=Config(retries={"total_max_attempts": retries, "mode": "standard"}, **kw))
 
-    def aws(self, *args, region="us-east-1", creds=None):
-        """`aws kms <args> --region <region>` (aws-cli from the venv running the tests) against this
-        server, with no configuration file; the answer's JSON ({} when empty)."""
+    def aws(self, *args, region="us-east-1", creds=None, service="kms", check=True):
+        """`aws <service> <args> --region <region>` (aws-cli from the venv running the tests)
+        against this server, with no configuration file; the answer's JSON ({} when empty). With
+        check=False, the finished process instead (to look at a refusal)."""
         key, secret = creds or self.admin
         env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
                    AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
         env.pop("AWS_DEFAULT_REGION", None)
         aws = os.path.join(os.path.dirname(sys.executable), "aws")
-        out = subprocess.run([aws, "kms", *args, "--region", region, "--endpoint-url", self.url,
+        out = subprocess.run([aws, service, *args, "--region", region, "--endpoint-url", self.url,
                               "--output", "json"], capture_output=True, text=True, env=env)
+        if not check:
+            return out
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout) if out.stdout.strip() else {}
 
