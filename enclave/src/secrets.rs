@@ -394,7 +394,12 @@ pub async fn fetch_all(
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use cloister_attestation::PcrValue;
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::testing::{self, Scripted, seal_to_recipient};
 
     const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbC123";
     const PARAM: &str = "arn:aws:ssm:us-east-1:111122223333:parameter/app/db";
@@ -562,5 +567,123 @@ mod tests {
             Some("2")
         );
         assert!(store.with("other", |_| ()).is_none());
+    }
+
+    const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:other-XyZ789";
+
+    /// A Secrets Manager that stores `binary` as `SECRET`'s version `v2` (answering `arn` for it)
+    /// and a KMS that opens it only under the context a real KMS would check: the one
+    /// `cloister secrets put` bound (`SECRET`, `v2`).
+    fn service(arn: &'static str, root: cloister_attestation::TrustAnchor) -> Scripted {
+        Scripted::new(move |target, req| match target {
+            "secretsmanager.GetSecretValue" => {
+                assert!(req.get("Recipient").is_none());
+                (
+                    200,
+                    json!({"ARN": arn, "Name": "db", "VersionId": "v2",
+                             "VersionStages": ["AWSCURRENT"], "SecretBinary": "Y3Q="}),
+                )
+            }
+            "TrentService.Decrypt" => {
+                let bound = json!({"SecretARN": SECRET, "SecretVersionId": "v2"});
+                if req["EncryptionContext"] != bound {
+                    return (
+                        400,
+                        json!({"__type": "InvalidCiphertextException", "message": ""}),
+                    );
+                }
+                let ct = seal_to_recipient(&root, req, b"pw");
+                (200, json!({"KeyId": KEY, "CiphertextForRecipient": ct}))
+            }
+            other => panic!("{other}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn path_p_binds_the_configured_arn_and_the_answered_version() {
+        let (nsm, root) = testing::nsm(PcrValue::measure(b"image"));
+        let p = spec(
+            "db",
+            Source::Secretsmanager,
+            SECRET,
+            Release::Ciphertext,
+            Some(KEY),
+        );
+        let svc = service(SECRET, root.clone());
+        let f = fetch(&svc.client(), &nsm, &p).await.unwrap();
+        assert_eq!(f.version_id, "v2");
+        assert_eq!(f.value.bytes(), b"pw");
+        let seen = svc.seen.lock().unwrap().clone();
+        assert_eq!(seen[0].1["SecretId"], SECRET);
+        assert_eq!(seen[1].1["KeyId"], KEY);
+        assert_eq!(
+            STANDARD
+                .decode(seen[1].1["CiphertextBlob"].as_str().unwrap())
+                .unwrap(),
+            b"ct"
+        );
+        // Configured for another secret, the same stored ciphertext does not open: the
+        // enclave's context names its own configured ARN.
+        let q = spec(
+            "db",
+            Source::Secretsmanager,
+            OTHER,
+            Release::Ciphertext,
+            Some(KEY),
+        );
+        let svc = service(OTHER, root.clone());
+        let e = fetch(&svc.client(), &nsm, &q).await.unwrap_err();
+        assert_eq!(e.code(), "KMS-InvalidCiphertextException");
+        // An answer about another secret than the configured one is refused before Decrypt.
+        let svc = service(OTHER, root);
+        let e = fetch(&svc.client(), &nsm, &p).await.unwrap_err();
+        assert_eq!(e.code(), "KMS-MISMATCH");
+        assert_eq!(svc.seen.lock().unwrap().len(), 1, "no Decrypt");
+    }
+
+    #[tokio::test]
+    async fn path_r_refuses_a_value_in_the_clear_and_reports_no_value() {
+        let (nsm, root) = testing::nsm(PcrValue::measure(b"image"));
+        let r = spec(
+            "db",
+            Source::Secretsmanager,
+            SECRET,
+            Release::Recipient,
+            None,
+        );
+        let clear = Scripted::new(|_, _| {
+            (
+                200,
+                json!({"ARN": SECRET, "Name": "db", "VersionId": "v1", "SecretString": "hunter2",
+                         "CiphertextForRecipient": "AA=="}),
+            )
+        });
+        let e = fetch(&clear.client(), &nsm, &r).await.unwrap_err();
+        assert_eq!(e.code(), "KMS-PLAINTEXT-RETURNED");
+        let good = Scripted::new(move |target, req: &Value| {
+            assert_eq!(target, "secretsmanager.GetSecretValue");
+            assert_eq!(req["SecretId"], SECRET);
+            let ct = seal_to_recipient(&root, req, b"hunter2");
+            (
+                200,
+                json!({"ARN": SECRET, "Name": "db", "VersionId": "v1", "SecretKind": "String",
+                         "CiphertextForRecipient": ct}),
+            )
+        });
+        let store = SecretStore::default();
+        let (rows, failure) = fetch_all(&good.client(), &nsm, &[r.clone()], &store, false).await;
+        assert!(failure.is_none());
+        let row: Value = serde_json::from_str(&rows[0]).unwrap();
+        assert_eq!(row["outcome"], "fetched");
+        assert_eq!(row["version_id"], "v1");
+        assert!(row.get("length").is_none(), "the policy did not allow it");
+        assert!(!rows[0].contains("hunter2"));
+        assert_eq!(
+            store.with("db", |f| f.value.bytes().to_vec()).unwrap(),
+            b"hunter2"
+        );
+        let (rows, failure) = fetch_all(&clear.client(), &nsm, &[r], &store, true).await;
+        assert_eq!(failure.unwrap().code(), "KMS-PLAINTEXT-RETURNED");
+        assert!(!rows[0].contains("hunter2"), "{}", rows[0]);
     }
 }
