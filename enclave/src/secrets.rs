@@ -671,7 +671,14 @@ mod tests {
             )
         });
         let store = SecretStore::default();
-        let (rows, failure) = fetch_all(&good.client(), &nsm, &[r.clone()], &store, false).await;
+        let (rows, failure) = fetch_all(
+            &good.client(),
+            &nsm,
+            std::slice::from_ref(&r),
+            &store,
+            false,
+        )
+        .await;
         assert!(failure.is_none());
         let row: Value = serde_json::from_str(&rows[0]).unwrap();
         assert_eq!(row["outcome"], "fetched");
