@@ -60,8 +60,11 @@ pub(crate) struct ParameterVersion {
     pub(crate) kind: ParameterType,
     /// The value; for a SecureString the KMS ciphertext blob, base64.
     pub(crate) value: String,
-    /// For a SecureString, the key's ARN.
+    /// For a SecureString, the `KeyId` as given (`alias/aws/ssm` for the AWS managed key), as
+    /// DescribeParameters and GetParameterHistory answer it.
     pub(crate) key_id: Option<String>,
+    /// For a SecureString, the ARN of the key the value is encrypted under.
+    pub(crate) key_arn: Option<String>,
     /// `Description`.
     pub(crate) description: Option<String>,
     /// `AllowedPattern`.
