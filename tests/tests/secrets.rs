@@ -274,7 +274,10 @@ fn secrets_reach_the_attested_enclave_and_substitutions_fail() {
             .iter()
             .any(|e| e["operation"] == "secretsmanager:GetSecretValue"
                 && e["resource_arn"] == made.db_r.0.as_str()
-                && e["pcr0"] == p.pcr0.as_str()),
+                && e["resource_version"] == made.db_r.1.as_str()
+                && e["principal"] == HOST
+                && e["pcr0"].as_str().map(str::to_ascii_lowercase)
+                    == Some(p.pcr0.to_ascii_lowercase())),
         "no audited release of db-r: {audit:?}"
     );
 
