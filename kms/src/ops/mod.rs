@@ -167,9 +167,12 @@ async fn run(op: &str, call: Call<'_>) -> Result<Value> {
 
 impl App {
     /// Periodic housekeeping: rotates keys whose automatic rotation is due and deletes keys
-    /// whose deletion date has passed. Returns (rotated, deleted).
+    /// (and Secrets Manager secrets) whose deletion date has passed. Returns (rotated, deleted
+    /// keys).
     pub async fn housekeeping(&self) -> Result<(usize, usize)> {
-        housekeeping(self, crate::store::now_ms()).await
+        let now = crate::store::now_ms();
+        crate::secrets::housekeeping(self, now).await?;
+        housekeeping(self, now).await
     }
 }
 
