@@ -1,6 +1,9 @@
 //! `cloister submit`: send sealed files to the enclave through the proxy and take back what the
 //! enclave's policy lets out.
 //!
+//! - `--op secrets` sends no sealed input: the enclave fetches the secrets its image lists and
+//!   prints one report row per secret (never a value); a secret it could not fetch fails the
+//!   job with that secret's code, after the whole report.
 //! - Results stream as they come: JSON lines on stdout (`stats`, `mask`, `tokenize`), or, with
 //!   `--out FILE` (required for `reseal`), a file written only when the enclave says the job is
 //!   done, so a job cut short never leaves a partial result that looks whole. A job that fails
@@ -312,6 +315,9 @@ const MAX_MESSAGE: usize = cloister_wire::frame::MAX_FRAME - 64 * 1024;
 
 pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let op = operation(&args)?;
+    // A secrets job's rows are its whole report, printed before the enclave says whether every
+    // secret was fetched: they are not a partial result when it says some were not.
+    let report = args.op == Op::Secrets;
     let aws = aws_env::load()?;
     let kms = KmsAccess {
         region: aws.region,
@@ -401,7 +407,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             Some(Message::Failed { code, reason }) => {
                 progress.end();
                 let f = EnclaveFailure::new(&code, &reason);
-                if sink.printed() > 0 {
+                if sink.printed() > 0 && !report {
                     let printed = sink.printed();
                     return Err(anyhow::Error::from(f).context(Incomplete {
                         printed,

@@ -342,6 +342,7 @@ fn secrets_reach_the_attested_enclave_and_substitutions_fail() {
         text.contains("error[KMS-InvalidCiphertextException]"),
         "{text}"
     );
+    assert!(!text.contains("incomplete"), "the report is whole: {text}");
     fetched(&rows["db-r"], &made.db_r.1, VALUE_R.len());
     failed(&rows["db-p"], "KMS-InvalidCiphertextException");
     failed(&rows["db-roll"], "KMS-InvalidCiphertextException");
