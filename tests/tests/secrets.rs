@@ -292,6 +292,37 @@ fn secrets_reach_the_attested_enclave_and_substitutions_fail() {
         .unwrap_err();
     assert_eq!(e.aws_name(), Some("AccessDeniedException"), "{e}");
     assert_no_value(&e.to_string());
+    // The same for the SecureString read with decryption; without it, and for a path P
+    // secret, the host gets only the KMS ciphertext.
+    let e = rt
+        .block_on(host.get_parameter(&made.param, true))
+        .unwrap_err();
+    assert_eq!(e.aws_name(), Some("AccessDeniedException"), "{e}");
+    assert_no_value(&e.to_string());
+    let ct = rt.block_on(host.get_parameter(&made.param, false)).unwrap();
+    assert_eq!(ct.kind, "SecureString");
+    assert_no_value(&ct.value);
+    let ct = rt
+        .block_on(host.get_secret_value(SecretRef {
+            secret_id: &made.db_p.0,
+            ..SecretRef::default()
+        }))
+        .unwrap();
+    assert_eq!(ct.version_id, made.db_p.1);
+    assert_no_value(&String::from_utf8_lossy(ct.value.bytes()));
+    let owner = p.kms.client(p.kms.admin());
+    let e = rt
+        .block_on(owner.call(
+            "Decrypt",
+            &json!({"CiphertextBlob": cloister_kms_client::b64(ct.value.bytes()),
+                    "EncryptionContext": {"SecretARN": made.db_p.0, "SecretVersionId": made.db_p.1}}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        e.aws_name(),
+        Some("AccessDeniedException"),
+        "not even the owner: {e}"
+    );
 
     // Substitution: the host stores another secret's ciphertext (made for secret B's ARN) as
     // db-p's new value. The enclave binds db-p's ARN into the context: Decrypt fails.
