@@ -588,6 +588,7 @@ clear = ["country"]
             Operation::Reseal {
                 target_key: KEY_ARN.into(),
             },
+            Operation::Secrets,
         ] {
             let (result, out, decrypts) = run_on(
                 &shared(),
@@ -604,6 +605,40 @@ clear = ["country"]
             assert_eq!(decrypts, 0, "{op:?}: no key released");
             assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
         }
+    }
+
+    #[tokio::test]
+    async fn a_secrets_job_takes_no_sealed_input() {
+        let mut ops: Operations = toml::from_str(POLICY).unwrap();
+        ops.secrets = Some(crate::policy::SecretsPolicy {
+            report_length: false,
+        });
+        let shared = Shared::with_secrets(ops, Vec::new());
+        let (result, out, decrypts) = run_on(
+            &shared,
+            Behaviour::Release,
+            vec![
+                job_of(Operation::Secrets),
+                sealed_msg("m", &[r#"{"age":1}"#]),
+                Message::EndOfInput,
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), "ENC-PROTOCOL");
+        assert_eq!(failed_code(&out), Some("ENC-PROTOCOL"));
+        assert_eq!(decrypts, 0, "the message was not opened");
+        // With nothing configured and no input, the job is done with an empty report.
+        let (result, out, _) = run_on(
+            &shared,
+            Behaviour::Release,
+            vec![job_of(Operation::Secrets), Message::EndOfInput],
+        )
+        .await;
+        result.unwrap();
+        assert!(
+            matches!(out.last(), Some(Message::Done { messages: 0, .. })),
+            "{out:?}"
+        );
     }
 
     #[tokio::test]
