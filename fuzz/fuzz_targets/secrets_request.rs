@@ -20,6 +20,7 @@ const OPERATIONS: &[&str] = &[
     "TagResource",
     "UntagResource",
     "RotateSecret",
+    "GetRandomPassword",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -452,3 +452,52 @@ def test_an_enclave_only_key_refuses_plain_reads(kms, sm):
     assert e.value.response["Error"]["Message"] == "Access to KMS is not allowed"
     r = sm.batch_get_secret_value(SecretIdList=[n])
     assert r["SecretValues"] == [] and r["Errors"][0]["ErrorCode"] == "AccessDeniedException"
+
+
+def test_changing_the_key_reencrypts_the_labelled_versions(kms, sm):
+    # UpdateSecret, KmsKeyId: "the KMS key that Secrets Manager uses to encrypt new secret versions
+    # as well as any existing versions with the staging labels AWSCURRENT, AWSPENDING, or AWSPREVIOUS".
+    old, new = (kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(2))
+    n = name()
+    v1 = sm.create_secret(Name=n, KmsKeyId=old, SecretString="one")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=n, SecretString="two")["VersionId"]
+    v3 = sm.put_secret_value(SecretId=n, SecretString="three")["VersionId"]  # v1 deprecated
+    sm.update_secret(SecretId=n, KmsKeyId=new)
+    assert sm.describe_secret(SecretId=n)["KmsKeyId"] == new
+    keys = {v["VersionId"]: v["KmsKeyIds"][0].split("/")[-1]
+            for v in sm.list_secret_version_ids(SecretId=n, IncludeDeprecated=True)["Versions"]}
+    assert keys == {v1: old, v2: new, v3: new}
+    kms.disable_key(KeyId=old)
+    assert sm.get_secret_value(SecretId=n)["SecretString"] == "three"
+    assert sm.get_secret_value(SecretId=n, VersionStage="AWSPREVIOUS")["SecretString"] == "two"
+    # The deprecated version stays under the old key.
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=n, VersionId=v1)
+    assert err(e) == ("DecryptionFailure", 400)
+    # New versions use the new key.
+    v4 = sm.put_secret_value(SecretId=n, SecretString="four")["VersionId"]
+    assert sm.get_secret_value(SecretId=n, VersionId=v4)["SecretString"] == "four"
+
+
+def test_get_random_password(sm):
+    p = sm.get_random_password(PasswordLength=40, ExcludeCharacters="abc", ExcludePunctuation=True)["RandomPassword"]
+    assert len(p) == 40 and p.isalnum() and not set("abc") & set(p)
+    assert any(c.islower() for c in p) and any(c.isupper() for c in p) and any(c.isdigit() for c in p)
+    assert sm.get_random_password()["RandomPassword"] != sm.get_random_password()["RandomPassword"]
+    with pytest.raises(ClientError) as e:
+        sm.get_random_password(ExcludeLowercase=True, ExcludeUppercase=True, ExcludeNumbers=True,
+                               ExcludePunctuation=True)
+    assert err(e) == ("InvalidParameterException", 400)
+
+
+def test_operations_left_out_say_so(sm):
+    n = name()
+    sm.create_secret(Name=n)
+    for call in (lambda: sm.get_resource_policy(SecretId=n),
+                 lambda: sm.put_resource_policy(SecretId=n, ResourcePolicy="{}"),
+                 lambda: sm.replicate_secret_to_regions(SecretId=n, AddReplicaRegions=[{"Region": "eu-west-1"}]),
+                 lambda: sm.cancel_rotate_secret(SecretId=n)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert err(e) == ("InvalidRequestException", 400)
+        assert "not supported by cloister-kms" in e.value.response["Error"]["Message"]

@@ -21,7 +21,7 @@ mod shared;
 mod sign;
 mod tags;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 pub(crate) mod via;
 
 use serde_json::Value;

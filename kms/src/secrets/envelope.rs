@@ -369,4 +369,94 @@ mod tests {
             .unwrap();
         assert_eq!(out, b"hunter2");
     }
+
+    #[tokio::test]
+    async fn values_seal_and_open_through_the_kms_bound_to_their_secret_and_version() {
+        use crate::audit::AuditEntry;
+        use crate::input::Body;
+        use crate::ops::testkit::{ADMIN, Kms};
+        use crate::service::Service;
+
+        let kms = Kms::new();
+        let key = kms.new_key().await;
+        let principal = kms
+            .app
+            .state()
+            .principals
+            .values()
+            .find(|p| p.arn == ADMIN)
+            .cloned()
+            .unwrap();
+        let mut audit = AuditEntry::default();
+        let mut call = ViaCall {
+            app: &kms.app,
+            principal: &principal,
+            region: "us-east-1",
+            service: Service::SecretsManager,
+            body: Body::default(),
+            audit: &mut audit,
+        };
+        let value = SecretValue {
+            kind: Kind::String,
+            bytes: Zeroizing::new(b"hunter2".to_vec()),
+        };
+        let (key_arn, sealed) = seal(&mut call, &key, "arn:a", "v1", &value).unwrap();
+        assert_eq!(key_arn, kms.key_arn(&key));
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        let opened = open(&mut call, "arn:a", "v1", &sealed, None).unwrap();
+        assert_eq!(
+            (opened.kind, opened.bytes.as_slice()),
+            (Kind::String, &b"hunter2"[..])
+        );
+        assert_eq!(
+            call.audit.encryption_context.as_ref().unwrap()["SecretARN"],
+            "arn:a"
+        );
+        // Another secret's or version's context does not open it, nor does an altered value.
+        for (arn, v) in [("arn:b", "v1"), ("arn:a", "v2")] {
+            let e = open(&mut call, arn, v, &sealed, None).unwrap_err();
+            assert_eq!(e.aws_name(), "DecryptionFailure", "{arn} {v}");
+        }
+        let mut altered = sealed.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(
+            open(&mut call, "arn:a", "v1", &altered, None)
+                .unwrap_err()
+                .aws_name(),
+            "DecryptionFailure"
+        );
+        // The kind is bound too: a string sealed value claiming to be binary does not open.
+        let mut kind_swapped = sealed.clone();
+        kind_swapped[1] = Kind::Binary.byte();
+        assert!(open(&mut call, "arn:a", "v1", &kind_swapped, None).is_err());
+        // The fingerprint tells the same value from another without opening anything.
+        assert!(holds(&kms.app, "arn:a", "v1", &sealed, &value));
+        let other = SecretValue {
+            kind: Kind::String,
+            bytes: Zeroizing::new(b"hunter3".to_vec()),
+        };
+        assert!(!holds(&kms.app, "arn:a", "v1", &sealed, &other));
+        let binary = SecretValue {
+            kind: Kind::Binary,
+            bytes: Zeroizing::new(b"hunter2".to_vec()),
+        };
+        assert!(!holds(&kms.app, "arn:a", "v1", &sealed, &binary));
+        assert!(!holds(&kms.app, "arn:a", "v2", &sealed, &value));
+        // A disabled key: EncryptionFailure for writes, DecryptionFailure for reads.
+        kms.ok("DisableKey", serde_json::json!({"KeyId": key}))
+            .await;
+        assert_eq!(
+            seal(&mut call, &key, "arn:a", "v3", &value)
+                .unwrap_err()
+                .aws_name(),
+            "EncryptionFailure"
+        );
+        assert_eq!(
+            open(&mut call, "arn:a", "v1", &sealed, None)
+                .unwrap_err()
+                .aws_name(),
+            "DecryptionFailure"
+        );
+    }
 }

@@ -339,3 +339,40 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testkit::Kms;
+    use crate::secrets::model::SecretMeta;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn housekeeping_deletes_the_secrets_whose_window_ended() {
+        let kms = Kms::new();
+        let arn =
+            |n: &str| format!("arn:aws:secretsmanager:us-east-1:111122223333:secret:{n}-AbCdEf");
+        for (name, deletion) in [("due", Some(1_000)), ("later", Some(5_000)), ("kept", None)] {
+            let meta = SecretMeta {
+                name: name.into(),
+                deletion_ms: deletion,
+                deleted_ms: deletion.map(|d| d - 100),
+                ..SecretMeta::default()
+            };
+            common::write(&kms.app, &arn(name), meta, Vec::new(), Vec::new())
+                .await
+                .unwrap();
+        }
+        assert_eq!(housekeeping(&kms.app, 999).await.unwrap(), 0);
+        assert_eq!(housekeeping(&kms.app, 2_000).await.unwrap(), 1);
+        let left: Vec<String> = kms.app.state().secrets.keys().cloned().collect();
+        assert_eq!(left, [arn("kept"), arn("later")]);
+        // Gone from the store too.
+        let (root, store) = Store::init(kms.dir(), "111122223333").unwrap();
+        let stored = store.load(&root).unwrap();
+        assert!(!stored.secrets.contains_key(&arn("due")));
+        assert!(stored.secrets.contains_key(&arn("later")));
+        assert_eq!(housekeeping(&kms.app, 10_000).await.unwrap(), 1);
+        assert_eq!(kms.app.state().secrets.len(), 1);
+    }
+}

@@ -7,7 +7,7 @@
 //!
 //! Modules: `names` (names, ARNs, `SecretId`), `envelope` (sealing a value), `versions`
 //! (staging labels), `common` (what operations share), `values` (operations on values),
-//! `list` (filters, paging, metadata answers), `manage` (operations on metadata).
+//! `list` (filters, paging, metadata answers), `manage` (operations on metadata), `password` (GetRandomPassword).
 //!
 //! Authorization: cloister-kms has no IAM. The KMS key policy decides every use of a value
 //! (writes need `kms:GenerateDataKey`, reads `kms:Decrypt`, for the caller through
@@ -20,6 +20,7 @@ mod list;
 mod manage;
 pub(crate) mod model;
 mod names;
+mod password;
 mod values;
 mod versions;
 
@@ -47,6 +48,7 @@ pub(crate) async fn dispatch(op: &str, call: ViaCall<'_>) -> Result<Value> {
         "TagResource" => manage::tag_resource(call).await,
         "UntagResource" => manage::untag_resource(call).await,
         "RotateSecret" => manage::rotate_secret(call),
+        "GetRandomPassword" => password::get_random_password(call),
         _ => Err(unknown(op)),
     }
 }
@@ -55,13 +57,35 @@ pub(crate) async fn dispatch(op: &str, call: ViaCall<'_>) -> Result<Value> {
 pub(crate) fn returns_plaintext(op: &str, body: &Body) -> bool {
     match op {
         "GetSecretValue" => !body.has("Recipient"),
-        "BatchGetSecretValue" => true,
+        "BatchGetSecretValue" | "GetRandomPassword" => true,
         _ => false,
     }
 }
 
-/// The answer to an operation this service does not run.
+/// Secrets Manager operations cloister-kms does not run: resource policies (it has no IAM;
+/// the KMS key policy is what guards a secret's value), replication to other regions, and
+/// rotation (see RotateSecret).
+const NOT_SUPPORTED: [&str; 8] = [
+    "GetResourcePolicy",
+    "PutResourcePolicy",
+    "DeleteResourcePolicy",
+    "ValidateResourcePolicy",
+    "ReplicateSecretToRegions",
+    "RemoveRegionsFromReplication",
+    "StopReplicationToReplica",
+    "CancelRotateSecret",
+];
+
+/// The answer to an operation this service does not run: InvalidRequestException naming the
+/// reason for an AWS operation it leaves out (so a user learns it is known, not misspelt),
+/// UnknownOperationException for anything else.
 fn unknown(op: &str) -> KmsError {
+    if NOT_SUPPORTED.contains(&op) {
+        return crate::error::SecretsError::InvalidRequest(format!(
+            "{op} is not supported by cloister-kms: it has no resource policies (the KMS key policy guards a secret's value), no replication and no rotation"
+        ))
+        .into();
+    }
     KmsError::UnknownOperation(format!("Unknown operation secretsmanager.{op}"))
 }
 
@@ -82,6 +106,7 @@ pub(crate) fn decode(op: &str, body: &[u8]) -> Result<()> {
         "TagResource" => body.decode::<manage::TagInputs>().map(drop),
         "UntagResource" => body.decode::<manage::UntagInput>().map(drop),
         "RotateSecret" => body.decode::<manage::RotateInput>().map(drop),
+        "GetRandomPassword" => body.decode::<password::PasswordInput>().map(drop),
         _ => Err(unknown(op)),
     }
 }

@@ -355,19 +355,70 @@ pub(crate) async fn update_secret(mut call: ViaCall<'_>) -> Result<Value> {
             m.kms_key_id = k.clone();
         }
     };
-    let Some(value) = value else {
-        let _guard = call.app.mutate.lock().await;
-        let s = common::current(call.app, &s.arn)?;
-        live(&s)?;
-        let mut meta = (*s.meta).clone();
-        change(&mut meta);
-        meta.last_changed_ms = now_ms();
-        common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
-        return Ok(json!({"ARN": s.arn, "Name": s.meta.name}));
+    let key_changed = kms_key_id.as_ref().is_some_and(|k| *k != s.meta.kms_key_id);
+    let (s, out) = match value {
+        None => {
+            let _guard = call.app.mutate.lock().await;
+            let s = common::current(call.app, &s.arn)?;
+            live(&s)?;
+            let mut meta = (*s.meta).clone();
+            change(&mut meta);
+            meta.last_changed_ms = now_ms();
+            let s = common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
+            let out = json!({"ARN": s.arn, "Name": s.meta.name});
+            (s, out)
+        }
+        Some(value) => {
+            // UpdateSecret never reuses a version: AWS documents an error for a token that
+            // names one.
+            let (s, _) = add_version(&mut call, &s, &token, &value, None, false, change).await?;
+            let out = json!({"ARN": s.arn, "Name": s.meta.name, "VersionId": token});
+            (s, out)
+        }
     };
-    // UpdateSecret never reuses a version: AWS documents an error for a token that names one.
-    let (s, _) = add_version(&mut call, &s, &token, &value, None, false, change).await?;
-    Ok(json!({"ARN": s.arn, "Name": s.meta.name, "VersionId": token}))
+    if key_changed {
+        let written = call.audit.resource_version.clone();
+        reencrypt(&mut call, &s, &token).await?;
+        call.audit.resource_version = written;
+    }
+    Ok(out)
+}
+
+/// After UpdateSecret changed the secret's key: the versions labelled AWSCURRENT, AWSPENDING
+/// and AWSPREVIOUS sealed again under the new key, as AWS does, each only if the caller may
+/// open it under its old key and seal under the new one (AWS leaves a version under its old
+/// key when the caller may not; it stays readable there). `fresh` was just sealed under the new
+/// key.
+async fn reencrypt(call: &mut ViaCall<'_>, s: &Secret, fresh: &str) -> Result<()> {
+    let Ok(key_ref) = common::sealing_key(call, s.meta.kms_key_id.as_deref()).await else {
+        return Ok(());
+    };
+    let _guard = call.app.mutate.lock().await;
+    let s = common::current(call.app, &s.arn)?;
+    let mut redone: Vec<SecretVersion> = Vec::new();
+    for label in [versions::CURRENT, "AWSPENDING", versions::PREVIOUS] {
+        let Some(v) = s.meta.stages.get(label).and_then(|id| s.versions.get(id)) else {
+            continue;
+        };
+        if v.version_id == fresh || redone.iter().any(|r| r.version_id == v.version_id) {
+            continue;
+        }
+        let Ok(value) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, None) else {
+            continue;
+        };
+        let Ok((_, sealed)) = envelope::seal(call, &key_ref, &s.arn, &v.version_id, &value) else {
+            continue;
+        };
+        redone.push(SecretVersion {
+            version_id: v.version_id.clone(),
+            created_ms: v.created_ms,
+            sealed,
+        });
+    }
+    if !redone.is_empty() {
+        common::write(call.app, &s.arn, (*s.meta).clone(), redone, Vec::new()).await?;
+    }
+    Ok(())
 }
 
 /// The version a read names: `VersionId`, `VersionStage` (both must name the same one), or
