@@ -4,6 +4,9 @@ SecureString values stored as KMS ciphertext under {"PARAMETER_ARN": arn} (KMS D
 GetParameter(WithDecryption=False) returns), and each modeled error with its __type and HTTP 400."""
 import base64
 import json
+import re
+import subprocess
+import threading
 import urllib.request
 
 import pytest
@@ -455,3 +458,57 @@ def test_modeled_errors_carry_their_message_member(server, ssm):
     assert status == 400 and body["__type"] == "ValidationException"
     status, body = raw("PutParameter", {"Name": 5, "Value": "x"})
     assert status == 400 and body["__type"] == "SerializationException"
+
+
+def audit_tail(server, n=200):
+    from conftest import KMS_BIN
+    out = subprocess.check_output([KMS_BIN, "audit", "tail", "--data-dir", server.dir, "-n", str(n)], text=True)
+    return [json.loads(line)["entry"] for line in out.splitlines()]
+
+
+def test_requests_naming_a_parameter_are_audited_with_it(server, ssm, kms):
+    key = kms.create_key()["KeyMetadata"]
+    name = "/t15/audited"
+    ssm.put_parameter(Name=name, Value="v1", Type="SecureString", KeyId=key["KeyId"])
+    ssm.put_parameter(Name=name, Value="v2", Overwrite=True)
+    ssm.get_parameter(Name=f"{name}:1", WithDecryption=True)
+    with pytest.raises(ClientError):
+        ssm.get_parameter(Name="/t15/missing")
+    entries = [e for e in audit_tail(server) if e.get("resource_arn", "").startswith(arn("/t15/"))]
+    ops = [(e["operation"], e.get("resource_version"), e["outcome"]) for e in entries]
+    assert ops == [("ssm:PutParameter", "1", "ok"), ("ssm:PutParameter", "2", "ok"),
+                   ("ssm:GetParameter", "1", "ok"), ("ssm:GetParameter", None, "error")]
+    assert entries[2]["encryption_context"] == {"PARAMETER_ARN": arn(name)}
+    assert entries[0]["resource_arn"] == arn(name)
+
+
+def test_parameters_survive_a_restart():
+    from conftest import Kms, KMS_BIN
+    first = Kms()
+    try:
+        ssm = first.client(service="ssm", retries=1)
+        ssm.put_parameter(Name="/t16/kept", Value="plain", Type="String", Tags=[{"Key": "k", "Value": "v"}])
+        ssm.put_parameter(Name="/t16/kept", Value="plain2", Overwrite=True)
+        ssm.label_parameter_version(Name="/t16/kept", ParameterVersion=1, Labels=["old"])
+        ssm.put_parameter(Name="/t16/secret", Value="s", Type="SecureString")
+    finally:
+        first.stop()
+    second = Kms.__new__(Kms)
+    second.dir, second.admin = first.dir, first.admin
+    second.proc = subprocess.Popen([KMS_BIN, "serve", "--data-dir", second.dir, "--listen", "127.0.0.1:0"],
+                                   stderr=subprocess.PIPE, text=True)
+    try:
+        for line in second.proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                second.url = m.group(1)
+                break
+        threading.Thread(target=lambda: [None for _ in second.proc.stderr], daemon=True).start()
+        ssm = second.client(service="ssm", retries=1)
+        assert ssm.get_parameter(Name="/t16/kept:old")["Parameter"]["Value"] == "plain"
+        assert ssm.get_parameter(Name="/t16/kept")["Parameter"]["Version"] == 2
+        assert ssm.get_parameter(Name="/t16/secret", WithDecryption=True)["Parameter"]["Value"] == "s"
+        assert ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/t16/kept")["TagList"] == [
+            {"Key": "k", "Value": "v"}]
+    finally:
+        second.stop()

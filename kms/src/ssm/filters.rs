@@ -28,7 +28,7 @@ pub(super) struct FilterInput {
 
 /// What a filter looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Key {
+enum Field {
     Name,
     Type,
     KeyId,
@@ -52,7 +52,7 @@ enum Opt {
 /// A checked filter.
 #[derive(Debug, Clone)]
 pub(super) struct Filter {
-    key: Key,
+    key: Field,
     option: Opt,
     values: Vec<String>,
 }
@@ -66,17 +66,17 @@ pub(super) enum For {
     Describe,
 }
 
-fn key(k: &str) -> Option<Key> {
+fn field(k: &str) -> Option<Field> {
     Some(match k {
-        "Name" => Key::Name,
-        "Type" => Key::Type,
-        "KeyId" => Key::KeyId,
-        "Path" => Key::Path,
-        "Label" => Key::Label,
-        "Tier" => Key::Tier,
-        "DataType" => Key::DataType,
+        "Name" => Field::Name,
+        "Type" => Field::Type,
+        "KeyId" => Field::KeyId,
+        "Path" => Field::Path,
+        "Label" => Field::Label,
+        "Tier" => Field::Tier,
+        "DataType" => Field::DataType,
         _ => match k.strip_prefix("tag:") {
-            Some(t) if !t.is_empty() => Key::Tag(t.to_owned()),
+            Some(t) if !t.is_empty() => Field::Tag(t.to_owned()),
             _ => return None,
         },
     })
@@ -90,15 +90,15 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
     let mut out: Vec<Filter> = Vec::new();
     for (n, f) in inputs.iter().enumerate() {
         let k = f.key.required("Key", 132)?;
-        let Some(key) = key(k) else {
+        let Some(key) = field(k) else {
             return Err(KmsError::validation(format!(
                 "Value '{k}' at 'parameterFilters.{}.member.key' failed to satisfy constraint: Member must satisfy regular expression pattern: tag:.+|Name|Type|KeyId|Path|Label|Tier|DataType",
                 n + 1
             )));
         };
         let allowed = match op {
-            For::Path => matches!(key, Key::Type | Key::KeyId | Key::Label),
-            For::Describe => key != Key::Label,
+            For::Path => matches!(key, Field::Type | Field::KeyId | Field::Label),
+            For::Describe => key != Field::Label,
         };
         if !allowed {
             return Err(SsmError::InvalidFilterKey(format!(
@@ -113,7 +113,7 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
             .into());
         }
         let option = match f.option.text("Option")? {
-            None if key == Key::Path => Opt::OneLevel,
+            None if key == Field::Path => Opt::OneLevel,
             None => Opt::Equals,
             Some(o) => {
                 let opt = match o {
@@ -125,11 +125,11 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
                     _ => None,
                 };
                 let valid = match (&key, opt) {
-                    (Key::Path, Some(Opt::Recursive | Opt::OneLevel)) => true,
-                    (Key::Path, _) => false,
-                    (Key::Label, Some(Opt::Equals)) => true,
-                    (Key::Name, Some(Opt::Contains)) => op == For::Describe,
-                    (Key::Label, _) => false,
+                    (Field::Path, Some(Opt::Recursive | Opt::OneLevel)) => true,
+                    (Field::Path, _) => false,
+                    (Field::Label, Some(Opt::Equals)) => true,
+                    (Field::Name, Some(Opt::Contains)) => op == For::Describe,
+                    (Field::Label, _) => false,
                     (_, Some(Opt::Equals | Opt::BeginsWith)) => true,
                     _ => false,
                 };
@@ -137,8 +137,8 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
                     Some(o) if valid => o,
                     _ => {
                         let valid_options = match key {
-                            Key::Path => "[Recursive, OneLevel]",
-                            Key::Label => "[Equals]",
+                            Field::Path => "[Recursive, OneLevel]",
+                            Field::Label => "[Equals]",
                             _ => "[BeginsWith, Equals]",
                         };
                         return Err(SsmError::InvalidFilterOption(format!(
@@ -160,7 +160,7 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
                 n + 1
             )));
         }
-        if vals.is_empty() && !matches!(key, Key::Tag(_)) {
+        if vals.is_empty() && !matches!(key, Field::Tag(_)) {
             return Err(SsmError::InvalidFilterValue(format!(
                 "The following filter values are missing : null for filter key {k}."
             ))
@@ -176,7 +176,7 @@ pub(super) fn parse(m: &Member<Vec<StringFilterInput>>, op: For) -> Result<Vec<F
     Ok(out)
 }
 
-fn check_values(key: &Key, vals: &[String]) -> Result<()> {
+fn check_values(key: &Field, vals: &[String]) -> Result<()> {
     let bad = |v: &str, valid: &str| -> KmsError {
         SsmError::InvalidFilterValue(format!(
             "The following filter value is not valid: {v}. Valid values include: {valid}."
@@ -185,13 +185,15 @@ fn check_values(key: &Key, vals: &[String]) -> Result<()> {
     };
     for v in vals {
         match key {
-            Key::Type if values::parameter_type(v).is_none() => {
+            Field::Type if values::parameter_type(v).is_none() => {
                 return Err(bad(v, "[String, StringList, SecureString]"));
             }
-            Key::Tier if !["Standard", "Advanced", "Intelligent-Tiering"].contains(&v.as_str()) => {
+            Field::Tier
+                if !["Standard", "Advanced", "Intelligent-Tiering"].contains(&v.as_str()) =>
+            {
                 return Err(bad(v, "[Standard, Advanced, Intelligent-Tiering]"));
             }
-            Key::Path if names::check_path(v).is_err() => {
+            Field::Path if names::check_path(v).is_err() => {
                 return Err(bad(v, "a path beginning with a forward slash"));
             }
             _ => {}
@@ -226,9 +228,9 @@ pub(super) fn parse_old(m: &Member<Vec<FilterInput>>) -> Result<Vec<Filter>> {
                 n + 1
             )));
         }
-        let key = key(k).unwrap_or(Key::Name);
+        let key = field(k).unwrap_or(Field::Name);
         check_values(&key, &vals)?;
-        let option = if key == Key::Name {
+        let option = if key == Field::Name {
             Opt::BeginsWith
         } else {
             Opt::Equals
@@ -245,7 +247,7 @@ pub(super) fn parse_old(m: &Member<Vec<FilterInput>>) -> Result<Vec<Filter>> {
 impl Filter {
     /// The labels this filter selects, if it is a Label filter.
     pub(super) fn labels(&self) -> Option<&[String]> {
-        (self.key == Key::Label).then_some(self.values.as_slice())
+        (self.key == Field::Label).then_some(self.values.as_slice())
     }
 
     /// Whether version `v` of `p` passes (a Label filter passes every version: the caller
@@ -253,7 +255,7 @@ impl Filter {
     pub(super) fn matches(&self, p: &Parameter, v: &ParameterVersion) -> bool {
         let text = |what: &str| self.compare(what);
         match &self.key {
-            Key::Name => {
+            Field::Name => {
                 let name = names::rooted(&p.body.name);
                 if self.option == Opt::Contains {
                     self.values.iter().any(|x| p.body.name.contains(x.as_str()))
@@ -267,31 +269,31 @@ impl Filter {
                     })
                 }
             }
-            Key::Type => text(v.kind.as_str()),
-            Key::KeyId => {
+            Field::Type => text(v.kind.as_str()),
+            Field::KeyId => {
                 let arn = v.key_arn.as_deref().unwrap_or_default();
                 let id = arn.rsplit('/').next().unwrap_or_default();
                 [v.key_id.as_deref().unwrap_or_default(), arn, id]
                     .iter()
                     .any(|k| !k.is_empty() && text(k))
             }
-            Key::Tier => text(if v.tier.is_empty() {
+            Field::Tier => text(if v.tier.is_empty() {
                 "Standard"
             } else {
                 &v.tier
             }),
-            Key::DataType => text(if v.data_type.is_empty() {
+            Field::DataType => text(if v.data_type.is_empty() {
                 "text"
             } else {
                 &v.data_type
             }),
-            Key::Label => true,
-            Key::Path => self.values.iter().any(|path| {
+            Field::Label => true,
+            Field::Path => self.values.iter().any(|path| {
                 names::check_path(path).is_ok_and(|path| {
                     names::under(&p.body.name, &path, self.option == Opt::Recursive)
                 })
             }),
-            Key::Tag(t) => p
+            Field::Tag(t) => p
                 .body
                 .tags
                 .iter()

@@ -154,3 +154,71 @@ fn audit(call: &mut ViaCall<'_>, arn: &str, version: Option<u64>) {
 fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    fn code(op: &str, body: &str) -> &'static str {
+        decode(op, body.as_bytes()).unwrap_err().aws_name()
+    }
+
+    #[test]
+    fn decode_checks_each_operation_before_any_parameter_is_read() {
+        decode(
+            "PutParameter",
+            br#"{"Name":"/a","Value":"v","Type":"String"}"#,
+        )
+        .unwrap();
+        decode(
+            "GetParameter",
+            br#"{"Name":"/a:prod","WithDecryption":true}"#,
+        )
+        .unwrap();
+        decode("LabelParameterVersion", br#"{"Name":"/a","Labels":["x"]}"#).unwrap();
+        assert_eq!(
+            code("PutParameter", r#"{"Name":"/a"}"#),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(
+                "PutParameter",
+                r#"{"Name":"/a","Value":"v","AllowedPattern":"("}"#
+            ),
+            "InvalidAllowedPatternException"
+        );
+        assert_eq!(
+            code("PutParameter", r#"{"Name":5,"Value":"v"}"#),
+            "SerializationException"
+        );
+        assert_eq!(
+            code("GetParameters", r#"{"Names":[]}"#),
+            "ValidationException"
+        );
+        assert_eq!(
+            code("DeleteParameters", r#"{"Names":[1]}"#),
+            "SerializationException"
+        );
+        assert_eq!(
+            code("DescribeParameters", r#"{"NextToken":"x"}"#),
+            "InvalidNextToken"
+        );
+        assert_eq!(
+            code("GetParametersByPath", r#"{"Path":"/a","MaxResults":11}"#),
+            "ValidationException"
+        );
+        assert_eq!(
+            code("UnlabelParameterVersion", r#"{"Name":"/a","Labels":["x"]}"#),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(
+                "ListTagsForResource",
+                r#"{"ResourceType":"Document","ResourceId":"x"}"#
+            ),
+            "InvalidResourceType"
+        );
+        assert_eq!(code("GetParameter", "["), "SerializationException");
+        assert_eq!(code("Nope", "{}"), "UnknownOperationException");
+    }
+}

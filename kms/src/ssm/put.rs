@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 use super::model::{Parameter, ParameterBody, ParameterType, ParameterVersion};
 use super::{answer, names, tags, values};
@@ -48,7 +49,8 @@ pub(super) struct PutInput {
 #[derive(Debug)]
 pub(super) struct Put {
     name: String,
-    value: String,
+    /// The value: a SecureString's plaintext until it is encrypted, so zeroized when dropped.
+    value: Zeroizing<String>,
     kind: Option<ParameterType>,
     key_id: Option<String>,
     overwrite: bool,
@@ -71,6 +73,7 @@ pub(super) fn parse(i: &PutInput) -> Result<Put> {
             )
         })?
         .to_owned();
+    let value = Zeroizing::new(value);
     let kind = match i.kind.text("Type")? {
         None => None,
         Some(t) => Some(values::parameter_type(t).ok_or_else(|| {
@@ -283,7 +286,7 @@ pub(super) async fn put_parameter(mut call: ViaCall<'_>) -> Result<Value> {
     }
     let (value, key_id, key_arn) = match sealed {
         Some((k, a, v)) => (v, Some(k), Some(a)),
-        None => (put.value.clone(), None, None),
+        None => (put.value.to_string(), None, None),
     };
     let mut body = existing.map_or_else(
         || ParameterBody {

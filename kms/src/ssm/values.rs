@@ -106,13 +106,13 @@ pub(super) fn check_value(value: &str, pattern: Option<&str>) -> Result<()> {
                 .into(),
         ));
     }
-    if let Some(p) = pattern.filter(|p| !p.is_empty()) {
-        if !compile(p)?.is_match(value) {
-            return Err(SsmError::ParameterPatternMismatch(format!(
-                "Parameter value, cannot be validated against allowedPattern: {p}"
-            ))
-            .into());
-        }
+    if let Some(p) = pattern.filter(|p| !p.is_empty())
+        && !compile(p)?.is_match(value)
+    {
+        return Err(SsmError::ParameterPatternMismatch(format!(
+            "Parameter value, cannot be validated against allowedPattern: {p}"
+        ))
+        .into());
     }
     Ok(())
 }
