@@ -25,6 +25,7 @@ use crate::error::EnclaveError;
 use crate::job::KmsConfig;
 use crate::kms::{CacheLimits, RelayConnector};
 use crate::policy::Operations;
+use crate::secrets::SecretSpec;
 
 /// Largest configuration file accepted (the CA bundle dominates it).
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
@@ -95,6 +96,10 @@ pub struct Config {
     /// The disclosure policy: which operations, reading and emitting what.
     #[serde(default)]
     pub operations: Operations,
+    /// The secrets this enclave may fetch (`[[secrets]]`, see [`crate::secrets`]). Left out of
+    /// the canonical form when empty, so images without secrets keep their measurements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretSpec>,
 }
 
 /// The builder's `[kms]`: the CA inline or in a file.
@@ -118,6 +123,8 @@ struct Source {
     vsock: Vsock,
     #[serde(default)]
     operations: Operations,
+    #[serde(default)]
+    secrets: Vec<SecretSpec>,
 }
 
 fn invalid(reason: impl Into<String>) -> EnclaveError {
@@ -185,6 +192,7 @@ impl Config {
             cache: source.cache,
             vsock: source.vsock,
             operations: source.operations,
+            secrets: source.secrets,
         };
         config.validate()?;
         Ok(config)
@@ -251,7 +259,14 @@ impl Config {
                 )));
             }
         }
-        self.operations.validate()
+        self.operations.validate()?;
+        crate::secrets::validate(&self.secrets)?;
+        if self.operations.secrets.is_some() && self.secrets.is_empty() {
+            return Err(invalid(
+                "operations.secrets allows the secrets operation but no [[secrets]] are listed",
+            ));
+        }
+        Ok(())
     }
 
     /// The key cache limits.
@@ -401,6 +416,47 @@ nsm_port = 9000
         assert!(err(&"#".repeat(MAX_CONFIG_BYTES + 1)).contains("allowed"));
         let e = Config::from_bytes(b"\xff\xfe").unwrap_err();
         assert_eq!(e.code(), "ENC-CONFIG");
+    }
+
+    #[test]
+    fn secrets_are_read_checked_and_written_canonically() {
+        let arn = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbC123";
+        let key = "arn:aws:kms:us-east-1:111122223333:key/k2";
+        let with = format!(
+            "{}[operations.secrets]\nreport_length = true\n[[secrets]]\nname = \"db\"\n\
+             source = \"secretsmanager\"\narn = \"{arn}\"\nrelease = \"recipient\"\n\
+             [[secrets]]\nname = \"api\"\nsource = \"ssm\"\n\
+             arn = \"arn:aws:ssm:us-east-1:111122223333:parameter/api\"\n\
+             release = \"ciphertext\"\nkey = \"{key}\"\n",
+            sample(CA).replace("[operations]\n", "")
+        );
+        let c = Config::from_toml(&with).unwrap();
+        assert_eq!(c.secrets.len(), 2);
+        assert_eq!(c.secrets[1].key.as_deref(), Some(key));
+        let canonical = c.to_toml().unwrap();
+        assert!(canonical.contains("[[secrets]]"), "{canonical}");
+        assert_eq!(Config::from_toml(&canonical).unwrap(), c);
+        assert_eq!(
+            Config::from_toml(&canonical).unwrap().to_toml().unwrap(),
+            canonical
+        );
+        // A configuration without secrets is written as before (same measurements).
+        let plain = Config::from_toml(&sample(CA)).unwrap().to_toml().unwrap();
+        assert!(!plain.contains("secrets"), "{plain}");
+        assert!(
+            err(&with.replace(
+                "release = \"recipient\"",
+                "release = \"recipient\"\nextra = 1"
+            ))
+            .contains("unknown field")
+        );
+        assert!(err(&with.replace("name = \"api\"", "name = \"db\"")).contains("twice"));
+        assert!(
+            err(&with.replace(arn, "arn:aws:kms:us-east-1:111122223333:key/x"))
+                .contains("secrets[0].arn")
+        );
+        let only_policy = with.split("[[secrets]]").next().unwrap();
+        assert!(err(only_policy).contains("no [[secrets]]"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::ops::stats::Stats;
 use crate::ops::tokenize::{TokenKey, tokenize};
 use crate::policy::{Budget, MaskPolicy, Operations, Plan, TokenizePolicy};
 use crate::record;
+use crate::secrets::{SecretSpec, SecretStore};
 
 /// How the enclave reaches the KMS and which keys it uses.
 #[derive(Debug, Clone)]
@@ -64,23 +65,38 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most result bytes in one `Rows` frame (well under the frame limit).
 const ROWS_PER_FRAME: usize = 1 << 20;
 
-/// What every job shares: the disclosure policy, the stats ledger and the job slots.
+/// What every job shares: the disclosure policy, the stats ledger, the job slots, the secrets
+/// the configuration lists and those fetched.
 #[derive(Debug)]
 pub struct Shared {
     ops: Operations,
     ledger: Ledger,
     slots: Arc<tokio::sync::Semaphore>,
+    secrets: Vec<SecretSpec>,
+    store: SecretStore,
 }
 
 impl Shared {
-    /// Shared state for jobs under `ops`.
+    /// Shared state for jobs under `ops`, with no secrets.
     pub fn new(ops: Operations) -> Self {
+        Self::with_secrets(ops, Vec::new())
+    }
+
+    /// Shared state for jobs under `ops`, which may fetch `secrets` (the configuration's).
+    pub fn with_secrets(ops: Operations, secrets: Vec<SecretSpec>) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(ops.max_jobs as usize));
         Self {
             ops,
             ledger: Ledger::new(),
             slots,
+            secrets,
+            store: SecretStore::default(),
         }
+    }
+
+    /// The secrets fetched so far (for operations that use them).
+    pub fn secret_store(&self) -> &SecretStore {
+        &self.store
     }
 }
 
@@ -111,6 +127,8 @@ enum Running {
     Mask(MaskPolicy),
     Tokenize(TokenizePolicy, Box<TokenKey>),
     Reseal(Resealer),
+    /// The secrets' report rows, and the first fetch that failed.
+    Secrets(Vec<String>, Option<EnclaveError>),
 }
 
 /// What one message produced.
@@ -123,11 +141,12 @@ enum Output {
     Resealed(Vec<u8>),
 }
 
-/// The job's tools: its key release, the NSM, the shared ledger.
+/// The job's tools: its key release, the NSM, the shared state (ledger, secrets).
 struct Tools<'a> {
     release: &'a KeyRelease,
     nsm: &'a dyn Nsm,
     ledger: &'a Ledger,
+    shared: &'a Shared,
 }
 
 fn record_error(line: usize) -> impl Fn(record::RecordError) -> EnclaveError {
@@ -173,6 +192,17 @@ impl Running {
                 Self::Tokenize(p, key)
             }
             Plan::Reseal { target_key } => Self::Reseal(Resealer::new(target_key)),
+            Plan::Secrets(p) => {
+                let (rows, failure) = crate::secrets::fetch_all(
+                    tools.release.client(),
+                    tools.nsm,
+                    &tools.shared.secrets,
+                    &tools.shared.store,
+                    p.report_length,
+                )
+                .await;
+                Self::Secrets(rows, failure)
+            }
         })
     }
 
@@ -183,6 +213,11 @@ impl Running {
         bytes: &[u8],
         tools: &Tools<'_>,
     ) -> Result<(Output, u64), EnclaveError> {
+        if let Self::Secrets(..) = self {
+            return Err(EnclaveError::Protocol(
+                "the secrets operation takes no sealed input",
+            ));
+        }
         let (header, _) = cloister_esdk::parse_header(bytes)?;
         if let Self::Stats {
             budget, charged, ..
@@ -221,14 +256,19 @@ impl Running {
                 let sealed = r.reseal(tools.release, tools.nsm, &header, &plain).await?;
                 Ok((Output::Resealed(sealed), n))
             }
+            Self::Secrets(..) => Err(EnclaveError::Protocol(
+                "the secrets operation takes no sealed input",
+            )),
         }
     }
 
-    /// What is left to send at the end (the aggregate rows).
-    fn finish(self) -> Result<Vec<String>, EnclaveError> {
+    /// What is left to send at the end (the aggregate rows, the secrets' report), and a failure
+    /// to report after them (a secret that could not be fetched).
+    fn finish(self) -> Result<(Vec<String>, Option<EnclaveError>), EnclaveError> {
         match self {
-            Self::Stats { total, .. } => total.rows(),
-            _ => Ok(Vec::new()),
+            Self::Stats { total, .. } => Ok((total.rows()?, None)),
+            Self::Secrets(rows, failure) => Ok((rows, failure)),
+            _ => Ok((Vec::new(), None)),
         }
     }
 }
@@ -324,6 +364,7 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
             release: &release,
             nsm,
             ledger: &shared.ledger,
+            shared,
         };
         let mut running = Running::start(plan, &token_key, &tools).await?;
         let (mut messages, mut records) = (0u64, 0u64);
@@ -355,7 +396,11 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
                     }
                 }
                 Some(Message::EndOfInput) => {
-                    send_rows(&mut writer, running.finish()?).await?;
+                    let (rows, failure) = running.finish()?;
+                    send_rows(&mut writer, rows).await?;
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
                     send(&mut writer, &Message::Done { messages, records }).await?;
                     return Ok(());
                 }
@@ -543,6 +588,7 @@ clear = ["country"]
             Operation::Reseal {
                 target_key: KEY_ARN.into(),
             },
+            Operation::Secrets,
         ] {
             let (result, out, decrypts) = run_on(
                 &shared(),
@@ -559,6 +605,40 @@ clear = ["country"]
             assert_eq!(decrypts, 0, "{op:?}: no key released");
             assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
         }
+    }
+
+    #[tokio::test]
+    async fn a_secrets_job_takes_no_sealed_input() {
+        let mut ops: Operations = toml::from_str(POLICY).unwrap();
+        ops.secrets = Some(crate::policy::SecretsPolicy {
+            report_length: false,
+        });
+        let shared = Shared::with_secrets(ops, Vec::new());
+        let (result, out, decrypts) = run_on(
+            &shared,
+            Behaviour::Release,
+            vec![
+                job_of(Operation::Secrets),
+                sealed_msg("m", &[r#"{"age":1}"#]),
+                Message::EndOfInput,
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().code(), "ENC-PROTOCOL");
+        assert_eq!(failed_code(&out), Some("ENC-PROTOCOL"));
+        assert_eq!(decrypts, 0, "the message was not opened");
+        // With nothing configured and no input, the job is done with an empty report.
+        let (result, out, _) = run_on(
+            &shared,
+            Behaviour::Release,
+            vec![job_of(Operation::Secrets), Message::EndOfInput],
+        )
+        .await;
+        result.unwrap();
+        assert!(
+            matches!(out.last(), Some(Message::Done { messages: 0, .. })),
+            "{out:?}"
+        );
     }
 
     #[tokio::test]

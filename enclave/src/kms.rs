@@ -126,6 +126,11 @@ impl KeyRelease {
         }
     }
 
+    /// The job's KMS client (over the relayed TLS, with the job's credentials).
+    pub fn client(&self) -> &KmsClient {
+        &self.kms
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Cached>> {
         self.cache
             .lock()

@@ -12,7 +12,9 @@
 //! - [`record`]: one decrypted record (a JSON-lines object), parsed strictly into zeroizing
 //!   buffers;
 //! - [`budget`]: the stats jobs allowed per key and window;
-//! - [`kms`]: attested key release through the host's relay, with a bounded key cache.
+//! - [`kms`]: attested key release through the host's relay, with a bounded key cache;
+//! - [`secrets`]: the secrets the configuration lists, fetched by attestation (Secrets Manager
+//!   with a `Recipient`, or a KMS ciphertext kept in Secrets Manager or Parameter Store).
 //!
 //! The NSM it asks for documents is any [`cloister_nsm::Nsm`]: `/dev/nsm` on Nitro, the
 //! launcher's emulated NSM elsewhere.
@@ -27,6 +29,7 @@ pub mod ops;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod secrets;
 pub mod serve;
 #[cfg(test)]
 mod testing;

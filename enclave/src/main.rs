@@ -58,7 +58,10 @@ async fn run(
     eprintln!("cloister-enclave: listening on {listen}, relay {relay}");
     eprintln!("cloister-enclave: ready");
     let kms = Arc::new(config.kms_config(relay));
-    let shared = Arc::new(Shared::new(config.operations.clone()));
+    let shared = Arc::new(Shared::with_secrets(
+        config.operations.clone(),
+        config.secrets.clone(),
+    ));
     serve::serve_forever(listener, kms, shared, nsm).await;
     anyhow::bail!("the accept loop ended")
 }

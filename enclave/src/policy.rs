@@ -110,6 +110,17 @@ pub struct ResealPolicy {
     pub target_keys: Vec<String>,
 }
 
+/// `[operations.secrets]`: the `secrets` operation fetches every `[[secrets]]` entry into the
+/// enclave and reports one row per secret (name, ARN, version, path, outcome), never a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsPolicy {
+    /// Whether a row may carry the value's length in bytes (a length says something about a
+    /// value: leave it out for short passwords).
+    #[serde(default)]
+    pub report_length: bool,
+}
+
 fn default_max_jobs() -> u32 {
     4
 }
@@ -129,6 +140,9 @@ pub struct Operations {
     pub tokenize: Option<TokenizePolicy>,
     /// `reseal`.
     pub reseal: Option<ResealPolicy>,
+    /// `secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsPolicy>,
 }
 
 impl Default for Operations {
@@ -139,6 +153,7 @@ impl Default for Operations {
             mask: None,
             tokenize: None,
             reseal: None,
+            secrets: None,
         }
     }
 }
@@ -331,6 +346,10 @@ impl Operations {
                     target_key: target_key.clone(),
                 })
             }
+            Operation::Secrets => {
+                let p = self.secrets.ok_or_else(|| disabled("secrets"))?;
+                Ok(Plan::Secrets(p))
+            }
             _ => Err(refuse("an operation this enclave does not know".into())),
         }
     }
@@ -374,6 +393,8 @@ pub enum Plan {
         /// The target key ARN.
         target_key: String,
     },
+    /// `secrets`: fetch the configured secrets.
+    Secrets(SecretsPolicy),
 }
 
 #[cfg(test)]
@@ -458,6 +479,17 @@ target_keys = ["arn:aws:kms:us-east-1:111122223333:key/new"]
             .contains("may not target")
         );
         assert!(matches!(o.plan(&Operation::Mask), Ok(Plan::Mask(_))));
+        assert!(refused(Operation::Secrets).contains("no secrets operation"));
+        let mut with = ops();
+        with.secrets = Some(SecretsPolicy {
+            report_length: true,
+        });
+        assert!(matches!(
+            with.plan(&Operation::Secrets),
+            Ok(Plan::Secrets(SecretsPolicy {
+                report_length: true
+            }))
+        ));
     }
 
     #[test]

@@ -165,3 +165,93 @@ pub(crate) fn nsm(pcr0: PcrValue) -> (Emulator, TrustAnchor) {
         root,
     )
 }
+
+/// A stand-in service answering each request with `answer(target, request)`; every request is
+/// kept (target and JSON body) for the test to inspect.
+type Answer = dyn Fn(&str, &Value) -> (u16, Value) + Send + Sync;
+
+/// A scripted service (any of KMS, Secrets Manager, Parameter Store) over an in-memory stream.
+#[derive(Clone)]
+pub(crate) struct Scripted {
+    answer: Arc<Answer>,
+    pub(crate) seen: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl std::fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripted").finish_non_exhaustive()
+    }
+}
+
+impl Scripted {
+    pub(crate) fn new(
+        answer: impl Fn(&str, &Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            answer: Arc::new(answer),
+            seen: Arc::default(),
+        }
+    }
+
+    /// A client of this service with throwaway credentials and no retries.
+    pub(crate) fn client(&self) -> KmsClient {
+        let creds = Credentials {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: Zeroizing::new("secret".into()),
+            session_token: None,
+        };
+        KmsClient::new(self.clone(), "kms.test", "us-east-1", creds).with_retry(
+            cloister_kms_client::Retry {
+                attempts: 1,
+                ..Default::default()
+            },
+        )
+    }
+}
+
+impl Connector for Scripted {
+    fn connect(&self) -> Connecting<'_> {
+        let me = self.clone();
+        Box::pin(async move {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let me = me.clone();
+                        async move {
+                            let target = req.headers()["x-amz-target"].to_str().unwrap().to_owned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let body: Value = serde_json::from_slice(&body).unwrap();
+                            let (status, answer) = (me.answer)(&target, &body);
+                            me.seen.lock().unwrap().push((target, body));
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server), service)
+                    .await;
+            });
+            Ok(Box::new(client) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// `plain` sealed as CMS to the key the request's Recipient document binds (verified against
+/// `root`), base64: what an attestation-honouring service answers as `CiphertextForRecipient`.
+pub(crate) fn seal_to_recipient(root: &TrustAnchor, request: &Value, plain: &[u8]) -> String {
+    let doc = STANDARD
+        .decode(
+            request["Recipient"]["AttestationDocument"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let verified = Verifier::new(vec![root.clone()])
+        .verify(&doc, VerifyAt::Now, &Policy::new().require_public_key(true))
+        .unwrap();
+    let to = RecipientKey::from_spki_der(verified.public_key.as_deref().unwrap()).unwrap();
+    STANDARD.encode(recipient::seal(&to, plain).unwrap())
+}

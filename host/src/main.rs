@@ -1,7 +1,7 @@
 //! `cloister`: the command a user types on the (untrusted) host.
 //!
 //! This binary holds no secrets: it seals and opens records as the key owner's tool
-//! (`seal`/`open`), submits jobs and runs the proxy as the untrusted parent (`submit`/`proxy`),
+//! (`seal`/`open`, `secrets put`), submits jobs and runs the proxy as the untrusted parent (`submit`/`proxy`),
 //! runs the emulated NSM as the launcher (`nsm`), starts enclaves as their launcher (`run`,
 //! `ps`, `stop`, `console`), builds and describes enclave images (`build-image`,
 //! `describe-image`), and inspects and verifies attestation documents (`attest`, `dev-pki`).
@@ -20,6 +20,7 @@ mod nsm;
 mod pipe;
 mod proxy;
 mod seal;
+mod secrets;
 mod submit;
 
 use std::borrow::Cow;
@@ -66,6 +67,9 @@ enum Command {
     Seal(seal::SealArgs),
     /// Open sealed records as the key's owner (plaintext KMS Decrypt; not in an enclave).
     Open(seal::OpenArgs),
+    /// Secrets for attested enclaves (values encrypted to an enclave-only KMS key).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// Make a tokenization key (GenerateDataKeyWithoutPlaintext) for `submit --op tokenize`.
     #[command(name = "token-key")]
     TokenKey(seal::TokenKeyArgs),
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => block_on(seal::seal(args)),
         Command::Open(args) => block_on(seal::open(args)),
         Command::TokenKey(args) => block_on(seal::token_key(args)),
+        Command::Secrets(cmd) => block_on(secrets::run(cmd)),
         Command::BuildImage(args) => image::build(args),
         Command::DescribeImage(args) => image::describe(args),
     };

@@ -36,7 +36,7 @@ pub(crate) struct KmsEndpoint {
 
 impl KmsEndpoint {
     /// A client for this endpoint with the credentials from the environment.
-    fn client(&self) -> Result<KmsClient> {
+    pub(crate) fn client(&self) -> Result<KmsClient> {
         let aws = aws_env::load()?;
         let ca = match &self.ca {
             Some(path) => {

@@ -1,6 +1,9 @@
 //! `cloister submit`: send sealed files to the enclave through the proxy and take back what the
 //! enclave's policy lets out.
 //!
+//! - `--op secrets` sends no sealed input: the enclave fetches the secrets its image lists and
+//!   prints one report row per secret (never a value); a secret it could not fetch fails the
+//!   job with that secret's code, after the whole report.
 //! - Results stream as they come: JSON lines on stdout (`stats`, `mask`, `tokenize`), or, with
 //!   `--out FILE` (required for `reseal`), a file written only when the enclave says the job is
 //!   done, so a job cut short never leaves a partial result that looks whole. A job that fails
@@ -33,6 +36,9 @@ enum Op {
     Tokenize,
     /// The records re-encrypted under a new data key of --target-key.
     Reseal,
+    /// Fetch the secrets the enclave's image lists into the enclave (no sealed input); prints
+    /// one report row per secret (name, ARN, version, outcome), never a value.
+    Secrets,
 }
 
 #[derive(Debug, Args)]
@@ -59,8 +65,7 @@ pub(crate) struct SubmitArgs {
     /// for reseal (Encryption SDK messages, concatenated).
     #[arg(short, long)]
     out: Option<PathBuf>,
-    /// Sealed files (each one or more Encryption SDK messages).
-    #[arg(required = true)]
+    /// Sealed files (each one or more Encryption SDK messages); none for `secrets`.
     sealed: Vec<PathBuf>,
 }
 
@@ -101,6 +106,14 @@ fn operation(args: &SubmitArgs) -> Result<Operation> {
     if args.op != Op::Reseal {
         stray("--target-key", args.target_key.is_some())?;
     }
+    if args.op == Op::Secrets {
+        stray("--out", args.out.is_some())?;
+        if !args.sealed.is_empty() {
+            bail!("--op secrets takes no sealed files");
+        }
+    } else if args.sealed.is_empty() {
+        bail!("--op {:?} needs at least one sealed file", args.op);
+    }
     Ok(match args.op {
         Op::Stats => Operation::Stats {
             group_by: args.group_by.clone(),
@@ -127,6 +140,7 @@ fn operation(args: &SubmitArgs) -> Result<Operation> {
                     .context("--op reseal needs --target-key ARN")?,
             }
         }
+        Op::Secrets => Operation::Secrets,
     })
 }
 
@@ -301,6 +315,9 @@ const MAX_MESSAGE: usize = cloister_wire::frame::MAX_FRAME - 64 * 1024;
 
 pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let op = operation(&args)?;
+    // A secrets job's rows are its whole report, printed before the enclave says whether every
+    // secret was fetched: they are not a partial result when it says some were not.
+    let report = args.op == Op::Secrets;
     let aws = aws_env::load()?;
     let kms = KmsAccess {
         region: aws.region,
@@ -390,7 +407,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             Some(Message::Failed { code, reason }) => {
                 progress.end();
                 let f = EnclaveFailure::new(&code, &reason);
-                if sink.printed() > 0 {
+                if sink.printed() > 0 && !report {
                     let printed = sink.printed();
                     return Err(anyhow::Error::from(f).context(Incomplete {
                         printed,

@@ -20,7 +20,40 @@ use crate::connector::{Connector, TcpConnector, TlsConnector};
 use crate::error::ClientError;
 use crate::retry::Retry;
 
-/// A KMS client.
+/// The AWS JSON 1.1 services the client speaks: each has its `X-Amz-Target` prefix and its SigV4
+/// signing name. cloister-kms serves all three on one listener; against AWS each has its own
+/// endpoint (a client per endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// AWS KMS (`TrentService.`, signed as `kms`).
+    Kms,
+    /// AWS Secrets Manager (`secretsmanager.`, signed as `secretsmanager`).
+    SecretsManager,
+    /// SSM Parameter Store (`AmazonSSM.`, signed as `ssm`).
+    Ssm,
+}
+
+impl Api {
+    /// The `X-Amz-Target` prefix (before the dot).
+    pub fn target_prefix(self) -> &'static str {
+        match self {
+            Self::Kms => "TrentService",
+            Self::SecretsManager => "secretsmanager",
+            Self::Ssm => "AmazonSSM",
+        }
+    }
+
+    /// The SigV4 signing name (the scope's service).
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Self::Kms => "kms",
+            Self::SecretsManager => "secretsmanager",
+            Self::Ssm => "ssm",
+        }
+    }
+}
+
+/// A KMS client (and, with [`Api`], a Secrets Manager and Parameter Store client).
 pub struct KmsClient {
     connector: Box<dyn Connector>,
     host: String,
@@ -134,8 +167,13 @@ impl KmsClient {
 
     /// Calls `TrentService.<op>` with `input`, retrying what is retryable.
     pub async fn call(&self, op: &str, input: &Value) -> Result<Value, ClientError> {
+        self.call_api(Api::Kms, op, input).await
+    }
+
+    /// Calls `<api's prefix>.<op>` with `input`, signed for `api`, retrying what is retryable.
+    pub async fn call_api(&self, api: Api, op: &str, input: &Value) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let answer = self.request(op, &body).await?;
+        let answer = self.request_api(api, op, &body).await?;
         if answer.is_empty() {
             return Ok(Value::Object(serde_json::Map::new()));
         }
@@ -150,9 +188,19 @@ impl KmsClient {
         op: &str,
         body: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        self.request_api(Api::Kms, op, body).await
+    }
+
+    /// Sends `body` (JSON) as `<api's prefix>.<op>`, as [`Self::request`] does for KMS.
+    pub(crate) async fn request_api(
+        &self,
+        api: Api,
+        op: &str,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         let mut attempt = 0;
         loop {
-            match self.once(op, body).await {
+            match self.once(api, op, body).await {
                 Err(e) if e.retryable() && attempt + 1 < self.retry.attempts.max(1) => {
                     tokio::time::sleep(self.retry.delay(attempt)).await;
                     attempt += 1;
@@ -177,14 +225,19 @@ impl KmsClient {
         Ok(sender)
     }
 
-    async fn once(&self, op: &str, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        let target = format!("TrentService.{op}");
+    async fn once(
+        &self,
+        api: Api,
+        op: &str,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let target = format!("{}.{op}", api.target_prefix());
         let request = cloister_sigv4::JsonRequest {
             host: &self.host,
             target: &target,
             body,
             region: &self.region,
-            service: "kms",
+            service: api.signing_name(),
         };
         let headers = cloister_sigv4::sign_json_request(
             &request,

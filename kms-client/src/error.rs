@@ -13,6 +13,7 @@ pub const CODES: &[&str] = &[
     "KMS-CONFIG",
     "KMS-KEY-LENGTH",
     "KMS-PLAINTEXT-RETURNED",
+    "KMS-MISMATCH",
 ];
 
 /// Why a call failed.
@@ -51,6 +52,9 @@ pub enum ClientError {
     /// honouring the attestation, and the key must not be used.
     #[error("the KMS returned Plaintext instead of CiphertextForRecipient")]
     PlaintextReturned,
+    /// The answer is about another resource than the one asked for (a secret's ARN).
+    #[error("the answer does not match the request: {0}")]
+    Mismatch(String),
     /// The NSM could not attest the release key.
     #[error(transparent)]
     Nsm(#[from] cloister_nsm::NsmError),
@@ -96,6 +100,7 @@ impl ErrorCode for ClientError {
             Self::Config(_) => "KMS-CONFIG".into(),
             Self::KeyLength(_) => "KMS-KEY-LENGTH".into(),
             Self::PlaintextReturned => "KMS-PLAINTEXT-RETURNED".into(),
+            Self::Mismatch(_) => "KMS-MISMATCH".into(),
             Self::Nsm(e) => e.code(),
             Self::Cms(e) => ErrorCode::code(e),
         }
@@ -123,6 +128,7 @@ mod tests {
             ClientError::Config("x".into()),
             ClientError::KeyLength(16),
             ClientError::PlaintextReturned,
+            ClientError::Mismatch("x".into()),
         ];
         for e in own {
             assert!(CODES.contains(&&*e.code()), "{}", e.code());

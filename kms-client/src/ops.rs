@@ -73,16 +73,16 @@ pub struct Ciphertext<'a> {
 
 // ---- request shapes --------------------------------------------------------------------------
 
-fn base64_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn base64_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&STANDARD.encode(bytes))
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Recipient {
-    key_encryption_algorithm: &'static str,
+pub(crate) struct Recipient {
+    pub(crate) key_encryption_algorithm: &'static str,
     #[serde(serialize_with = "base64_bytes")]
-    attestation_document: Vec<u8>,
+    pub(crate) attestation_document: Vec<u8>,
 }
 
 #[derive(Serialize)]
@@ -119,7 +119,7 @@ struct DecryptRequest<'a> {
 // ---- answer shapes ---------------------------------------------------------------------------
 
 /// Base64 text decoded into bytes.
-struct Blob(Vec<u8>);
+pub(crate) struct Blob(pub(crate) Vec<u8>);
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for Blob {
 
 /// Base64 text decoded into bytes that are zeroized when dropped. The text is borrowed from the
 /// (zeroizing) answer buffer, so no unzeroized copy of the plaintext is made.
-struct SecretBlob(Zeroizing<Vec<u8>>);
+pub(crate) struct SecretBlob(pub(crate) Zeroizing<Vec<u8>>);
 
 impl<'de> Deserialize<'de> for SecretBlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -185,7 +185,7 @@ struct DecryptAnswer {
     ciphertext_for_recipient: Option<Blob>,
 }
 
-fn parse<T: DeserializeOwned>(op: &str, bytes: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn parse<T: DeserializeOwned>(op: &str, bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{op} answer: {e}")))
 }
 
@@ -198,7 +198,7 @@ fn data_key(plain: &[u8]) -> Result<DataKey, ClientError> {
     Ok(key)
 }
 
-fn body(req: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+pub(crate) fn body(req: &impl Serialize) -> Result<Vec<u8>, ClientError> {
     serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
@@ -289,7 +289,7 @@ impl KmsClient {
     }
 
     /// A one-use RSA-2048 key and an NSM document binding it (and a fresh nonce).
-    async fn attested_recipient(
+    pub(crate) async fn attested_recipient(
         nsm: &dyn Nsm,
     ) -> Result<(RecipientPrivateKey, Recipient), ClientError> {
         // RSA key generation takes tens of milliseconds: off the async worker threads.
@@ -318,7 +318,23 @@ impl KmsClient {
         envelope: Option<Blob>,
         op: &str,
     ) -> Result<DataKey, ClientError> {
-        if plaintext.is_some() {
+        data_key(&Self::open_envelope(
+            private,
+            plaintext.is_some(),
+            envelope,
+            op,
+        )?)
+    }
+
+    /// Opens a `CiphertextForRecipient` of any length with the one-use key, which is then
+    /// dropped; `plaintext_returned` (the answer also carried the value in the clear) refuses it.
+    pub(crate) fn open_envelope(
+        private: RecipientPrivateKey,
+        plaintext_returned: bool,
+        envelope: Option<Blob>,
+        op: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        if plaintext_returned {
             return Err(ClientError::PlaintextReturned);
         }
         let envelope = envelope.ok_or_else(|| {
@@ -326,7 +342,36 @@ impl KmsClient {
         })?;
         let plain = private.open(&envelope.0)?;
         drop(private); // the one-use private key is gone
-        data_key(&plain)
+        Ok(plain)
+    }
+
+    /// Attested `Decrypt` of any ciphertext (not only a data key): the plaintext, opened from
+    /// `CiphertextForRecipient` as [`Self::decrypt_for_recipient`] does, with the KMS key that
+    /// made it. What the enclave uses to open a secret kept as a KMS ciphertext (path P).
+    pub async fn decrypt_bytes_for_recipient(
+        &self,
+        ct: Ciphertext<'_>,
+        nsm: &dyn Nsm,
+    ) -> Result<Decrypted, ClientError> {
+        let (private, recipient) = Self::attested_recipient(nsm).await?;
+        let req = DecryptRequest {
+            ciphertext_blob: ct.blob,
+            key_id: ct.key_id,
+            encryption_context: ct.context,
+            recipient: Some(recipient),
+        };
+        let answer = self.request("Decrypt", &body(&req)?).await?;
+        let a: DecryptAnswer = parse("Decrypt", &answer)?;
+        let plaintext = Self::open_envelope(
+            private,
+            a.plaintext.is_some(),
+            a.ciphertext_for_recipient,
+            "Decrypt",
+        )?;
+        Ok(Decrypted {
+            key_id: a.key_id,
+            plaintext,
+        })
     }
 
     /// Attested release of a wrapped data key: `Decrypt` with a `Recipient` whose attestation

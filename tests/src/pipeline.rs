@@ -132,6 +132,17 @@ impl Pipeline {
     /// Starts everything. The key's policy lets the root manage and seal, and releases keys for
     /// Decrypt only to an enclave whose PCR0 is `policy_pcr0` (default: the image's own).
     pub fn start(policy_pcr0: Option<&str>) -> Self {
+        Self::start_with(policy_pcr0, |_| String::new())
+    }
+
+    /// As [`Pipeline::start`], with `prepare` run once the KMS is up and before the image is
+    /// built: it sets up what the image must name (secrets, their keys) and returns TOML
+    /// appended to the image's configuration after its `[operations]` (for example
+    /// `[operations.secrets]` and `[[secrets]]` entries).
+    pub fn start_with(
+        policy_pcr0: Option<&str>,
+        prepare: impl FnOnce(&KmsServer) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p = |rel: &str| dir.path().join(rel);
         let pki = p("pki");
@@ -185,9 +196,10 @@ impl Pipeline {
         };
         let (key_arn, token_arn, target_arn) = (create(), create(), create());
         // The image: the enclave binary and a configuration naming this KMS and key.
-        let operations = OPERATIONS
+        let mut operations = OPERATIONS
             .replace("{token}", &token_arn)
             .replace("{target}", &target_arn);
+        operations.push_str(&prepare(&kms));
         std::fs::write(
             p("enclave.toml"),
             crate::microvm::config_with_operations(

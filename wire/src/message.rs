@@ -87,6 +87,9 @@ pub enum Operation {
         /// The KMS key ARN to reseal to (the policy lists the allowed ones).
         target_key: String,
     },
+    /// Fetch the secrets the enclave's measured configuration lists into the enclave (no sealed
+    /// input); the result is one report row per secret, never a value.
+    Secrets,
 }
 
 /// One protocol message.
