@@ -453,7 +453,8 @@ fn a_store_from_before_row_macs_is_migrated_by_the_operator_not_by_a_start() {
         .execute_batch(
             "ALTER TABLE keys DROP COLUMN mac; ALTER TABLE keys DROP COLUMN attrs;
              ALTER TABLE aliases DROP COLUMN mac; ALTER TABLE principals DROP COLUMN mac;
-             DROP TABLE meta; DROP TABLE grants; PRAGMA user_version = 0;",
+             DROP TABLE meta; DROP TABLE grants; DROP TABLE secrets;
+             DROP TABLE secret_versions; DROP TABLE parameters; PRAGMA user_version = 0;",
         )
         .unwrap();
     let err = serve_refused(d, &[]);

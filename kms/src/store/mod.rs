@@ -1281,6 +1281,39 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_store_gains_the_secrets_and_parameters_tables_at_start() {
+        let (dir, root, store, _) = populated();
+        let d = dir.path();
+        store
+            .conn
+            .execute_batch(
+                "DROP TABLE secrets; DROP TABLE secret_versions; DROP TABLE parameters;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        drop(store);
+        let (_, store) = Store::init(d, ACCOUNT).unwrap();
+        assert_eq!(user_version(d), schema::VERSION);
+        let state = store.load(&root).unwrap();
+        // The version 2 rows read as before; the new tables are empty and MAC'd when written.
+        assert!(state.tampered.is_empty(), "{:?}", state.tampered);
+        assert_eq!(state.keys.len(), 2);
+        assert_eq!(state.aliases.len(), 2);
+        assert!(state.secrets.is_empty() && state.parameters.is_empty());
+        let meta = SecretMeta {
+            name: "s".into(),
+            ..SecretMeta::default()
+        };
+        put_secret_meta(&store.conn, root.rows(), "s", &meta).unwrap();
+        assert_eq!(store.load(&root).unwrap().secrets["s"].meta.name, "s");
+        // A second start changes nothing.
+        drop(store);
+        let (_, store) = Store::init(d, ACCOUNT).unwrap();
+        assert_eq!(user_version(d), schema::VERSION);
+        assert!(store.load(&root).unwrap().secrets.contains_key("s"));
+    }
+
+    #[test]
     fn a_version_1_store_is_upgraded_at_start_and_a_tampered_row_stays_set_aside() {
         let (dir, root) = v1_store();
         let d = dir.path();
