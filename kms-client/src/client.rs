@@ -285,7 +285,7 @@ impl KmsClient {
 }
 
 /// The error an answer with a non-200 status carries (`__type`, `message`).
-fn service_error(status: u16, body: &[u8]) -> ClientError {
+pub(crate) fn service_error(status: u16, body: &[u8]) -> ClientError {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) if body.is_empty() => Value::Null,

@@ -185,6 +185,19 @@ struct DecryptAnswer {
     ciphertext_for_recipient: Option<Blob>,
 }
 
+/// Parses `bytes` as the KMS's answer to `op` as the typed operations read it; `None` for an
+/// operation they do not call (for the answer fuzz target, see [`crate::decode_answer`]).
+pub(crate) fn check_answer(op: &str, bytes: &[u8]) -> Option<Result<(), ClientError>> {
+    Some(match op {
+        "GenerateDataKey" => parse::<GenerateDataKeyAnswer>(op, bytes).map(drop),
+        "GenerateDataKeyForRecipient" => parse::<AttestedDataKeyAnswer>(op, bytes).map(drop),
+        "GenerateDataKeyWithoutPlaintext" => parse::<WrappedDataKeyAnswer>(op, bytes).map(drop),
+        "Encrypt" => parse::<EncryptAnswer>(op, bytes).map(drop),
+        "Decrypt" => parse::<DecryptAnswer>(op, bytes).map(drop),
+        _ => return None,
+    })
+}
+
 pub(crate) fn parse<T: DeserializeOwned>(op: &str, bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{op} answer: {e}")))
 }

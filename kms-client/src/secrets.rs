@@ -264,6 +264,19 @@ struct ParameterAnswer {
     value: SecretText,
 }
 
+/// Parses `bytes` as Secrets Manager's or Parameter Store's answer to `op` as the typed calls
+/// read it; `None` for an operation they do not call (for the answer fuzz target).
+pub(crate) fn check_answer(op: &str, bytes: &[u8]) -> Option<Result<(), ClientError>> {
+    Some(match op {
+        "GetSecretValue" => parse::<GetSecretValueAnswer>(op, bytes).map(drop),
+        "CreateSecret" => parse::<CreatedSecret>(op, bytes).map(drop),
+        "PutSecretValue" => parse::<PutSecret>(op, bytes).map(drop),
+        "DescribeSecret" => parse::<SecretDescription>(op, bytes).map(drop),
+        "GetParameter" => parse::<GetParameterAnswer>(op, bytes).map(drop),
+        _ => return None,
+    })
+}
+
 /// Whether an answer naming `arn` (and `name`) is about the secret asked for as `secret_id` (a
 /// name or an ARN).
 fn same_secret(secret_id: &str, arn: &str, name: &str) -> bool {
