@@ -266,6 +266,14 @@ impl Config {
                 "operations.secrets allows the secrets operation but no [[secrets]] are listed",
             ));
         }
+        if let Some(t) = &self.operations.tokenize
+            && let crate::policy::TokenKeySource::Secret(name) = t.key_source()?
+            && !self.secrets.iter().any(|s| s.name == name)
+        {
+            return Err(invalid(format!(
+                "operations.tokenize.key_secret names {name:?}, which no [[secrets]] entry is"
+            )));
+        }
         Ok(())
     }
 
@@ -457,6 +465,24 @@ nsm_port = 9000
         );
         let only_policy = with.split("[[secrets]]").next().unwrap();
         assert!(err(only_policy).contains("no [[secrets]]"));
+        // A tokenization key from a secret: it must be a listed one, and exactly one source.
+        let tokenize =
+            |source: &str| format!("{with}[operations.tokenize]\nfields = [\"email\"]\n{source}");
+        let c = Config::from_toml(&tokenize("key_secret = \"db\"\n")).unwrap();
+        let t = c.operations.tokenize.as_ref().unwrap();
+        assert_eq!(
+            t.key_source().unwrap(),
+            crate::policy::TokenKeySource::Secret("db")
+        );
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap()).unwrap(), c);
+        assert!(err(&tokenize("key_secret = \"nope\"\n")).contains("no [[secrets]] entry"));
+        let both = "key_secret = \"db\"\nkey_arn = \"arn:aws:kms:us-east-1:111122223333:key/t\"\n";
+        for source in [both, ""] {
+            assert!(
+                err(&tokenize(source)).contains("exactly one of key_arn and key_secret"),
+                "{source}"
+            );
+        }
     }
 
     #[test]

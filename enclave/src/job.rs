@@ -32,7 +32,7 @@ use crate::ops::mask::mask;
 use crate::ops::reseal::Resealer;
 use crate::ops::stats::Stats;
 use crate::ops::tokenize::{TokenKey, tokenize};
-use crate::policy::{Budget, MaskPolicy, Operations, Plan, TokenizePolicy};
+use crate::policy::{Budget, MaskPolicy, Operations, Plan, TokenKeySource, TokenizePolicy};
 use crate::record;
 use crate::secrets::{SecretSpec, SecretStore};
 
@@ -184,12 +184,27 @@ impl Running {
             },
             Plan::Mask(p) => Self::Mask(p),
             Plan::Tokenize(p) => {
-                let key = tools
-                    .release
-                    .token_key(tools.nsm, &p.key_arn, token_key)
-                    .await?;
-                let key = Box::new(TokenKey::new(&key));
-                Self::Tokenize(p, key)
+                let key = match p.key_source()? {
+                    // The plan checked that the job passed a key, or none for a secret.
+                    TokenKeySource::Wrapped(arn) => {
+                        let key = tools.release.token_key(tools.nsm, arn, token_key).await?;
+                        TokenKey::new(&key)
+                    }
+                    TokenKeySource::Secret(name) => {
+                        let spec = tools
+                            .shared
+                            .secrets
+                            .iter()
+                            .find(|s| s.name == name)
+                            .ok_or_else(|| {
+                                EnclaveError::Config(format!("no [[secrets]] entry {name:?}"))
+                            })?;
+                        let fetched =
+                            crate::secrets::fetch(tools.release.client(), tools.nsm, spec).await?;
+                        TokenKey::from_secret(fetched.value.bytes())?
+                    }
+                };
+                Self::Tokenize(p, Box::new(key))
             }
             Plan::Reseal { target_key } => Self::Reseal(Resealer::new(target_key)),
             Plan::Secrets(p) => {

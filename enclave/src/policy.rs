@@ -98,8 +98,38 @@ pub struct TokenizePolicy {
     /// Fields emitted unchanged.
     #[serde(default)]
     pub clear: Vec<String>,
-    /// The KMS key that wraps the tokenization key.
-    pub key_arn: String,
+    /// The KMS key that wraps the tokenization key a job passes (`cloister token-key`).
+    /// Exactly one of `key_arn` and `key_secret` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_arn: Option<String>,
+    /// Or: the `[[secrets]]` entry whose value the tokenization key is derived from, fetched by
+    /// the enclave itself for each job (so a job passes no key, and the key owner rotates it in
+    /// Secrets Manager or Parameter Store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<String>,
+}
+
+/// Where a tokenization key comes from (a checked [`TokenizePolicy`] names exactly one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKeySource<'a> {
+    /// Wrapped by this KMS key, passed by the job.
+    Wrapped(&'a str),
+    /// Derived from this configured secret, fetched by the enclave.
+    Secret(&'a str),
+}
+
+impl TokenizePolicy {
+    /// Where the tokenization key comes from; an error for a policy naming neither or both
+    /// (refused when the configuration is loaded).
+    pub fn key_source(&self) -> Result<TokenKeySource<'_>, EnclaveError> {
+        match (&self.key_arn, &self.key_secret) {
+            (Some(arn), None) => Ok(TokenKeySource::Wrapped(arn)),
+            (None, Some(name)) => Ok(TokenKeySource::Secret(name)),
+            _ => Err(invalid(
+                "operations.tokenize needs exactly one of key_arn and key_secret".into(),
+            )),
+        }
+    }
 }
 
 /// `[operations.reseal]`.
@@ -267,7 +297,9 @@ impl Operations {
             let mut seen = Vec::new();
             check_names("operations.tokenize.fields", &t.fields, &mut seen)?;
             check_names("operations.tokenize.clear", &t.clear, &mut seen)?;
-            check_arn("operations.tokenize.key_arn", &t.key_arn)?;
+            if let TokenKeySource::Wrapped(arn) = t.key_source()? {
+                check_arn("operations.tokenize.key_arn", arn)?;
+            }
         }
         if let Some(r) = &self.reseal {
             check_arns("operations.reseal.target_keys", &r.target_keys)?;
@@ -325,11 +357,27 @@ impl Operations {
             }
             Operation::Tokenize { token_key } => {
                 let p = self.tokenize.as_ref().ok_or_else(|| disabled("tokenize"))?;
-                if token_key.is_empty() || token_key.len() > 6144 {
-                    return Err(refuse(format!(
-                        "the wrapped tokenization key is {} bytes",
-                        token_key.len()
-                    )));
+                match p.key_source()? {
+                    TokenKeySource::Wrapped(_) if token_key.is_empty() => {
+                        return Err(refuse(
+                            "this image's tokenization key is wrapped by \
+                             operations.tokenize.key_arn: the job must pass it (--token-key)"
+                                .into(),
+                        ));
+                    }
+                    TokenKeySource::Wrapped(_) if token_key.len() > 6144 => {
+                        return Err(refuse(format!(
+                            "the wrapped tokenization key is {} bytes",
+                            token_key.len()
+                        )));
+                    }
+                    TokenKeySource::Secret(name) if !token_key.is_empty() => {
+                        return Err(refuse(format!(
+                            "this image derives its tokenization key from its secret {name:?}: \
+                             a job may not pass one"
+                        )));
+                    }
+                    _ => {}
                 }
                 Ok(Plan::Tokenize(p.clone()))
             }
@@ -427,6 +475,38 @@ target_keys = ["arn:aws:kms:us-east-1:111122223333:key/new"]
         let e = ops().plan(&op).unwrap_err();
         assert_eq!(e.code(), "ENC-POLICY", "{e}");
         e.to_string()
+    }
+
+    #[test]
+    fn a_tokenize_job_brings_a_wrapped_key_or_none_as_the_image_says() {
+        let mut o = ops();
+        o.tokenize = Some(TokenizePolicy {
+            fields: vec!["email".into()],
+            clear: vec![],
+            key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/tok".into()),
+            key_secret: None,
+        });
+        let r = o
+            .plan(&Operation::Tokenize { token_key: vec![] })
+            .unwrap_err();
+        assert_eq!(r.code(), "ENC-POLICY");
+        assert!(r.to_string().contains("must pass it (--token-key)"), "{r}");
+        let t = o.tokenize.as_mut().unwrap();
+        t.key_arn = None;
+        t.key_secret = Some("tok".into());
+        assert!(matches!(
+            o.plan(&Operation::Tokenize { token_key: vec![] }),
+            Ok(Plan::Tokenize(_))
+        ));
+        let brought = o
+            .plan(&Operation::Tokenize {
+                token_key: vec![1; 40],
+            })
+            .unwrap_err();
+        assert!(
+            brought.to_string().contains("may not pass one"),
+            "{brought}"
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub(crate) struct SubmitArgs {
     /// stats: aggregate only these fields (comma-separated; default: all the policy allows).
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
-    /// tokenize: the wrapped tokenization key (from `cloister token-key`).
+    /// tokenize: the wrapped tokenization key (from `cloister token-key`); leave it out when the
+    /// image derives its key from a secret (`operations.tokenize.key_secret`).
     #[arg(long)]
     token_key: Option<PathBuf>,
     /// reseal: the KMS key ARN to reseal to (the policy must list it).
@@ -121,12 +122,14 @@ fn operation(args: &SubmitArgs) -> Result<Operation> {
         },
         Op::Mask => Operation::Mask,
         Op::Tokenize => {
-            let path = args
-                .token_key
-                .as_ref()
-                .context("--op tokenize needs --token-key FILE (see `cloister token-key`)")?;
-            let token_key =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            // No key: the image must derive its own from a secret (it refuses the job otherwise,
+            // saying that it needs --token-key).
+            let token_key = match &args.token_key {
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => Vec::new(),
+            };
             Operation::Tokenize { token_key }
         }
         Op::Reseal => {

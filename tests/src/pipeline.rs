@@ -138,7 +138,8 @@ impl Pipeline {
     /// As [`Pipeline::start`], with `prepare` run once the KMS is up and before the image is
     /// built: it sets up what the image must name (secrets, their keys) and returns TOML
     /// appended to the image's configuration after its `[operations]` (for example
-    /// `[operations.secrets]` and `[[secrets]]` entries).
+    /// `[operations.secrets]` and `[[secrets]]` entries; an `[operations.tokenize]` there
+    /// replaces the default one).
     pub fn start_with(
         policy_pcr0: Option<&str>,
         prepare: impl FnOnce(&KmsServer) -> String,
@@ -199,7 +200,14 @@ impl Pipeline {
         let mut operations = OPERATIONS
             .replace("{token}", &token_arn)
             .replace("{target}", &target_arn);
-        operations.push_str(&prepare(&kms));
+        let extra = prepare(&kms);
+        // What `prepare` adds may bring its own tokenization policy, in place of the default.
+        if extra.contains("[operations.tokenize]") {
+            let start = operations.find("[operations.tokenize]").unwrap();
+            let end = operations.find("[operations.reseal]").unwrap();
+            operations.replace_range(start..end, "");
+        }
+        operations.push_str(&extra);
         std::fs::write(
             p("enclave.toml"),
             crate::microvm::config_with_operations(

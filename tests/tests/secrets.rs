@@ -422,3 +422,88 @@ fn the_secrets_operation_takes_no_input_and_refuses_stray_flags() {
     assert_ne!(code, 0);
     assert!(err.contains("at least one sealed file"), "{err}");
 }
+
+/// A tokenization key kept in Secrets Manager under the enclave-only key: the image's policy
+/// derives its key from that secret (`operations.tokenize.key_secret`), fetched by the enclave
+/// itself for each job, so a job passes no key. The tokens are those of the key derived from the
+/// value the owner stored, equal across jobs; a job passing a key of its own is refused; the
+/// value appears nowhere the host looks.
+#[test]
+fn a_tokenization_key_kept_as_a_secret_is_fetched_by_the_enclave_for_each_job() {
+    let secret: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let mut key = String::new();
+    let p = Pipeline::start_with(None, |kms| {
+        let owner = kms.client(kms.admin());
+        let rt = cloister_tests::kms::rt();
+        key = rt
+            .block_on(owner.call_api(Api::Kms, "CreateKey", &json!({})))
+            .unwrap()["KeyMetadata"]["Arn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let value = SecretData::Binary(Zeroizing::new(secret.clone()));
+        let created = rt
+            .block_on(owner.create_secret(
+                "tok",
+                Some(&key),
+                None,
+                Some(("00000000-0000-4000-8000-0000000000aa", &value)),
+            ))
+            .unwrap();
+        format!(
+            "[operations.tokenize]\nfields = [\"name\"]\nclear = [\"country\"]\n\
+             key_secret = \"tok\"\n[[secrets]]\nname = \"tok\"\nsource = \"secretsmanager\"\n\
+             arn = \"{}\"\nrelease = \"recipient\"\n",
+            created.arn
+        )
+    });
+    enclave_only(&p, &key, &p.pcr0);
+    let sealed = p.seal(&cloister_tests::pipeline::records(6), "people", 3);
+    let tokenize = || {
+        let (code, out, err) = p.submit(&["tokenize"], &[&sealed]);
+        assert_eq!(code, 0, "{err}");
+        let seen = format!("{out}\n{err}\n{}", p.proxy.lock().unwrap());
+        assert!(
+            !seen.contains(&hex::encode(&secret)),
+            "the tokenization secret leaked"
+        );
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = tokenize();
+    assert_eq!(first.len(), 6);
+    assert_eq!(tokenize(), first, "tokens differ between jobs");
+    let expected = cloister_enclave::ops::tokenize::TokenKey::from_secret(&secret)
+        .unwrap()
+        .token(&cloister_enclave::record::Value::String(
+            cloister_enclave::record::Text::new("patient-0"),
+        ))
+        .unwrap();
+    assert_eq!(first[0]["name"], expected, "{:?}", first[0]);
+    assert!(first[0].get("amount").is_none(), "{:?}", first[0]);
+    // The enclave fetched the key through R: audited with its ARN and the image's PCR0.
+    assert!(
+        p.audit()
+            .iter()
+            .any(|e| e["operation"] == "secretsmanager:GetSecretValue"
+                && e["pcr0"] == p.pcr0.as_str()
+                && e["outcome"] == "ok"),
+        "no attested release of the tokenization secret in the audit log"
+    );
+    // A job may not bring its own key to an image that derives its key from a secret.
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.key");
+    std::fs::write(&own, b"a key of the host's choosing").unwrap();
+    let (code, _, err) = p.submit(
+        &["tokenize", "--token-key", own.to_str().unwrap()],
+        &[&sealed],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ENC-POLICY") && err.contains("may not pass one"),
+        "{err}"
+    );
+}

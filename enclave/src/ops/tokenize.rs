@@ -5,14 +5,22 @@
 //! a type tag and the value (a string's text, a number as written, `true`/`false`, an object or
 //! array as its JSON text). Equal values give equal tokens in every job and every enclave that
 //! holds the same tokenization key; the key is a KMS data key released only to this attested
-//! image, so nobody outside it can compute a token or test a guess. Null stays null.
+//! image (or derived from a secret only this image may fetch), so nobody outside it can compute
+//! a token or test a guess. Null stays null.
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{Member, write_object};
+use crate::error::EnclaveError;
 use crate::policy::TokenizePolicy;
+
+/// Fewest bytes a secret must hold to be a tokenization key.
+pub const MIN_SECRET_KEY: usize = 32;
+
+/// The HKDF salt of a tokenization key derived from a secret.
+const TOKEN_KEY_SALT: &[u8] = b"cloister tokenization key from a secret v1";
 use crate::record::{Record, Value};
 
 /// The tokenization key (aws-lc-rs cleanses its key schedule when dropped).
@@ -28,6 +36,25 @@ impl TokenKey {
     /// The key from its 32 bytes.
     pub fn new(bytes: &[u8; 32]) -> Self {
         Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    }
+
+    /// The key derived from a secret's value (`operations.tokenize.key_secret`): HKDF-SHA256
+    /// with a salt of its own, so the tokens are not MACs any other use of the same secret
+    /// makes. A value shorter than 32 bytes is refused: the tokens of a guessable key would let
+    /// whoever sees them test guesses of the values.
+    pub fn from_secret(value: &[u8]) -> Result<Self, EnclaveError> {
+        if value.len() < MIN_SECRET_KEY {
+            return Err(EnclaveError::Policy(format!(
+                "the tokenization secret holds {} bytes; at least {MIN_SECRET_KEY} (a random \
+                 key, not a password) are needed",
+                value.len()
+            )));
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, TOKEN_KEY_SALT).extract(value);
+        let okm = prk
+            .expand(&[], hmac::HMAC_SHA256)
+            .map_err(|_| EnclaveError::Policy("cannot derive the tokenization key".into()))?;
+        Ok(Self(hmac::Key::from(okm)))
     }
 
     /// The token of `value`, or None for null.
@@ -68,13 +95,16 @@ pub fn tokenize(policy: &TokenizePolicy, key: &TokenKey, record: &Record, out: &
 
 #[cfg(test)]
 mod tests {
+    use cloister_common::ErrorCode;
+
     use super::*;
 
     fn line(key: &TokenKey, text: &str) -> serde_json::Value {
         let policy = TokenizePolicy {
             fields: vec!["email".into(), "n".into()],
             clear: vec!["country".into()],
-            key_arn: "arn:aws:kms:us-east-1:111122223333:key/tok".into(),
+            key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/tok".into()),
+            key_secret: None,
         };
         let mut out = Vec::new();
         tokenize(
@@ -84,6 +114,29 @@ mod tests {
             &mut out,
         );
         serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_key_from_a_secret_is_derived_and_refused_when_short() {
+        let secret = [7u8; 32];
+        let k = TokenKey::from_secret(&secret).unwrap();
+        let a = line(&k, r#"{"email":"ada@example.com"}"#);
+        let b = line(
+            &TokenKey::from_secret(&secret).unwrap(),
+            r#"{"email":"ada@example.com"}"#,
+        );
+        assert_eq!(a, b);
+        // Derived, not the secret used as it is.
+        let raw = line(&TokenKey::new(&secret), r#"{"email":"ada@example.com"}"#);
+        assert_ne!(a, raw);
+        let other = line(
+            &TokenKey::from_secret(&[8u8; 40]).unwrap(),
+            r#"{"email":"ada@example.com"}"#,
+        );
+        assert_ne!(a, other);
+        let short = TokenKey::from_secret(b"hunter2").unwrap_err();
+        assert_eq!(short.code(), "ENC-POLICY");
+        assert!(short.to_string().contains("at least 32"), "{short}");
     }
 
     #[test]
