@@ -490,7 +490,7 @@ async fn reencrypt(call: &mut ViaCall<'_>, s: &Secret, fresh: &str) -> Result<()
         if v.version_id == fresh || redone.iter().any(|r| r.version_id == v.version_id) {
             continue;
         }
-        let Ok(value) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, None) else {
+        let Ok((_, value)) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, None) else {
             continue;
         };
         let Ok((_, sealed)) = envelope::seal(call, &key_ref, &s.arn, &v.version_id, &value) else {
@@ -575,7 +575,7 @@ fn read(
 ) -> Result<Value> {
     call.audit.resource_arn = Some(s.arn.clone());
     call.audit.resource_version = Some(v.version_id.clone());
-    let value = envelope::open(call, &s.arn, &v.version_id, &v.sealed, recipient)?;
+    let (key_arn, value) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, recipient)?;
     let mut out = json!({
         "ARN": s.arn,
         "Name": s.meta.name,
@@ -587,6 +587,11 @@ fn read(
         Some(r) => {
             out["CiphertextForRecipient"] = json!(b64(&r.seal(&value.bytes)?));
             out["SecretKind"] = json!(value.kind.name());
+            // The key that opened this version's data key: the secret's key can be changed
+            // (UpdateSecret KmsKeyId, which AWS allows to anyone who may call it, and here to
+            // every principal) and a new version sealed under a key the caller controls, so an
+            // enclave that pins the key it trusts compares it with this.
+            out["KmsKeyId"] = json!(key_arn);
         }
         None => value_members(&mut out, &value)?,
     }
