@@ -86,6 +86,8 @@ fn ssm(addr: &str, creds: &Credentials, op: &str, input: Value) -> (u16, Value) 
 /// an attestation document naming image `image-a`, and for nothing else.
 struct World {
     _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    root_pem: std::path::PathBuf,
     server: KmsServer,
     addr: String,
     owner: Credentials,
@@ -126,6 +128,8 @@ fn world() -> World {
     let addr = server.addr.clone();
     World {
         _dir: dir,
+        data,
+        root_pem,
         server,
         addr,
         owner,
@@ -399,6 +403,19 @@ fn no_other_read_releases_an_enclave_only_value() {
     assert_eq!(got["ARN"], mine["ARN"]);
 
     let audit = w.server.audit_tail(40);
+    let batches: Vec<&Value> = audit
+        .iter()
+        .map(|e| &e["entry"])
+        .filter(|e| e["operation"] == "secretsmanager:BatchGetSecretValue")
+        .collect();
+    assert_eq!(batches.len(), 3);
+    for e in batches {
+        assert!(e.get("resource_arn").is_none(), "nothing released: {e}");
+        assert_eq!(
+            e["reason"],
+            format!("refused: {arn} AccessDeniedException").as_str()
+        );
+    }
     let refused = audit
         .iter()
         .map(|e| &e["entry"])
@@ -560,4 +577,78 @@ fn crafted_requests_get_clear_errors_and_the_service_keeps_answering() {
     }
     let (status, _) = sm(&w.addr, &w.host, "ListSecrets", json!({}));
     assert_eq!(status, 200);
+}
+
+/// The host edits the database (it cannot read the root key): a version's sealed value and MAC
+/// copied from another secret, a parameter's body and MAC copied from another parameter. Both
+/// rows fail their MAC at the next start: the secret and parameter are refused (to the
+/// enclave too), never answered with the other's value; the untouched ones still are.
+#[test]
+fn sealed_values_moved_between_rows_in_the_database_are_refused() {
+    let mut w = world();
+    let (enc, rcpt) = enclave(&w.pki, b"image-a");
+    let mut arns = Vec::new();
+    for (name, value) in [("a", "owner-pw-a"), ("b", "owner-pw-b")] {
+        let (status, created) = sm(
+            &w.addr,
+            &w.owner,
+            "CreateSecret",
+            json!({"Name": name, "KmsKeyId": w.key_arn, "SecretString": value}),
+        );
+        assert_eq!(status, 200, "{created}");
+        arns.push(created["ARN"].as_str().unwrap().to_owned());
+        let (status, put) = ssm(
+            &w.addr,
+            &w.owner,
+            "PutParameter",
+            json!({"Name": format!("/p/{name}"), "Type": "SecureString", "KeyId": w.key_arn,
+                   "Value": value}),
+        );
+        assert_eq!(status, 200, "{put}");
+    }
+    w.server.terminate(std::time::Duration::from_secs(30));
+    let db = common::db(&w.data);
+    let n = db
+        .execute(
+            "UPDATE secret_versions SET (sealed, mac) = \
+             (SELECT sealed, mac FROM secret_versions WHERE arn = ?2) WHERE arn = ?1",
+            [&arns[0], &arns[1]],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let n = db
+        .execute(
+            "UPDATE parameters SET (body, mac) = \
+             (SELECT body, mac FROM parameters WHERE arn LIKE '%parameter/p/b') \
+             WHERE arn LIKE '%parameter/p/a'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let server = kms_bin().start(&w.data, &["--trust-root", w.root_pem.to_str().unwrap()]);
+    let addr = server.addr.clone();
+
+    let (status, got) = sm(
+        &addr,
+        &w.host,
+        "GetSecretValue",
+        json!({"SecretId": arns[0], "Recipient": rcpt}),
+    );
+    assert!(status >= 400, "{got}");
+    assert!(got.get("CiphertextForRecipient").is_none(), "{got}");
+    let (status, got) = sm(
+        &addr,
+        &w.host,
+        "GetSecretValue",
+        json!({"SecretId": arns[1], "Recipient": rcpt}),
+    );
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(opened(&enc, &got), b"owner-pw-b");
+
+    let (status, got) = ssm(&addr, &w.host, "GetParameter", json!({"Name": "/p/a"}));
+    assert!(status >= 400, "{got}");
+    assert!(got.get("Parameter").is_none(), "{got}");
+    let (status, got) = ssm(&addr, &w.host, "GetParameter", json!({"Name": "/p/b"}));
+    assert_eq!(status, 200, "{got}");
 }

@@ -680,7 +680,9 @@ pub(crate) fn batch_get_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut released = Vec::new();
+    let mut refused = Vec::new();
     for (id, arn) in ids.iter().zip(arns) {
+        let named = arn.clone();
         let got = arn.ok_or_else(names::not_found).and_then(|arn| {
             if let Some(refused) = call.app.secret_refused(&arn) {
                 return Err(refused);
@@ -694,10 +696,19 @@ pub(crate) fn batch_get_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
         });
         match got {
             Ok(v) => values.push(v),
-            Err(e) => errors
-                .push(json!({"SecretId": id, "ErrorCode": e.aws_name(), "Message": e.to_string()})),
+            Err(e) => {
+                if let Some(arn) = named {
+                    refused.push(format!("{arn} {}", e.aws_name()));
+                }
+                errors.push(
+                    json!({"SecretId": id, "ErrorCode": e.aws_name(), "Message": e.to_string()}),
+                );
+            }
         }
     }
+    // The request succeeds with per-secret errors, so a refused read is no error outcome: the
+    // entry's reason names each existing secret whose read was refused, and why.
+    call.audit.reason = (!refused.is_empty()).then(|| format!("refused: {}", refused.join(", ")));
     // One audit entry names every secret and version released, in order.
     call.audit.resource_arn = (!released.is_empty()).then(|| {
         released
