@@ -652,3 +652,97 @@ fn sealed_values_moved_between_rows_in_the_database_are_refused() {
     let (status, got) = ssm(&addr, &w.host, "GetParameter", json!({"Name": "/p/b"}));
     assert_eq!(status, 200, "{got}");
 }
+
+/// A value-guessing oracle: the host names the owner's version (its id is listed to anyone) as
+/// the `ClientRequestToken` of a PutSecretValue or CreateSecret with a guessed value. A retry
+/// of the same write answers as the first did, so if the service compared the guess with the
+/// stored value for any caller, "200" against "ResourceExistsException" would confirm guesses
+/// at a value the host may not read. The comparison is made only for a caller the key policy
+/// lets write under the version's key; the host gets ResourceExistsException right or wrong.
+#[test]
+fn the_idempotency_check_is_no_oracle_for_a_caller_who_may_not_write_under_the_key() {
+    let w = world();
+    let (_, created) = sm(
+        &w.addr,
+        &w.owner,
+        "CreateSecret",
+        json!({"Name": "pin", "KmsKeyId": w.key_arn, "SecretString": "1234"}),
+    );
+    let arn = created["ARN"].as_str().unwrap().to_owned();
+    let version = created["VersionId"].as_str().unwrap().to_owned();
+    for guess in ["1234", "0000"] {
+        let (status, got) = sm(
+            &w.addr,
+            &w.host,
+            "PutSecretValue",
+            json!({"SecretId": arn, "ClientRequestToken": version, "SecretString": guess}),
+        );
+        assert_eq!(
+            (status, got["__type"].as_str()),
+            (400, Some("ResourceExistsException")),
+            "{guess}: {got}"
+        );
+        let (status, got) = sm(
+            &w.addr,
+            &w.host,
+            "CreateSecret",
+            json!({"Name": "pin", "ClientRequestToken": version, "SecretString": guess,
+                   "KmsKeyId": w.key_arn}),
+        );
+        assert_eq!(
+            (status, got["__type"].as_str()),
+            (400, Some("ResourceExistsException")),
+            "{guess}: {got}"
+        );
+    }
+    // After swapping the secret's key for one it may use, still no oracle: the comparison
+    // asks about the key the version is sealed under.
+    let (status, _) = sm(
+        &w.addr,
+        &w.host,
+        "CreateSecret",
+        json!({"Name": "host/own", "SecretString": "x"}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = sm(
+        &w.addr,
+        &w.host,
+        "UpdateSecret",
+        json!({"SecretId": arn, "KmsKeyId": "alias/aws/secretsmanager"}),
+    );
+    assert_eq!(status, 200);
+    let (status, got) = sm(
+        &w.addr,
+        &w.host,
+        "PutSecretValue",
+        json!({"SecretId": arn, "ClientRequestToken": version, "SecretString": "1234"}),
+    );
+    assert_eq!(
+        (status, got["__type"].as_str()),
+        (400, Some("ResourceExistsException")),
+        "{got}"
+    );
+    // The owner, who may write under the key, keeps AWS's idempotent retry.
+    let (status, _) = sm(
+        &w.addr,
+        &w.owner,
+        "UpdateSecret",
+        json!({"SecretId": arn, "KmsKeyId": w.key_arn}),
+    );
+    assert_eq!(status, 200);
+    let (status, got) = sm(
+        &w.addr,
+        &w.owner,
+        "PutSecretValue",
+        json!({"SecretId": arn, "ClientRequestToken": version, "SecretString": "1234"}),
+    );
+    assert_eq!(status, 200, "{got}");
+    let (status, got) = sm(
+        &w.addr,
+        &w.owner,
+        "CreateSecret",
+        json!({"Name": "pin", "ClientRequestToken": version, "SecretString": "1234",
+               "KmsKeyId": w.key_arn}),
+    );
+    assert_eq!(status, 200, "{got}");
+}

@@ -13,7 +13,9 @@
 //! `ClientRequestToken` idempotency (same token and same value: nothing to do; another value:
 //! ResourceExistsException) is decided without decrypting: a writer whose key policy allows
 //! `kms:GenerateDataKey` but not `kms:Decrypt` still gets AWS's answer, and no value is opened
-//! for a write. Without the root key the fingerprint tells nothing about the value.
+//! for a write. Without the root key the fingerprint tells nothing about the value. The service
+//! consults it only for a caller the key policy lets write under the version's key, or it would
+//! confirm guesses at a value to anyone naming the version (see `values::retry_holds`).
 //!
 //! Layout: `1 | kind | fingerprint (32) | u32 BE length of the KMS blob | KMS blob | nonce (12)
 //! | ciphertext and tag`.

@@ -221,7 +221,7 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
         }
         // A retry of the same request (same token, same value) answers as the first did.
         if let (Some(v), Some(value)) = (s.versions.get(&token), &value)
-            && envelope::holds(call.app, &s.arn, &token, &v.sealed, value)
+            && retry_holds(&mut call, &s.arn, v, value)
         {
             call.audit.resource_version = Some(token.clone());
             return Ok(json!({"ARN": s.arn, "Name": name, "VersionId": token}));
@@ -266,6 +266,22 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
     Ok(out)
 }
 
+/// Whether a write naming existing version `v` of `arn` as its token is a retry of the write
+/// that made it (`v` holds `value`). Asked only for a caller the key policy lets write under
+/// the key `v` is sealed under (`kms:GenerateDataKey` through Secrets Manager with `v`'s
+/// context): otherwise the answer (success against ResourceExistsException) would confirm
+/// guesses at a value the caller may not read, and anyone may name a version (its id is
+/// listed) and set the secret's key. Any other caller gets ResourceExistsException whatever
+/// the value (a deviation only for a caller who cannot write this version anyway).
+fn retry_holds(call: &mut ViaCall<'_>, arn: &str, v: &SecretVersion, value: &SecretValue) -> bool {
+    let Ok(header) = envelope::data_key_blob(&v.sealed).and_then(crate::blob::header) else {
+        return false;
+    };
+    let ec = envelope::context(arn, &v.version_id);
+    call.generate_data_key(&header.key_id, &ec).is_ok()
+        && envelope::holds(call.app, arn, &v.version_id, &v.sealed, value)
+}
+
 /// Adds a version holding `value` to the secret `s` with `labels` (AWSCURRENT when `None`);
 /// a version that `token` already names must hold the same value (`same_token_ok`) or the
 /// write is refused. Returns the secret as stored and whether a version was added.
@@ -287,7 +303,7 @@ async fn add_version(
     let s = common::current(call.app, &s.arn)?;
     live(&s)?;
     if let Some(v) = s.versions.get(token) {
-        if same_token_ok && envelope::holds(call.app, &s.arn, token, &v.sealed, value) {
+        if same_token_ok && retry_holds(call, &s.arn, v, value) {
             return Ok((s, false));
         }
         return Err(SecretsError::ResourceExists(format!(
