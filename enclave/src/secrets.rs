@@ -79,7 +79,8 @@ pub struct SecretSpec {
     pub arn: String,
     /// Path R or P.
     pub release: Release,
-    /// Path P: the KMS key ARN the ciphertext must be under (the `Decrypt` KeyId).
+    /// Path P: the KMS key ARN the ciphertext must be under (the `Decrypt` KeyId). Path R
+    /// (optional, recommended): the KMS key ARN the version read must have been opened under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
@@ -203,17 +204,12 @@ pub fn validate(specs: &[SecretSpec]) -> Result<(), EnclaveError> {
                      released as its ciphertext"
                 )));
             }
-            (Release::Recipient, _, Some(_)) => {
-                return Err(invalid(format!(
-                    "{what}.key applies only to release = \"ciphertext\""
-                )));
-            }
             (Release::Ciphertext, _, None) => {
                 return Err(invalid(format!(
                     "{what}.key is required for release = \"ciphertext\""
                 )));
             }
-            (Release::Ciphertext, _, Some(key)) => {
+            (_, _, Some(key)) => {
                 if !arn_resource(key, "kms").is_some_and(|r| r.starts_with("key/")) {
                     return Err(invalid(format!("{what}.key {key:?} is not a KMS key ARN")));
                 }
@@ -270,6 +266,17 @@ pub async fn fetch(
                 ..SecretRef::default()
             };
             let v = kms.get_secret_value_for_recipient(r, nsm).await?;
+            // Whoever may call UpdateSecret can change the secret's key and seal a new
+            // AWSCURRENT under a key of their own, which the service then opens for this
+            // enclave: with a configured key, a version opened under any other is refused.
+            if let Some(key) = &spec.key
+                && v.kms_key_id.as_deref() != Some(key.as_str())
+            {
+                return Err(mismatch(format!(
+                    "GetSecretValue answered a version opened under key {:?}, not the configured one",
+                    v.kms_key_id
+                )));
+            }
             Ok(Fetched {
                 arn: v.arn,
                 version_id: v.version_id,
@@ -439,6 +446,13 @@ mod tests {
                 Some(KEY),
             ),
             spec("param", Source::Ssm, PARAM, Release::Ciphertext, Some(KEY)),
+            spec(
+                "db-r",
+                Source::Secretsmanager,
+                &SECRET.replace("db-", "db3-"),
+                Release::Recipient,
+                Some(KEY),
+            ),
         ])
         .unwrap();
     }
@@ -504,9 +518,9 @@ mod tests {
                     Source::Secretsmanager,
                     SECRET,
                     Release::Recipient,
-                    Some(KEY),
+                    Some("alias/db"),
                 ),
-                "only to release",
+                "not a KMS key ARN",
             ),
             (
                 spec(
@@ -692,5 +706,57 @@ mod tests {
         let (rows, failure) = fetch_all(&clear.client(), &nsm, &[r], &store, true).await;
         assert_eq!(failure.unwrap().code(), "KMS-PLAINTEXT-RETURNED");
         assert!(!rows[0].contains("hunter2"), "{}", rows[0]);
+    }
+
+    /// A host that changed the secret's key (UpdateSecret KmsKeyId, open to every principal)
+    /// and sealed a new AWSCURRENT under a key of its own: the service opens it for the enclave,
+    /// but an enclave that pins the key refuses the version (and one the service does not say).
+    #[tokio::test]
+    async fn path_r_with_a_pinned_key_refuses_a_version_opened_under_another() {
+        const HOST_KEY: &str =
+            "arn:aws:kms:us-east-1:111122223333:key/99999999-9999-9999-9999-999999999999";
+        let (nsm, root) = testing::nsm(PcrValue::measure(b"image"));
+        let pinned = spec(
+            "db",
+            Source::Secretsmanager,
+            SECRET,
+            Release::Recipient,
+            Some(KEY),
+        );
+        let answering = |key: Option<&'static str>| {
+            let root = root.clone();
+            Scripted::new(move |_, req: &Value| {
+                let ct = seal_to_recipient(&root, req, b"hunter2");
+                let mut a = json!({"ARN": SECRET, "Name": "db", "VersionId": "v9",
+                                   "SecretKind": "String", "CiphertextForRecipient": ct});
+                if let Some(k) = key {
+                    a["KmsKeyId"] = json!(k);
+                }
+                (200, a)
+            })
+        };
+        for key in [Some(HOST_KEY), None] {
+            let e = fetch(&answering(key).client(), &nsm, &pinned)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "KMS-MISMATCH", "{key:?}");
+        }
+        let f = fetch(&answering(Some(KEY)).client(), &nsm, &pinned)
+            .await
+            .unwrap();
+        assert_eq!(f.value.bytes(), b"hunter2");
+        // Unpinned, the enclave takes what the service opened (the README says to pin).
+        let unpinned = spec(
+            "db",
+            Source::Secretsmanager,
+            SECRET,
+            Release::Recipient,
+            None,
+        );
+        assert!(
+            fetch(&answering(Some(HOST_KEY)).client(), &nsm, &unpinned)
+                .await
+                .is_ok()
+        );
     }
 }

@@ -73,6 +73,10 @@ pub struct SecretValue {
     pub created_date: Option<f64>,
     /// The value.
     pub value: SecretData,
+    /// The KMS key that opened the version (cloister-kms answers it with a `Recipient`: a
+    /// secret's key can be changed by whoever may call UpdateSecret, so an enclave pins the key
+    /// it trusts and compares). `None` when the service did not say.
+    pub kms_key_id: Option<String>,
 }
 
 /// What `CreateSecret` answers.
@@ -244,6 +248,7 @@ struct GetSecretValueAnswer {
     secret_binary: Option<SecretBlob>,
     ciphertext_for_recipient: Option<Blob>,
     secret_kind: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +336,7 @@ impl KmsClient {
             version_stages: a.version_stages,
             created_date: a.created_date,
             value,
+            kms_key_id: a.kms_key_id,
         })
     }
 
@@ -385,6 +391,7 @@ impl KmsClient {
             version_stages: a.version_stages,
             created_date: a.created_date,
             value,
+            kms_key_id: a.kms_key_id,
         })
     }
 

@@ -13,7 +13,9 @@
 //! `ClientRequestToken` idempotency (same token and same value: nothing to do; another value:
 //! ResourceExistsException) is decided without decrypting: a writer whose key policy allows
 //! `kms:GenerateDataKey` but not `kms:Decrypt` still gets AWS's answer, and no value is opened
-//! for a write. Without the root key the fingerprint tells nothing about the value.
+//! for a write. Without the root key the fingerprint tells nothing about the value. The service
+//! consults it only for a caller the key policy lets write under the version's key, or it would
+//! confirm guesses at a value to anyone naming the version (see `values::retry_holds`).
 //!
 //! Layout: `1 | kind | fingerprint (32) | u32 BE length of the KMS blob | KMS blob | nonce (12)
 //! | ciphertext and tag`.
@@ -248,17 +250,18 @@ pub(crate) fn seal(
 
 /// Opens version `version_id` of `arn`: its data key with KMS `Decrypt` for the caller through
 /// Secrets Manager (with the recipient's attestation condition keys when there is one), then
-/// the value. The caller must answer only sealed to the recipient when there is one.
+/// the value. The caller must answer only sealed to the recipient when there is one. Returns the
+/// ARN of the KMS key that opened the data key, and the value.
 pub(crate) fn open(
     call: &mut ViaCall<'_>,
     arn: &str,
     version_id: &str,
     sealed: &[u8],
     recipient: Option<&Recipient>,
-) -> Result<SecretValue> {
+) -> Result<(String, SecretValue)> {
     let p = parts(sealed)?;
     let ec = context(arn, version_id);
-    let (_, data_key) = call
+    let (key_arn, data_key) = call
         .decrypt(p.blob, &ec, recipient)
         .map_err(|e| kms_refusal(e, |m| SecretsError::DecryptionFailure(m).into()))?;
     let nonce = Nonce::try_assume_unique_for_key(p.nonce).map_err(|_| corrupt())?;
@@ -272,10 +275,13 @@ pub(crate) fn open(
         .map_err(|_| corrupt())?
         .len();
     body.truncate(n);
-    Ok(SecretValue {
-        kind: p.kind,
-        bytes: body,
-    })
+    Ok((
+        key_arn,
+        SecretValue {
+            kind: p.kind,
+            bytes: body,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -403,7 +409,8 @@ mod tests {
         let (key_arn, sealed) = seal(&mut call, &key, "arn:a", "v1", &value).unwrap();
         assert_eq!(key_arn, kms.key_arn(&key));
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-        let opened = open(&mut call, "arn:a", "v1", &sealed, None).unwrap();
+        let (opened_by, opened) = open(&mut call, "arn:a", "v1", &sealed, None).unwrap();
+        assert_eq!(opened_by, kms.key_arn(&key));
         assert_eq!(
             (opened.kind, opened.bytes.as_slice()),
             (Kind::String, &b"hunter2"[..])

@@ -221,7 +221,7 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
         }
         // A retry of the same request (same token, same value) answers as the first did.
         if let (Some(v), Some(value)) = (s.versions.get(&token), &value)
-            && envelope::holds(call.app, &s.arn, &token, &v.sealed, value)
+            && retry_holds(&mut call, &s.arn, v, value)
         {
             call.audit.resource_version = Some(token.clone());
             return Ok(json!({"ARN": s.arn, "Name": name, "VersionId": token}));
@@ -266,6 +266,22 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
     Ok(out)
 }
 
+/// Whether a write naming existing version `v` of `arn` as its token is a retry of the write
+/// that made it (`v` holds `value`). Asked only for a caller the key policy lets write under
+/// the key `v` is sealed under (`kms:GenerateDataKey` through Secrets Manager with `v`'s
+/// context): otherwise the answer (success against ResourceExistsException) would confirm
+/// guesses at a value the caller may not read, and anyone may name a version (its id is
+/// listed) and set the secret's key. Any other caller gets ResourceExistsException whatever
+/// the value (a deviation only for a caller who cannot write this version anyway).
+fn retry_holds(call: &mut ViaCall<'_>, arn: &str, v: &SecretVersion, value: &SecretValue) -> bool {
+    let Ok(header) = envelope::data_key_blob(&v.sealed).and_then(crate::blob::header) else {
+        return false;
+    };
+    let ec = envelope::context(arn, &v.version_id);
+    call.generate_data_key(&header.key_id, &ec).is_ok()
+        && envelope::holds(call.app, arn, &v.version_id, &v.sealed, value)
+}
+
 /// Adds a version holding `value` to the secret `s` with `labels` (AWSCURRENT when `None`);
 /// a version that `token` already names must hold the same value (`same_token_ok`) or the
 /// write is refused. Returns the secret as stored and whether a version was added.
@@ -287,7 +303,7 @@ async fn add_version(
     let s = common::current(call.app, &s.arn)?;
     live(&s)?;
     if let Some(v) = s.versions.get(token) {
-        if same_token_ok && envelope::holds(call.app, &s.arn, token, &v.sealed, value) {
+        if same_token_ok && retry_holds(call, &s.arn, v, value) {
             return Ok((s, false));
         }
         return Err(SecretsError::ResourceExists(format!(
@@ -490,7 +506,7 @@ async fn reencrypt(call: &mut ViaCall<'_>, s: &Secret, fresh: &str) -> Result<()
         if v.version_id == fresh || redone.iter().any(|r| r.version_id == v.version_id) {
             continue;
         }
-        let Ok(value) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, None) else {
+        let Ok((_, value)) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, None) else {
             continue;
         };
         let Ok((_, sealed)) = envelope::seal(call, &key_ref, &s.arn, &v.version_id, &value) else {
@@ -575,7 +591,7 @@ fn read(
 ) -> Result<Value> {
     call.audit.resource_arn = Some(s.arn.clone());
     call.audit.resource_version = Some(v.version_id.clone());
-    let value = envelope::open(call, &s.arn, &v.version_id, &v.sealed, recipient)?;
+    let (key_arn, value) = envelope::open(call, &s.arn, &v.version_id, &v.sealed, recipient)?;
     let mut out = json!({
         "ARN": s.arn,
         "Name": s.meta.name,
@@ -587,6 +603,11 @@ fn read(
         Some(r) => {
             out["CiphertextForRecipient"] = json!(b64(&r.seal(&value.bytes)?));
             out["SecretKind"] = json!(value.kind.name());
+            // The key that opened this version's data key: the secret's key can be changed
+            // (UpdateSecret KmsKeyId, which AWS allows to anyone who may call it, and here to
+            // every principal) and a new version sealed under a key the caller controls, so an
+            // enclave that pins the key it trusts compares it with this.
+            out["KmsKeyId"] = json!(key_arn);
         }
         None => value_members(&mut out, &value)?,
     }
@@ -675,7 +696,9 @@ pub(crate) fn batch_get_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut released = Vec::new();
+    let mut refused = Vec::new();
     for (id, arn) in ids.iter().zip(arns) {
+        let named = arn.clone();
         let got = arn.ok_or_else(names::not_found).and_then(|arn| {
             if let Some(refused) = call.app.secret_refused(&arn) {
                 return Err(refused);
@@ -689,10 +712,19 @@ pub(crate) fn batch_get_secret_value(mut call: ViaCall<'_>) -> Result<Value> {
         });
         match got {
             Ok(v) => values.push(v),
-            Err(e) => errors
-                .push(json!({"SecretId": id, "ErrorCode": e.aws_name(), "Message": e.to_string()})),
+            Err(e) => {
+                if let Some(arn) = named {
+                    refused.push(format!("{arn} {}", e.aws_name()));
+                }
+                errors.push(
+                    json!({"SecretId": id, "ErrorCode": e.aws_name(), "Message": e.to_string()}),
+                );
+            }
         }
     }
+    // The request succeeds with per-secret errors, so a refused read is no error outcome: the
+    // entry's reason names each existing secret whose read was refused, and why.
+    call.audit.reason = (!refused.is_empty()).then(|| format!("refused: {}", refused.join(", ")));
     // One audit entry names every secret and version released, in order.
     call.audit.resource_arn = (!released.is_empty()).then(|| {
         released
