@@ -433,14 +433,22 @@ nsm_port = 9000
         let with = format!(
             "{}[operations.secrets]\nreport_length = true\n[[secrets]]\nname = \"db\"\n\
              source = \"secretsmanager\"\narn = \"{arn}\"\nrelease = \"recipient\"\n\
+             key = \"{key}\"\n\
              [[secrets]]\nname = \"api\"\nsource = \"ssm\"\n\
              arn = \"arn:aws:ssm:us-east-1:111122223333:parameter/api\"\n\
              release = \"ciphertext\"\nkey = \"{key}\"\n",
             sample(CA).replace("[operations]\n", "")
         );
         let c = Config::from_toml(&with).unwrap();
+        // Every entry names its key, path R included.
+        let unkeyed = with.replacen(&format!("key = \"{key}\"\n"), "", 1);
+        assert!(
+            err(&unkeyed).contains("missing field `key`"),
+            "{}",
+            err(&unkeyed)
+        );
         assert_eq!(c.secrets.len(), 2);
-        assert_eq!(c.secrets[1].key.as_deref(), Some(key));
+        assert_eq!(c.secrets[1].key, key);
         let canonical = c.to_toml().unwrap();
         assert!(canonical.contains("[[secrets]]"), "{canonical}");
         assert_eq!(Config::from_toml(&canonical).unwrap(), c);

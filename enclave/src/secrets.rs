@@ -79,10 +79,11 @@ pub struct SecretSpec {
     pub arn: String,
     /// Path R or P.
     pub release: Release,
-    /// Path P: the KMS key ARN the ciphertext must be under (the `Decrypt` KeyId). Path R
-    /// (optional, recommended): the KMS key ARN the version read must have been opened under.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    /// The KMS key ARN the value must be under: path P, the ciphertext's key (the `Decrypt`
+    /// KeyId); path R, the key the version read was opened under (the answer's `KmsKeyId`).
+    /// Required for both: a secret's key can be changed, and a value sealed under another key
+    /// is not the owner's.
+    pub key: String,
 }
 
 fn invalid(reason: String) -> EnclaveError {
@@ -197,24 +198,17 @@ pub fn validate(specs: &[SecretSpec]) -> Result<(), EnclaveError> {
             }
             _ => {}
         }
-        match (s.release, s.source, &s.key) {
-            (Release::Recipient, Source::Ssm, _) => {
-                return Err(invalid(format!(
-                    "{what}: release = \"recipient\" is for Secrets Manager only; a parameter is \
-                     released as its ciphertext"
-                )));
-            }
-            (Release::Ciphertext, _, None) => {
-                return Err(invalid(format!(
-                    "{what}.key is required for release = \"ciphertext\""
-                )));
-            }
-            (_, _, Some(key)) => {
-                if !arn_resource(key, "kms").is_some_and(|r| r.starts_with("key/")) {
-                    return Err(invalid(format!("{what}.key {key:?} is not a KMS key ARN")));
-                }
-            }
-            (Release::Recipient, Source::Secretsmanager, None) => {}
+        if (s.release, s.source) == (Release::Recipient, Source::Ssm) {
+            return Err(invalid(format!(
+                "{what}: release = \"recipient\" is for Secrets Manager only; a parameter is \
+                 released as its ciphertext"
+            )));
+        }
+        if !arn_resource(&s.key, "kms").is_some_and(|r| r.starts_with("key/")) {
+            return Err(invalid(format!(
+                "{what}.key {:?} is not a KMS key ARN",
+                s.key
+            )));
         }
     }
     Ok(())
@@ -266,12 +260,10 @@ pub async fn fetch(
                 ..SecretRef::default()
             };
             let v = kms.get_secret_value_for_recipient(r, nsm).await?;
-            // Whoever may call UpdateSecret can change the secret's key and seal a new
-            // AWSCURRENT under a key of their own, which the service then opens for this
-            // enclave: with a configured key, a version opened under any other is refused.
-            if let Some(key) = &spec.key
-                && v.kms_key_id.as_deref() != Some(key.as_str())
-            {
+            // A version opened under another key than the configured one is not the owner's
+            // (cloister-kms lets only a writer change a secret's key, but AWS leaves that to
+            // IAM, and the configuration is what this enclave trusts): refused.
+            if v.kms_key_id.as_deref() != Some(spec.key.as_str()) {
                 return Err(mismatch(format!(
                     "GetSecretValue answered a version opened under key {:?}, not the configured one",
                     v.kms_key_id
@@ -343,14 +335,13 @@ async fn open(
     blob: &[u8],
     context: &EncryptionContext,
 ) -> Result<Zeroizing<Vec<u8>>, EnclaveError> {
-    let key = spec.key.as_deref();
     let ct = Ciphertext {
         blob,
-        key_id: key,
+        key_id: Some(&spec.key),
         context,
     };
     let d = kms.decrypt_bytes_for_recipient(ct, nsm).await?;
-    if key.is_some_and(|k| k != d.key_id) {
+    if spec.key != d.key_id {
         return Err(mismatch(format!(
             "Decrypt answered for key {:?}, not the configured one",
             d.key_id
@@ -424,7 +415,8 @@ mod tests {
             source,
             arn: arn.into(),
             release,
-            key: key.map(Into::into),
+            // `None`: the key the tests' KMS uses.
+            key: key.unwrap_or(KEY).into(),
         }
     }
 
@@ -521,16 +513,6 @@ mod tests {
                     Some("alias/db"),
                 ),
                 "not a KMS key ARN",
-            ),
-            (
-                spec(
-                    "db",
-                    Source::Secretsmanager,
-                    SECRET,
-                    Release::Ciphertext,
-                    None,
-                ),
-                "required",
             ),
             (
                 spec(
@@ -681,7 +663,7 @@ mod tests {
             (
                 200,
                 json!({"ARN": SECRET, "Name": "db", "VersionId": "v1", "SecretKind": "String",
-                         "CiphertextForRecipient": ct}),
+                         "KmsKeyId": KEY, "CiphertextForRecipient": ct}),
             )
         });
         let store = SecretStore::default();
@@ -708,11 +690,10 @@ mod tests {
         assert!(!rows[0].contains("hunter2"), "{}", rows[0]);
     }
 
-    /// A host that changed the secret's key (UpdateSecret KmsKeyId, open to every principal)
-    /// and sealed a new AWSCURRENT under a key of its own: the service opens it for the enclave,
-    /// but an enclave that pins the key refuses the version (and one the service does not say).
+    /// A service that answers a version opened under another key than the configured one (a
+    /// secret moved to a key its writer chose), or does not say which: refused.
     #[tokio::test]
-    async fn path_r_with_a_pinned_key_refuses_a_version_opened_under_another() {
+    async fn path_r_refuses_a_version_opened_under_another_key() {
         const HOST_KEY: &str =
             "arn:aws:kms:us-east-1:111122223333:key/99999999-9999-9999-9999-999999999999";
         let (nsm, root) = testing::nsm(PcrValue::measure(b"image"));
@@ -745,18 +726,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(f.value.bytes(), b"hunter2");
-        // Unpinned, the enclave takes what the service opened (the README says to pin).
-        let unpinned = spec(
-            "db",
-            Source::Secretsmanager,
-            SECRET,
-            Release::Recipient,
-            None,
-        );
-        assert!(
-            fetch(&answering(Some(HOST_KEY)).client(), &nsm, &unpinned)
-                .await
-                .is_ok()
-        );
     }
 }

@@ -160,52 +160,66 @@ fn no_value(answer: &Value) {
     assert!(answer.get("SecretString").is_none() && answer.get("SecretBinary").is_none());
 }
 
-/// The host changes the enclave-only secret's key to one it may use (the AWS managed key) and
-/// seals its own AWSCURRENT there: the service cannot refuse (UpdateSecret is open to every
-/// principal, and AWS lets anyone allowed UpdateSecret do the same), and releases the host's
-/// value to the enclave. The answer names the key that opened it, so an enclave that pins the
-/// owner's key refuses it; the owner's version stays under the owner's key, unreadable by the
-/// host, and a re-encryption the host asks for never opens it.
+/// The host tries to choose the value the enclave gets: move the enclave-only secret to a key it
+/// may use (the AWS managed key) and seal its own AWSCURRENT there, or point AWSCURRENT back at
+/// an older version the owner stored. Both change which value the secret holds, so both need
+/// what writing the value needs (kms:GenerateDataKey through Secrets Manager on the key of its
+/// current value), which the host lacks: refused, while the owner may. Every release names the
+/// key that opened the value (an enclave that pins the owner's key refuses any other), and is
+/// audited with the secret, the version and the PCR0.
 #[test]
-fn a_key_swapped_by_the_host_is_named_in_the_release_and_the_owners_value_stays_sealed() {
+fn the_host_cannot_choose_the_value_an_enclave_gets() {
     let w = world();
     let (enc, rcpt) = enclave(&w.pki, b"image-a");
     let (status, created) = sm(
         &w.addr,
         &w.owner,
         "CreateSecret",
-        json!({"Name": "app/db", "KmsKeyId": w.key_arn, "SecretString": "owner-pw"}),
+        json!({"Name": "app/db", "KmsKeyId": w.key_arn, "SecretString": "owner-pw-1"}),
     );
     assert_eq!(status, 200, "{created}");
     let arn = created["ARN"].as_str().unwrap().to_owned();
-    let owners = created["VersionId"].as_str().unwrap().to_owned();
-
-    let (status, got) = sm(
+    let first = created["VersionId"].as_str().unwrap().to_owned();
+    let (status, second) = sm(
         &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "Recipient": rcpt}),
+        &w.owner,
+        "PutSecretValue",
+        json!({"SecretId": arn, "SecretString": "owner-pw-2"}),
     );
-    assert_eq!(status, 200, "{got}");
-    assert_eq!(got["KmsKeyId"], w.key_arn.as_str());
-    assert_eq!(opened(&enc, &got), b"owner-pw");
-    no_value(&got);
+    assert_eq!(status, 200, "{second}");
+    let second = second["VersionId"].as_str().unwrap().to_owned();
+    let release = || {
+        let (status, got) = sm(
+            &w.addr,
+            &w.host,
+            "GetSecretValue",
+            json!({"SecretId": arn, "Recipient": rcpt}),
+        );
+        assert_eq!(status, 200, "{got}");
+        no_value(&got);
+        assert_eq!(got["KmsKeyId"], w.key_arn.as_str(), "{got}");
+        (
+            got["VersionId"].as_str().unwrap().to_owned(),
+            opened(&enc, &got),
+        )
+    };
+    assert_eq!(release(), (second.clone(), b"owner-pw-2".to_vec()));
 
-    // The host may not write under the owner's key.
-    let (status, refused) = sm(
-        &w.addr,
-        &w.host,
+    let refused = |op: &str, body: Value| {
+        let (status, answer) = sm(&w.addr, &w.host, op, body);
+        assert_eq!(
+            (status, answer["__type"].as_str()),
+            (400, Some("AccessDeniedException")),
+            "{op}: {answer}"
+        );
+        no_value(&answer);
+    };
+    // The host may not write under the owner's key...
+    refused(
         "PutSecretValue",
         json!({"SecretId": arn, "SecretString": "host-pw"}),
     );
-    assert_eq!(
-        (status, refused["__type"].as_str()),
-        (400, Some("AccessDeniedException")),
-        "{refused}"
-    );
-
-    // The host's own secret makes the AWS managed key (every principal, through Secrets
-    // Manager).
+    // ...nor move the secret to a key it may use (the managed key, made by its own secret)...
     let (status, _) = sm(
         &w.addr,
         &w.host,
@@ -213,98 +227,32 @@ fn a_key_swapped_by_the_host_is_named_in_the_release_and_the_owners_value_stays_
         json!({"Name": "host/own", "SecretString": "x"}),
     );
     assert_eq!(status, 200);
-
-    // Changing the key alone re-encrypts nothing the host may not open: the owner's version
-    // stays under the owner's key and still reaches the enclave from it.
-    let (status, updated) = sm(
-        &w.addr,
-        &w.host,
+    refused(
         "UpdateSecret",
         json!({"SecretId": arn, "KmsKeyId": "alias/aws/secretsmanager"}),
     );
-    assert_eq!(status, 200, "{updated}");
-    let (_, got) = sm(
-        &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "Recipient": rcpt}),
-    );
-    assert_eq!(got["VersionId"], owners.as_str());
-    assert_eq!(got["KmsKeyId"], w.key_arn.as_str());
-    let (status, refused) = sm(&w.addr, &w.host, "GetSecretValue", json!({"SecretId": arn}));
-    assert_eq!(
-        (status, refused["__type"].as_str()),
-        (400, Some("AccessDeniedException"))
-    );
-
-    // The swap: a new AWSCURRENT under the managed key. Released to the enclave, but naming the
-    // managed key, not the owner's.
-    let (status, swapped) = sm(
-        &w.addr,
-        &w.host,
-        "PutSecretValue",
-        json!({"SecretId": arn, "SecretString": "host-pw"}),
-    );
-    assert_eq!(status, 200, "{swapped}");
-    let (status, got) = sm(
-        &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "Recipient": rcpt}),
-    );
-    assert_eq!(status, 200, "{got}");
-    assert_eq!(got["VersionId"], swapped["VersionId"]);
-    assert_eq!(opened(&enc, &got), b"host-pw");
-    let named = got["KmsKeyId"].as_str().unwrap();
-    assert_ne!(
-        named, w.key_arn,
-        "the release must name the key that opened it"
-    );
-    assert!(
-        named.starts_with("arn:aws:kms:us-east-1:111122223333:key/"),
-        "{named}"
-    );
-
-    // The owner's version, now AWSPREVIOUS, is still under the owner's key: refused to the
-    // host's plain read, released to the enclave naming the owner's key.
-    let (status, refused) = sm(
-        &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "VersionStage": "AWSPREVIOUS"}),
-    );
-    assert_eq!(
-        (status, refused["__type"].as_str()),
-        (400, Some("AccessDeniedException"))
-    );
-    no_value(&refused);
-    let (_, got) = sm(
-        &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "VersionId": owners, "Recipient": rcpt}),
-    );
-    assert_eq!(got["KmsKeyId"], w.key_arn.as_str());
-    assert_eq!(opened(&enc, &got), b"owner-pw");
-
-    // Rolling the key back to the owner's with the host's value AWSCURRENT: nothing the host
-    // may not open is read; the host's value is sealed again under the owner's key only if the
-    // host may (it may not), so the release still names the managed key.
-    let (status, _) = sm(
-        &w.addr,
-        &w.host,
+    refused(
         "UpdateSecret",
-        json!({"SecretId": arn, "KmsKeyId": w.key_arn}),
+        json!({"SecretId": arn, "KmsKeyId": "alias/aws/secretsmanager", "SecretString": "host-pw"}),
     );
-    assert_eq!(status, 200);
-    let (_, got) = sm(
+    // ...nor roll AWSCURRENT back to the owner's older version.
+    refused(
+        "UpdateSecretVersionStage",
+        json!({"SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": first,
+               "RemoveFromVersionId": second}),
+    );
+    assert_eq!(release(), (second.clone(), b"owner-pw-2".to_vec()));
+
+    // The owner may do both (AWS's semantics for a writer).
+    let (status, moved) = sm(
         &w.addr,
-        &w.host,
-        "GetSecretValue",
-        json!({"SecretId": arn, "Recipient": rcpt}),
+        &w.owner,
+        "UpdateSecretVersionStage",
+        json!({"SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": first,
+               "RemoveFromVersionId": second}),
     );
-    assert_eq!(opened(&enc, &got), b"host-pw");
-    assert_ne!(got["KmsKeyId"], w.key_arn.as_str(), "{got}");
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(release(), (first.clone(), b"owner-pw-1".to_vec()));
 
     // Every release above is audited with the secret, the version and the PCR0.
     let image = PcrValue::measure(b"image-a").to_hex();
@@ -315,7 +263,7 @@ fn a_key_swapped_by_the_host_is_named_in_the_release_and_the_owners_value_stays_
         .map(|e| e["entry"].clone())
         .filter(|e| e["operation"] == "secretsmanager:GetSecretValue" && e.get("pcr0").is_some())
         .collect();
-    assert_eq!(releases.len(), 5, "{releases:?}");
+    assert_eq!(releases.len(), 3, "{releases:?}");
     for e in &releases {
         assert_eq!(e["outcome"], "ok");
         assert_eq!(e["principal"], HOST);
@@ -695,22 +643,16 @@ fn the_idempotency_check_is_no_oracle_for_a_caller_who_may_not_write_under_the_k
             "{guess}: {got}"
         );
     }
-    // After swapping the secret's key for one it may use, still no oracle: the comparison
-    // asks about the key the version is sealed under.
-    let (status, _) = sm(
+    // The comparison asks about the key the version is sealed under, whatever key the secret
+    // names now: after the owner moves the secret to the AWS managed key (which every
+    // principal may use through Secrets Manager), still no oracle for the host.
+    let (status, moved) = sm(
         &w.addr,
-        &w.host,
-        "CreateSecret",
-        json!({"Name": "host/own", "SecretString": "x"}),
-    );
-    assert_eq!(status, 200);
-    let (status, _) = sm(
-        &w.addr,
-        &w.host,
+        &w.owner,
         "UpdateSecret",
         json!({"SecretId": arn, "KmsKeyId": "alias/aws/secretsmanager"}),
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{moved}");
     let (status, got) = sm(
         &w.addr,
         &w.host,

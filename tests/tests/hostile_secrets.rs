@@ -1,8 +1,10 @@
 //! The host against the enclave's secrets, end to end (process mode, the real `cloister`
-//! binaries): the host changes an enclave-only secret's key to the AWS managed key (UpdateSecret
-//! is open to every principal) and seals its own AWSCURRENT there, which the service opens for
-//! the attested enclave as that secret. An entry that pins `key` refuses it (`KMS-MISMATCH`);
-//! one that does not takes the host's value, which is why the README tells owners to pin.
+//! binaries): the host tries to choose the value the enclave gets — move an enclave-only secret
+//! to the AWS managed key and seal its own AWSCURRENT there, or roll AWSCURRENT back to an older
+//! version — and is refused by cloister-kms (both need what writing the value needs). A version
+//! sealed under another key than the one the image names (here the owner's own re-keying, as a
+//! service with looser rules than cloister-kms's would allow anyone) is refused by the enclave
+//! (`KMS-MISMATCH`): every `[[secrets]]` entry names its key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cloister_kms_client::{Api, KmsClient, SecretData};
@@ -18,8 +20,8 @@ const HOST_VALUE: &str = "host-value-Xc8mBn3Lp";
 #[derive(Debug, Default)]
 struct Made {
     key: String,
-    pinned: (String, String),
-    unpinned: (String, String),
+    other_key: String,
+    secret: (String, String),
 }
 
 fn host_client(p: &Pipeline) -> KmsClient {
@@ -47,41 +49,46 @@ fn rows(p: &Pipeline) -> (i32, std::collections::BTreeMap<String, Value>) {
 }
 
 #[test]
-fn a_pinned_key_refuses_the_hosts_value_under_a_swapped_key() {
+fn the_host_cannot_choose_the_value_and_another_key_is_refused_by_the_enclave() {
     let mut made = Made::default();
     let p = Pipeline::start_with(None, |kms| {
         let owner = kms.client(kms.admin());
         let rt = cloister_tests::kms::rt();
-        made.key = rt
-            .block_on(owner.call_api(Api::Kms, "CreateKey", &json!({})))
-            .unwrap()["KeyMetadata"]["Arn"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        for (name, slot) in [
-            ("pinned", &mut made.pinned),
-            ("unpinned", &mut made.unpinned),
-        ] {
-            let c = rt
-                .block_on(owner.create_secret(
-                    name,
-                    Some(&made.key),
-                    None,
-                    Some((
-                        &format!("00000000-0000-4000-8000-00000000000{}", name.len() % 10),
-                        &SecretData::String(Zeroizing::new(OWNER_VALUE.into())),
-                    )),
-                ))
-                .unwrap();
-            *slot = (c.arn, c.version_id.unwrap());
-        }
+        let create = || {
+            rt.block_on(owner.call_api(Api::Kms, "CreateKey", &json!({})))
+                .unwrap()["KeyMetadata"]["Arn"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        made.key = create();
+        made.other_key = create();
+        let c = rt
+            .block_on(owner.create_secret(
+                "db",
+                Some(&made.key),
+                None,
+                Some((
+                    "00000000-0000-4000-8000-000000000001",
+                    &SecretData::String(Zeroizing::new(OWNER_VALUE.into())),
+                )),
+            ))
+            .unwrap();
+        made.secret = (c.arn, c.version_id.unwrap());
+        // A second version, so there is an older one to roll back to.
+        rt.block_on(owner.call_api(
+            Api::SecretsManager,
+            "PutSecretValue",
+            &json!({"SecretId": made.secret.0, "SecretString": OWNER_VALUE,
+                    "ClientRequestToken": "00000000-0000-4000-8000-000000000002"}),
+        ))
+        .unwrap();
+        made.secret.1 = "00000000-0000-4000-8000-000000000002".into();
         format!(
             "[operations.secrets]\nreport_length = true\n\
-             [[secrets]]\nname = \"pinned\"\nsource = \"secretsmanager\"\narn = \"{}\"\n\
-             release = \"recipient\"\nkey = \"{}\"\n\
-             [[secrets]]\nname = \"unpinned\"\nsource = \"secretsmanager\"\narn = \"{}\"\n\
-             release = \"recipient\"\n",
-            made.pinned.0, made.key, made.unpinned.0
+             [[secrets]]\nname = \"db\"\nsource = \"secretsmanager\"\narn = \"{}\"\n\
+             release = \"recipient\"\nkey = \"{}\"\n",
+            made.secret.0, made.key
         )
     });
     let policy = json!({"Version": "2012-10-17", "Statement": [
@@ -92,44 +99,74 @@ fn a_pinned_key_refuses_the_hosts_value_under_a_swapped_key() {
         {"Effect": "Deny", "Principal": {"AWS": HOST}, "Action": "kms:*", "Resource": "*",
          "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}}]});
     let rt = cloister_tests::kms::rt();
-    rt.block_on(p.kms.client(p.kms.admin()).call(
-        "PutKeyPolicy",
-        &json!({"KeyId": made.key, "Policy": policy.to_string()}),
+    let owner = p.kms.client(p.kms.admin());
+    // Both keys are enclave-only: the other one releases to this image too, so only the
+    // enclave's own check stands between it and a value under a key it does not name.
+    for key in [&made.key, &made.other_key] {
+        rt.block_on(owner.call(
+            "PutKeyPolicy",
+            &json!({"KeyId": key, "Policy": policy.to_string()}),
+        ))
+        .unwrap();
+    }
+
+    let fetched = |version: &str| {
+        let (code, r) = rows(&p);
+        assert_eq!(code, 0, "{r:?}");
+        assert_eq!(r["db"]["outcome"], "fetched", "{r:?}");
+        assert_eq!(r["db"]["version_id"], version, "{r:?}");
+    };
+    fetched(&made.secret.1);
+
+    // The host may not move the secret to a key it may use, with or without a value of its
+    // own, nor roll AWSCURRENT back: each refused, and the enclave still gets the owner's.
+    let host = host_client(&p);
+    let refused = |op: &str, body: Value| {
+        let e = rt
+            .block_on(host.call_api(Api::SecretsManager, op, &body))
+            .unwrap_err();
+        assert!(e.to_string().contains("AccessDeniedException"), "{op}: {e}");
+    };
+    rt.block_on(host.call_api(
+        Api::SecretsManager,
+        "CreateSecret",
+        &json!({"Name": "host/own", "SecretString": "x"}),
     ))
     .unwrap();
+    refused(
+        "UpdateSecret",
+        json!({"SecretId": made.secret.0, "KmsKeyId": "alias/aws/secretsmanager",
+               "SecretString": HOST_VALUE}),
+    );
+    refused(
+        "UpdateSecret",
+        json!({"SecretId": made.secret.0, "KmsKeyId": "alias/aws/secretsmanager"}),
+    );
+    refused(
+        "UpdateSecretVersionStage",
+        json!({"SecretId": made.secret.0, "VersionStage": "AWSCURRENT",
+               "MoveToVersionId": "00000000-0000-4000-8000-000000000001",
+               "RemoveFromVersionId": made.secret.1}),
+    );
+    fetched(&made.secret.1);
 
-    // Before the attack: both fetched, the owner's version.
-    let (code, r) = rows(&p);
-    assert_eq!(code, 0, "{r:?}");
-    assert_eq!(r["pinned"]["outcome"], "fetched", "{r:?}");
-    assert_eq!(r["pinned"]["version_id"], made.pinned.1.as_str());
-    assert_eq!(r["unpinned"]["version_id"], made.unpinned.1.as_str());
-
-    // The host swaps each secret's key for the managed one and seals its own AWSCURRENT.
-    let host = host_client(&p);
+    // A value under another key than the image names is not the owner's as far as the enclave
+    // knows: the owner moves the secret to another key and writes there; the enclave refuses it.
     let sm = |op: &str, body: Value| {
-        rt.block_on(host.call_api(Api::SecretsManager, op, &body))
+        rt.block_on(owner.call_api(Api::SecretsManager, op, &body))
             .unwrap_or_else(|e| panic!("{op}: {e}"))
     };
     sm(
-        "CreateSecret",
-        json!({"Name": "host/own", "SecretString": "x"}),
+        "UpdateSecret",
+        json!({"SecretId": made.secret.0, "KmsKeyId": made.other_key}),
     );
-    for arn in [&made.pinned.0, &made.unpinned.0] {
-        sm(
-            "UpdateSecret",
-            json!({"SecretId": arn, "KmsKeyId": "alias/aws/secretsmanager",
-                   "SecretString": HOST_VALUE}),
-        );
-    }
-
+    sm(
+        "PutSecretValue",
+        json!({"SecretId": made.secret.0, "SecretString": HOST_VALUE}),
+    );
     let (code, r) = rows(&p);
     assert_ne!(code, 0, "{r:?}");
-    assert_eq!(r["pinned"]["outcome"], "failed", "{r:?}");
-    assert_eq!(r["pinned"]["code"], "KMS-MISMATCH", "{r:?}");
-    assert!(r["pinned"].get("length").is_none());
-    // Unpinned, the enclave takes the host's version (the trust model's limitation).
-    assert_eq!(r["unpinned"]["outcome"], "fetched", "{r:?}");
-    assert_ne!(r["unpinned"]["version_id"], made.unpinned.1.as_str());
-    assert_eq!(r["unpinned"]["length"], HOST_VALUE.len());
+    assert_eq!(r["db"]["outcome"], "failed", "{r:?}");
+    assert_eq!(r["db"]["code"], "KMS-MISMATCH", "{r:?}");
+    assert!(r["db"].get("length").is_none());
 }

@@ -142,6 +142,7 @@ name = "db-r"
 source = "secretsmanager"
 arn = "{db_r}"
 release = "recipient"
+key = "{key}"
 [[secrets]]
 name = "db-p"
 source = "secretsmanager"
@@ -455,8 +456,8 @@ fn a_tokenization_key_kept_as_a_secret_is_fetched_by_the_enclave_for_each_job() 
         format!(
             "[operations.tokenize]\nfields = [\"name\"]\nclear = [\"country\"]\n\
              key_secret = \"tok\"\n[[secrets]]\nname = \"tok\"\nsource = \"secretsmanager\"\n\
-             arn = \"{}\"\nrelease = \"recipient\"\n",
-            created.arn
+             arn = \"{}\"\nrelease = \"recipient\"\nkey = \"{}\"\n",
+            created.arn, key
         )
     });
     enclave_only(&p, &key, &p.pcr0);

@@ -201,6 +201,42 @@ pub(crate) async fn sealing_key(
     }
 }
 
+/// Refuses a change of which value a secret holds (its KMS key, its staging labels) by a caller
+/// who may not write its value: `kms:GenerateDataKey` through Secrets Manager under the key the
+/// AWSCURRENT version is sealed under, with that version's context (or, for a secret without
+/// one, under the key new versions are sealed under). AWS leaves this to IAM; cloister-kms has
+/// none, so the key policy that guards writing the value guards choosing it too: otherwise
+/// whoever may call the API could point AWSCURRENT back at an older version, or move the secret
+/// to a key of its own and seal a value there that an enclave then takes for the owner's.
+pub(crate) async fn check_writer(call: &mut ViaCall<'_>, s: &Secret, op: &str) -> Result<()> {
+    let current = s
+        .meta
+        .stages
+        .get(super::versions::CURRENT)
+        .and_then(|id| s.versions.get(id));
+    let allowed = match current {
+        Some(v) => {
+            let header = super::envelope::data_key_blob(&v.sealed).and_then(crate::blob::header)?;
+            let ec = super::envelope::context(&s.arn, &v.version_id);
+            call.generate_data_key(&header.key_id, &ec).map(drop)
+        }
+        None => {
+            let key = sealing_key(call, s.meta.kms_key_id.as_deref()).await?;
+            let ec = [("SecretARN".to_owned(), s.arn.clone())]
+                .into_iter()
+                .collect();
+            call.generate_data_key(&key, &ec).map(drop)
+        }
+    };
+    allowed.map_err(|e| match e {
+        KmsError::AccessDenied(_) => KmsError::AccessDenied(format!(
+            "{op} changes which value the secret holds: the caller must be allowed \
+             kms:GenerateDataKey through Secrets Manager on the key of its current value"
+        )),
+        other => kms_refusal(other, |m| SecretsError::EncryptionFailure(m).into()),
+    })
+}
+
 /// Stores a secret's metadata with its new versions and without `removed`, then applies the
 /// change to the state (all or none; durable when it returns).
 pub(crate) async fn write(

@@ -147,6 +147,7 @@ pub(crate) async fn update_secret_version_stage(mut call: ViaCall<'_>) -> Result
         version_id(&i.move_to_version_id, "MoveToVersionId", "moveToVersionId")?.map(str::to_owned);
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
+    common::check_writer(&mut call, &s, "UpdateSecretVersionStage").await?;
     let _guard = call.app.mutate.lock().await;
     let s = common::current(call.app, &s.arn)?;
     live(&s)?;

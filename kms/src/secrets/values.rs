@@ -459,6 +459,9 @@ pub(crate) async fn update_secret(mut call: ViaCall<'_>) -> Result<Value> {
         }
     };
     let key_changed = kms_key_id.as_ref().is_some_and(|k| *k != s.meta.kms_key_id);
+    if key_changed {
+        common::check_writer(&mut call, &s, "UpdateSecret with a new KmsKeyId").await?;
+    }
     let (s, out) = match value {
         None => {
             let _guard = call.app.mutate.lock().await;
