@@ -396,16 +396,7 @@ impl KmsClient {
         ct: Ciphertext<'_>,
         nsm: &dyn Nsm,
     ) -> Result<DataKey, ClientError> {
-        let (private, recipient) = Self::attested_recipient(nsm).await?;
-        let req = DecryptRequest {
-            ciphertext_blob: ct.blob,
-            key_id: ct.key_id,
-            encryption_context: ct.context,
-            recipient: Some(recipient),
-        };
-        let answer = self.request("Decrypt", &body(&req)?).await?;
-        let a: DecryptAnswer = parse("Decrypt", &answer)?;
-        Self::open_for_recipient(private, a.plaintext, a.ciphertext_for_recipient, "Decrypt")
+        data_key(&self.decrypt_bytes_for_recipient(ct, nsm).await?.plaintext)
     }
 
     /// Attested `GenerateDataKey`: a fresh data key under `key_id` bound to `context`, released

@@ -269,6 +269,32 @@ struct ParameterAnswer {
     value: SecretText,
 }
 
+impl GetSecretValueAnswer {
+    /// Refuses an answer about another secret than `secret_id` (a name or an ARN).
+    fn check_names(&self, secret_id: &str) -> Result<(), ClientError> {
+        if same_secret(secret_id, &self.arn, &self.name) {
+            return Ok(());
+        }
+        Err(ClientError::Mismatch(format!(
+            "GetSecretValue of {secret_id:?} answered {:?}",
+            self.arn
+        )))
+    }
+
+    /// The answer with its value, as the caller gets it.
+    fn with_value(self, value: SecretData) -> SecretValue {
+        SecretValue {
+            arn: self.arn,
+            name: self.name,
+            version_id: self.version_id,
+            version_stages: self.version_stages,
+            created_date: self.created_date,
+            value,
+            kms_key_id: self.kms_key_id,
+        }
+    }
+}
+
 /// Parses `bytes` as Secrets Manager's or Parameter Store's answer to `op` as the typed calls
 /// read it; `None` for an operation they do not call (for the answer fuzz target).
 pub(crate) fn check_answer(op: &str, bytes: &[u8]) -> Option<Result<(), ClientError>> {
@@ -312,14 +338,9 @@ impl KmsClient {
             version_stage: r.version_stage,
             recipient: None,
         };
-        let a: GetSecretValueAnswer = self.secrets_call("GetSecretValue", &req).await?;
-        if !same_secret(r.secret_id, &a.arn, &a.name) {
-            return Err(ClientError::Mismatch(format!(
-                "GetSecretValue of {:?} answered {:?}",
-                r.secret_id, a.arn
-            )));
-        }
-        let value = match (a.secret_string, a.secret_binary) {
+        let mut a: GetSecretValueAnswer = self.secrets_call("GetSecretValue", &req).await?;
+        a.check_names(r.secret_id)?;
+        let value = match (a.secret_string.take(), a.secret_binary.take()) {
             (Some(s), None) => SecretData::String(s.0),
             (None, Some(b)) => SecretData::Binary(b.0),
             _ => {
@@ -329,15 +350,7 @@ impl KmsClient {
                 ));
             }
         };
-        Ok(SecretValue {
-            arn: a.arn,
-            name: a.name,
-            version_id: a.version_id,
-            version_stages: a.version_stages,
-            created_date: a.created_date,
-            value,
-            kms_key_id: a.kms_key_id,
-        })
+        Ok(a.with_value(value))
     }
 
     /// `GetSecretValue` with a `Recipient` (cloister's extension R): the value released only
@@ -356,18 +369,15 @@ impl KmsClient {
             version_stage: r.version_stage,
             recipient: Some(recipient),
         };
-        let a: GetSecretValueAnswer = self.secrets_call("GetSecretValue", &req).await?;
+        let mut a: GetSecretValueAnswer = self.secrets_call("GetSecretValue", &req).await?;
         let in_clear = a.secret_string.is_some() || a.secret_binary.is_some();
-        if !in_clear && !same_secret(r.secret_id, &a.arn, &a.name) {
-            return Err(ClientError::Mismatch(format!(
-                "GetSecretValue of {:?} answered {:?}",
-                r.secret_id, a.arn
-            )));
+        if !in_clear {
+            a.check_names(r.secret_id)?;
         }
         let plain = Self::open_envelope(
             private,
             in_clear,
-            a.ciphertext_for_recipient,
+            a.ciphertext_for_recipient.take(),
             "GetSecretValue",
         )?;
         let value = match a.secret_kind.as_deref() {
@@ -384,15 +394,7 @@ impl KmsClient {
                 )));
             }
         };
-        Ok(SecretValue {
-            arn: a.arn,
-            name: a.name,
-            version_id: a.version_id,
-            version_stages: a.version_stages,
-            created_date: a.created_date,
-            value,
-            kms_key_id: a.kms_key_id,
-        })
+        Ok(a.with_value(value))
     }
 
     /// `CreateSecret` named `name`, under `kms_key_id` (the AWS managed key when `None`), with

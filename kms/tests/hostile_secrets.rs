@@ -9,9 +9,6 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use base64::Engine as _;
@@ -20,44 +17,11 @@ use cloister_attestation::recipient::RecipientPrivateKey;
 use cloister_attestation::{PcrValue, Timestamp};
 use cloister_sigv4::Credentials;
 use cloister_tests::kms::{KmsServer, rt};
-use common::{document, kms_bin, recipient};
+use common::{document, kms_bin, recipient, signed_post as raw};
 use serde_json::{Value, json};
 
 const HOST: &str = "arn:aws:iam::111122223333:role/host";
 const ROOT: &str = "arn:aws:iam::111122223333:root";
-
-/// One request over plain HTTP with `target`, signed for `service`: (status, body text).
-fn raw(addr: &str, creds: &Credentials, service: &str, target: &str, body: &str) -> (u16, String) {
-    let headers = cloister_sigv4::sign_json_request(
-        &cloister_sigv4::JsonRequest {
-            host: addr,
-            target,
-            body: body.as_bytes(),
-            region: "us-east-1",
-            service,
-        },
-        creds,
-        time::OffsetDateTime::now_utc(),
-        None,
-    );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8(resp).unwrap();
-    let status: u16 = text[9..12].parse().unwrap();
-    let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    (status, body.to_owned())
-}
 
 fn sm(addr: &str, creds: &Credentials, op: &str, input: Value) -> (u16, Value) {
     let (status, body) = raw(

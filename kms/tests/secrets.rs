@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use base64::Engine as _;
@@ -26,37 +23,14 @@ const ENCLAVE_ROLE: &str = "arn:aws:iam::111122223333:role/enclave";
 
 /// One Secrets Manager request over plain HTTP, signed for `service`: (status, JSON body).
 fn call(addr: &str, creds: &Credentials, service: &str, op: &str, input: &Value) -> (u16, Value) {
-    let body = input.to_string();
-    let target = format!("secretsmanager.{op}");
-    let headers = cloister_sigv4::sign_json_request(
-        &cloister_sigv4::JsonRequest {
-            host: addr,
-            target: &target,
-            body: body.as_bytes(),
-            region: "us-east-1",
-            service,
-        },
+    let (status, body) = common::signed_post(
+        addr,
         creds,
-        time::OffsetDateTime::now_utc(),
-        None,
+        service,
+        &format!("secretsmanager.{op}"),
+        &input.to_string(),
     );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8(resp).unwrap();
-    let status: u16 = text[9..12].parse().unwrap();
-    let (_, json_body) = text.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(json_body).unwrap())
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn sm(addr: &str, creds: &Credentials, op: &str, input: Value) -> (u16, Value) {

@@ -4,7 +4,7 @@
 //! attestation document with the `Recipient` member naming it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,4 +123,44 @@ pub(crate) fn document(
 /// The `Recipient` member naming `doc`.
 pub(crate) fn recipient(doc: &str) -> Value {
     serde_json::json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc})
+}
+
+/// One request over plain HTTP to `addr` with `X-Amz-Target: target`, signed for `service` with
+/// `creds` (as boto3 signs it): the status and the body's text.
+pub(crate) fn signed_post(
+    addr: &str,
+    creds: &cloister_sigv4::Credentials,
+    service: &str,
+    target: &str,
+    body: &str,
+) -> (u16, String) {
+    let headers = cloister_sigv4::sign_json_request(
+        &cloister_sigv4::JsonRequest {
+            host: addr,
+            target,
+            body: body.as_bytes(),
+            region: "us-east-1",
+            service,
+        },
+        creds,
+        time::OffsetDateTime::now_utc(),
+        None,
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8(resp).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, body.to_owned())
 }
