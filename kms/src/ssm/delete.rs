@@ -56,13 +56,7 @@ pub(super) async fn delete_parameter(mut call: ViaCall<'_>) -> Result<Value> {
     let (arn, latest) = stored(&call, &given)?
         .ok_or_else(|| SsmError::ParameterNotFound(format!("Parameter {given} not found.")))?;
     audit(&mut call, &arn, latest);
-    call.app
-        .writer
-        .put_parameters(Vec::new(), vec![arn.clone()])
-        .await?;
-    call.app.apply(|s| {
-        s.parameters.remove(&arn);
-    });
+    super::persist(call.app, Vec::new(), vec![arn]).await?;
     Ok(json!({}))
 }
 
@@ -84,15 +78,7 @@ pub(super) async fn delete_parameters(mut call: ViaCall<'_>) -> Result<Value> {
         }
     }
     if !arns.is_empty() {
-        call.app
-            .writer
-            .put_parameters(Vec::new(), arns.clone())
-            .await?;
-        call.app.apply(|s| {
-            for arn in &arns {
-                s.parameters.remove(arn);
-            }
-        });
+        super::persist(call.app, Vec::new(), arns).await?;
     }
     Ok(json!({"DeletedParameters": deleted, "InvalidParameters": invalid}))
 }

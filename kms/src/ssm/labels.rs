@@ -86,14 +86,7 @@ fn target(call: &mut ViaCall<'_>, q: &Labelling) -> Result<(Parameter, usize)> {
 }
 
 async fn write(call: &ViaCall<'_>, p: Parameter) -> Result<()> {
-    call.app
-        .writer
-        .put_parameters(vec![p.clone()], Vec::new())
-        .await?;
-    call.app.apply(|s| {
-        s.parameters.insert(p.arn.clone(), p);
-    });
-    Ok(())
+    super::persist(call.app, vec![p], Vec::new()).await
 }
 
 pub(super) async fn label(mut call: ViaCall<'_>) -> Result<Value> {

@@ -48,6 +48,27 @@ pub(crate) async fn dispatch(op: &str, call: ViaCall<'_>) -> Result<Value> {
     }
 }
 
+/// Stores `put` (created or replaced) and deletes the parameters `deleted` names, all or none
+/// and durable when it returns, then applies both to the in-memory state.
+pub(super) async fn persist(
+    app: &crate::app::App,
+    put: Vec<model::Parameter>,
+    deleted: Vec<String>,
+) -> Result<()> {
+    app.writer
+        .put_parameters(put.clone(), deleted.clone())
+        .await?;
+    app.apply(|s| {
+        for arn in &deleted {
+            s.parameters.remove(arn);
+        }
+        for p in put {
+            s.parameters.insert(p.arn.clone(), p);
+        }
+    });
+    Ok(())
+}
+
 /// Whether operation `op` with `body` answers with SecureString values in the clear.
 pub(crate) fn returns_plaintext(op: &str, body: &Body) -> bool {
     matches!(

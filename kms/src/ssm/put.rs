@@ -326,13 +326,7 @@ pub(super) async fn put_parameter(mut call: ViaCall<'_>) -> Result<Value> {
         arn: arn.clone(),
         body: Arc::new(body),
     };
-    call.app
-        .writer
-        .put_parameters(vec![parameter.clone()], Vec::new())
-        .await?;
-    call.app.apply(|s| {
-        s.parameters.insert(arn, parameter);
-    });
+    super::persist(call.app, vec![parameter], Vec::new()).await?;
     call.audit.resource_version = Some(plan.version.to_string());
     Ok(json!({"Version": plan.version, "Tier": plan.tier}))
 }

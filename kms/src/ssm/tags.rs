@@ -172,14 +172,7 @@ async fn write(call: &ViaCall<'_>, p: &Parameter, tags: Vec<(String, String)>) -
         arn: p.arn.clone(),
         body: Arc::new(body),
     };
-    call.app
-        .writer
-        .put_parameters(vec![p.clone()], Vec::new())
-        .await?;
-    call.app.apply(|s| {
-        s.parameters.insert(p.arn.clone(), p);
-    });
-    Ok(())
+    super::persist(call.app, vec![p], Vec::new()).await
 }
 
 pub(super) async fn add(mut call: ViaCall<'_>) -> Result<Value> {
