@@ -66,10 +66,9 @@ impl FakeKms {
         })
     }
 
-    fn answer(&self, target: &str, body: &[u8]) -> (u16, Value) {
+    fn answer(&self, target: &str, req: &Value) -> (u16, Value) {
         assert_eq!(target, "TrentService.Decrypt");
         self.decrypts.fetch_add(1, Ordering::SeqCst);
-        let req: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(req["KeyId"], KEY_ARN);
         let doc = STANDARD
             .decode(req["Recipient"]["AttestationDocument"].as_str().unwrap())
@@ -108,51 +107,11 @@ impl FakeKms {
     }
 }
 
-/// Connects a KMS client to a [`FakeKms`] over an in-memory stream.
-#[derive(Debug, Clone)]
-pub(crate) struct InMemory(pub(crate) Arc<FakeKms>);
-
-impl Connector for InMemory {
-    fn connect(&self) -> Connecting<'_> {
-        let kms = self.0.clone();
-        Box::pin(async move {
-            let (client, server) = tokio::io::duplex(1 << 16);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let kms = kms.clone();
-                        async move {
-                            let target = req.headers()["x-amz-target"].to_str().unwrap().to_owned();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let (status, answer) = kms.answer(&target, &body);
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(answer.to_string())))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(server), service)
-                    .await;
-            });
-            Ok(Box::new(client) as Box<dyn Stream>)
-        })
-    }
-}
-
-/// A KMS client of `kms`, with throwaway credentials and no retries.
+/// A KMS client of `kms` (over an in-memory stream), with throwaway credentials and no
+/// retries.
 pub(crate) fn client(kms: &Arc<FakeKms>) -> KmsClient {
-    let creds = Credentials {
-        access_key_id: "AKIDTEST".into(),
-        secret_access_key: Zeroizing::new("secret".into()),
-        session_token: None,
-    };
-    KmsClient::new(InMemory(kms.clone()), "kms.test", "us-east-1", creds).with_retry(
-        cloister_kms_client::Retry {
-            attempts: 1,
-            ..Default::default()
-        },
-    )
+    let kms = kms.clone();
+    Scripted::new(move |target, req| kms.answer(target, req)).client()
 }
 
 /// An emulated NSM whose PCR0 is `pcr0`, and its dev root (for a fake KMS to trust).

@@ -57,21 +57,8 @@ pub(crate) async fn run(cmd: SecretsCommand) -> Result<()> {
 }
 
 /// A version id: a random (version 4) UUID, as botocore makes a `ClientRequestToken`.
-fn version_id() -> Result<String> {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
+fn version_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn read_value(file: Option<&PathBuf>) -> Result<Zeroizing<Vec<u8>>> {
@@ -126,7 +113,7 @@ async fn put(args: PutArgs) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("describing {}", args.secret_id)),
     };
-    let version = version_id()?;
+    let version = version_id();
     let context: EncryptionContext = [
         ("SecretARN".to_owned(), arn.clone()),
         ("SecretVersionId".to_owned(), version.clone()),
@@ -165,11 +152,11 @@ mod tests {
 
     #[test]
     fn version_ids_are_v4_uuids() {
-        let a = version_id().unwrap();
+        let a = version_id();
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!("89ab".contains(&a[19..20]));
-        assert_ne!(a, version_id().unwrap());
+        assert_ne!(a, version_id());
     }
 
     #[test]
