@@ -80,8 +80,8 @@ fn returns_plaintext(service: Service, op: &str, body: &Body) -> bool {
     }
 }
 
-/// Whether a Secrets Manager or Parameter Store operation encrypts or decrypts with a KMS key
-/// (and so is rate limited with the KMS's cryptographic operations).
+/// Whether an operation encrypts or decrypts with a KMS key (the KMS's cryptographic ones, and
+/// the Secrets Manager and Parameter Store ones that use a key): all share the rate limit.
 fn uses_kms_keys(service: Service, op: &str) -> bool {
     match service {
         Service::Kms => ops::is_cryptographic(op),
@@ -354,29 +354,26 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
     }
     let body = Body::parse(body)?;
     check_transport(service, op, &body, transport)?;
-    if service != Service::Kms {
-        // The operations that use a KMS key count against the same budget as the KMS's own
-        // cryptographic operations.
-        if uses_kms_keys(service, op) {
-            app.throttle()?;
-        }
-        let call = ViaCall {
-            app,
-            principal: &principal,
-            region: &region,
-            service,
-            body,
-            audit: entry,
-        };
-        return match service {
-            Service::SecretsManager => crate::secrets::dispatch(op, call).await,
-            _ => crate::ssm::dispatch(op, call).await,
-        };
-    }
-    if ops::is_cryptographic(op) {
+    // The KMS's cryptographic operations, and the other services' operations that use a KMS
+    // key, share one budget.
+    if uses_kms_keys(service, op) {
         app.throttle()?;
     }
-    ops::dispatch(op, app, &principal, &region, body, entry).await
+    if service == Service::Kms {
+        return ops::dispatch(op, app, &principal, &region, body, entry).await;
+    }
+    let call = ViaCall {
+        app,
+        principal: &principal,
+        region: &region,
+        service,
+        body,
+        audit: entry,
+    };
+    match service {
+        Service::SecretsManager => crate::secrets::dispatch(op, call).await,
+        _ => crate::ssm::dispatch(op, call).await,
+    }
 }
 
 fn respond(service: Service, result: Result<Value>, request_id: &str) -> Response {

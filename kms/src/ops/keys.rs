@@ -134,7 +134,7 @@ fn kind(i: &CreateKeyInput) -> Result<(KeySpec, KeyUsage, Origin)> {
 
 /// A new key id: a UUID, or `mrk-` and 32 hex digits for a Multi-Region key (36 characters
 /// either way, as the ciphertext format requires).
-fn new_key_id(multi_region: bool) -> String {
+pub(super) fn new_key_id(multi_region: bool) -> String {
     let id = uuid::Uuid::new_v4();
     if multi_region {
         format!("mrk-{}", id.simple())
@@ -204,6 +204,52 @@ fn multi_region_configuration(app: &App, k: &KeyRecord, mr: &MultiRegion) -> Val
     })
 }
 
+/// What a new key is made of; [`new_record`] adds the rest.
+pub(super) struct NewKey {
+    pub(super) key_id: String,
+    pub(super) description: String,
+    pub(super) policy_text: String,
+    pub(super) policy: KeyPolicy,
+    /// Without material versions (added here).
+    pub(super) attrs: KeyAttrs,
+    /// Whether it is made with material (version 1), or waits for an import.
+    pub(super) with_material: bool,
+}
+
+/// A new key's record, created now: Enabled with material version 1 when it has material,
+/// else PendingImport; automatic rotation off, its period a year.
+pub(super) fn new_record(n: NewKey) -> Result<KeyRecord> {
+    let now = now_ms();
+    let mut attrs = n.attrs;
+    if n.with_material {
+        attrs.materials = vec![MaterialInfo {
+            version: 1,
+            material_id: material_id()?,
+            created_ms: now,
+            rotation_type: String::new(),
+        }];
+    }
+    Ok(KeyRecord {
+        key_id: n.key_id,
+        description: n.description,
+        created_ms: now,
+        state: if n.with_material {
+            KeyState::Enabled
+        } else {
+            KeyState::PendingImport
+        },
+        deletion_ms: None,
+        pending_days: None,
+        rotation_enabled: false,
+        rotation_period_days: 365,
+        last_rotation_ms: now,
+        current_version: u32::from(n.with_material),
+        policy_text: n.policy_text.into(),
+        policy: Arc::new(n.policy),
+        attrs: Arc::new(attrs),
+    })
+}
+
 pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
     let i: CreateKeyInput = call.input()?;
     let description = i
@@ -236,7 +282,6 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
             (text, p)
         }
     };
-    let now = now_ms();
     let material = match origin {
         Origin::AwsKms => Some((1, keymaterial::generate_async(spec).await?)),
         Origin::External => None,
@@ -251,37 +296,16 @@ pub(super) async fn create_key(call: Call<'_>) -> Result<Value> {
             primary_region: call.region.to_owned(),
             replica_regions: Vec::new(),
         }),
-        valid_to_ms: None,
-        materials: match &material {
-            Some(_) => vec![MaterialInfo {
-                version: 1,
-                material_id: material_id()?,
-                created_ms: now,
-                rotation_type: String::new(),
-            }],
-            None => Vec::new(),
-        },
-        import_fingerprint: None,
+        ..KeyAttrs::default()
     };
-    let key = KeyRecord {
+    let key = new_record(NewKey {
         key_id: key_id.clone(),
         description,
-        created_ms: now,
-        state: if material.is_some() {
-            KeyState::Enabled
-        } else {
-            KeyState::PendingImport
-        },
-        deletion_ms: None,
-        pending_days: None,
-        rotation_enabled: false,
-        rotation_period_days: 365,
-        last_rotation_ms: now,
-        current_version: u32::from(material.is_some()),
-        policy_text: policy_text.into(),
-        policy: Arc::new(policy),
-        attrs: Arc::new(attrs),
-    };
+        policy_text,
+        policy,
+        attrs,
+        with_material: material.is_some(),
+    })?;
     call.audit.key_id = Some(key_id);
     call.audit.key_version = material.as_ref().map(|(v, _)| *v);
     persist_key(call.app, key.clone(), material).await?;

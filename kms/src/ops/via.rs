@@ -14,7 +14,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::crypto::{self, Opening};
-use super::shared::{Call, material_id, random_bytes};
+use super::keys::{NewKey, new_key_id, new_record};
+use super::shared::{Call, random_bytes};
 use crate::app::App;
 use crate::attested::{self, Recipient, RecipientInput};
 use crate::audit::AuditEntry;
@@ -22,11 +23,10 @@ use crate::blob::EncryptionContext;
 use crate::error::{KmsError, Result};
 use crate::input::{Body, Member, Structure};
 use crate::keymaterial;
-use crate::keyspec::{KeyAttrs, KeySpec, KeyUsage, MaterialInfo, Origin};
+use crate::keyspec::{KeyAttrs, KeySpec};
 use crate::policy::KeyPolicy;
 use crate::service::Service;
-use crate::state::{Alias, KeyRecord, KeyState, Principal, material_label};
-use crate::store::now_ms;
+use crate::state::{Alias, KeyRecord, Principal, material_label};
 
 /// One request to Secrets Manager or Parameter Store.
 #[derive(Debug)]
@@ -187,30 +187,19 @@ impl<'a> ViaCall<'a> {
         if let Some(a) = self.app.alias(&name)? {
             return self.app.key(&a.key_id);
         }
-        let key_id = self
-            .app
-            .storage_id(self.region, &uuid::Uuid::new_v4().to_string());
-        let text = managed_policy(
+        let key_id = self.app.storage_id(self.region, &new_key_id(false));
+        let policy_text = managed_policy(
             &self.app.cfg.account,
             &self.service.via_service(self.region),
         );
-        let policy = KeyPolicy::parse(&text)?;
-        let now = now_ms();
+        let policy = KeyPolicy::parse(&policy_text)?;
         let material = keymaterial::generate_async(KeySpec::SymmetricDefault).await?;
+        // A SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT key of AWS_KMS origin (the defaults).
         let attrs = KeyAttrs {
-            key_spec: KeySpec::SymmetricDefault,
-            key_usage: KeyUsage::EncryptDecrypt,
-            origin: Origin::AwsKms,
             region: (self.region != self.app.cfg.region).then(|| self.region.to_owned()),
-            materials: vec![MaterialInfo {
-                version: 1,
-                material_id: material_id()?,
-                created_ms: now,
-                rotation_type: String::new(),
-            }],
             ..KeyAttrs::default()
         };
-        let key = KeyRecord {
+        let mut key = new_record(NewKey {
             key_id: key_id.clone(),
             description: format!(
                 "Default key that protects my {} data when no other key is defined",
@@ -219,18 +208,14 @@ impl<'a> ViaCall<'a> {
                     _ => "Secrets Manager",
                 }
             ),
-            created_ms: now,
-            state: KeyState::Enabled,
-            deletion_ms: None,
-            pending_days: None,
-            rotation_enabled: true,
-            rotation_period_days: 365,
-            last_rotation_ms: now,
-            current_version: 1,
-            policy_text: text.into(),
-            policy: Arc::new(policy),
-            attrs: Arc::new(attrs),
-        };
+            policy_text,
+            policy,
+            attrs,
+            with_material: true,
+        })?;
+        // AWS managed keys rotate every year.
+        key.rotation_enabled = true;
+        let now = key.created_ms;
         let sealed = self.app.root.seal(&material_label(&key_id, 1), &material)?;
         let alias = Alias {
             name,

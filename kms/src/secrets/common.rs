@@ -70,13 +70,10 @@ pub(crate) fn live(s: &Secret) -> Result<()> {
 
 /// `ClientRequestToken` (32..64 characters), or a fresh UUID when absent (what SDKs send).
 pub(crate) fn version_token(token: &Member<String>) -> Result<String> {
-    match token.text("ClientRequestToken")? {
-        None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(t) if (32..=64).contains(&t.chars().count()) => Ok(t.to_owned()),
-        Some(t) => Err(KmsError::validation(format!(
-            "Value '{t}' at 'clientRequestToken' failed to satisfy constraint: Member must have length between 32 and 64"
-        ))),
-    }
+    Ok(
+        super::values::version_id(token, "ClientRequestToken", "clientRequestToken")?
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+    )
 }
 
 /// An optional string member of at most `max` characters (`at` is its name in messages).
@@ -201,6 +198,18 @@ pub(crate) async fn sealing_key(
     }
 }
 
+/// Whether the caller may write version `v` of `arn`: `kms:GenerateDataKey` through Secrets
+/// Manager under the key `v` is sealed under, with `v`'s encryption context.
+pub(crate) fn may_write_version(
+    call: &mut ViaCall<'_>,
+    arn: &str,
+    v: &SecretVersion,
+) -> Result<()> {
+    let header = super::envelope::data_key_blob(&v.sealed).and_then(crate::blob::header)?;
+    let ec = super::envelope::context(arn, &v.version_id);
+    call.generate_data_key(&header.key_id, &ec).map(drop)
+}
+
 /// Refuses a change of which value a secret holds (its KMS key, its staging labels) by a caller
 /// who may not write its value: `kms:GenerateDataKey` through Secrets Manager under the key the
 /// AWSCURRENT version is sealed under, with that version's context (or, for a secret without
@@ -215,11 +224,7 @@ pub(crate) async fn check_writer(call: &mut ViaCall<'_>, s: &Secret, op: &str) -
         .get(super::versions::CURRENT)
         .and_then(|id| s.versions.get(id));
     let allowed = match current {
-        Some(v) => {
-            let header = super::envelope::data_key_blob(&v.sealed).and_then(crate::blob::header)?;
-            let ec = super::envelope::context(&s.arn, &v.version_id);
-            call.generate_data_key(&header.key_id, &ec).map(drop)
-        }
+        Some(v) => may_write_version(call, &s.arn, v),
         None => {
             let key = sealing_key(call, s.meta.kms_key_id.as_deref()).await?;
             let ec = [("SecretARN".to_owned(), s.arn.clone())]
@@ -235,6 +240,31 @@ pub(crate) async fn check_writer(call: &mut ViaCall<'_>, s: &Secret, op: &str) -
         )),
         other => kms_refusal(other, |m| SecretsError::EncryptionFailure(m).into()),
     })
+}
+
+/// Changes the metadata of the secret `arn` as the state holds it under `app.mutate` (it must
+/// not be scheduled for deletion), and stores it; `change` may refuse.
+pub(crate) async fn update_meta(
+    app: &App,
+    arn: &str,
+    change: impl FnOnce(&Secret, &mut SecretMeta) -> Result<()>,
+) -> Result<Secret> {
+    let _guard = app.mutate.lock().await;
+    let s = current(app, arn)?;
+    live(&s)?;
+    let mut meta = (*s.meta).clone();
+    change(&s, &mut meta)?;
+    write(app, arn, meta, Vec::new(), Vec::new()).await
+}
+
+/// Deletes the secret `arn` with every version from the store, then from the state (durable
+/// when it returns). The caller holds `app.mutate`.
+pub(crate) async fn remove(app: &App, arn: &str) -> Result<()> {
+    app.writer.delete_secret(arn.to_owned()).await?;
+    app.apply(|s| {
+        s.secrets.remove(arn);
+    });
+    Ok(())
 }
 
 /// Stores a secret's metadata with its new versions and without `removed`, then applies the

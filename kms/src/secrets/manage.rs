@@ -148,21 +148,20 @@ pub(crate) async fn update_secret_version_stage(mut call: ViaCall<'_>) -> Result
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
     common::check_writer(&mut call, &s, "UpdateSecretVersionStage").await?;
-    let _guard = call.app.mutate.lock().await;
-    let s = common::current(call.app, &s.arn)?;
-    live(&s)?;
     call.audit.resource_version = move_to.clone().or_else(|| remove.clone());
-    let mut meta = (*s.meta).clone();
-    let ids: BTreeSet<String> = s.versions.keys().cloned().collect();
-    versions::update_stage(
-        &mut meta.stages,
-        &ids,
-        &label,
-        remove.as_deref(),
-        move_to.as_deref(),
-    )?;
-    meta.last_changed_ms = now_ms();
-    common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
+    let s = common::update_meta(call.app, &s.arn, |s, meta| {
+        let ids: BTreeSet<String> = s.versions.keys().cloned().collect();
+        versions::update_stage(
+            &mut meta.stages,
+            &ids,
+            &label,
+            remove.as_deref(),
+            move_to.as_deref(),
+        )?;
+        meta.last_changed_ms = now_ms();
+        Ok(())
+    })
+    .await?;
     Ok(json!({"ARN": s.arn, "Name": s.meta.name}))
 }
 
@@ -202,10 +201,7 @@ pub(crate) async fn delete_secret(mut call: ViaCall<'_>) -> Result<Value> {
     let _guard = call.app.mutate.lock().await;
     let s = common::current(call.app, &s.arn)?;
     if force {
-        call.app.writer.delete_secret(s.arn.clone()).await?;
-        call.app.apply(|st| {
-            st.secrets.remove(&s.arn);
-        });
+        common::remove(call.app, &s.arn).await?;
         return Ok(json!({"ARN": s.arn, "Name": s.meta.name, "DeletionDate": secs(now)}));
     }
     if s.meta.deletion_ms.is_some() {
@@ -248,15 +244,13 @@ pub(crate) async fn tag_resource(mut call: ViaCall<'_>) -> Result<Value> {
     let tags = common::tags(&i.tags)?;
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
-    let _guard = call.app.mutate.lock().await;
-    let s = common::current(call.app, &s.arn)?;
-    live(&s)?;
-    let mut meta = (*s.meta).clone();
-    for (k, v) in &tags {
-        merge_tag(&mut meta.tags, k, v);
-    }
-    check_tag_count(&meta.tags)?;
-    common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
+    common::update_meta(call.app, &s.arn, |_, meta| {
+        for (k, v) in &tags {
+            merge_tag(&mut meta.tags, k, v);
+        }
+        check_tag_count(&meta.tags)
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -285,12 +279,11 @@ pub(crate) async fn untag_resource(mut call: ViaCall<'_>) -> Result<Value> {
     }
     let s = find(&mut call, &i.secret_id)?;
     live(&s)?;
-    let _guard = call.app.mutate.lock().await;
-    let s = common::current(call.app, &s.arn)?;
-    live(&s)?;
-    let mut meta = (*s.meta).clone();
-    meta.tags.retain(|(k, _)| !keys.contains(k));
-    common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
+    common::update_meta(call.app, &s.arn, |_, meta| {
+        meta.tags.retain(|(k, _)| !keys.contains(k));
+        Ok(())
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -332,10 +325,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<usize> {
         if !still_due {
             continue;
         }
-        app.writer.delete_secret(arn.clone()).await?;
-        app.apply(|s| {
-            s.secrets.remove(&arn);
-        });
+        common::remove(app, &arn).await?;
         n += 1;
     }
     Ok(n)

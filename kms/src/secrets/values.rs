@@ -274,11 +274,7 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
 /// listed) and set the secret's key. Any other caller gets ResourceExistsException whatever
 /// the value (a deviation only for a caller who cannot write this version anyway).
 fn retry_holds(call: &mut ViaCall<'_>, arn: &str, v: &SecretVersion, value: &SecretValue) -> bool {
-    let Ok(header) = envelope::data_key_blob(&v.sealed).and_then(crate::blob::header) else {
-        return false;
-    };
-    let ec = envelope::context(arn, &v.version_id);
-    call.generate_data_key(&header.key_id, &ec).is_ok()
+    common::may_write_version(call, arn, v).is_ok()
         && envelope::holds(call.app, arn, &v.version_id, &v.sealed, value)
 }
 
@@ -464,13 +460,12 @@ pub(crate) async fn update_secret(mut call: ViaCall<'_>) -> Result<Value> {
     }
     let (s, out) = match value {
         None => {
-            let _guard = call.app.mutate.lock().await;
-            let s = common::current(call.app, &s.arn)?;
-            live(&s)?;
-            let mut meta = (*s.meta).clone();
-            change(&mut meta);
-            meta.last_changed_ms = now_ms();
-            let s = common::write(call.app, &s.arn, meta, Vec::new(), Vec::new()).await?;
+            let s = common::update_meta(call.app, &s.arn, |_, meta| {
+                change(meta);
+                meta.last_changed_ms = now_ms();
+                Ok(())
+            })
+            .await?;
             let out = json!({"ARN": s.arn, "Name": s.meta.name});
             (s, out)
         }
