@@ -465,6 +465,38 @@ impl Pipeline {
         }
     }
 
+    /// The host's own KMS client (its credentials, over the KMS's TLS): what the host can do
+    /// with Secrets Manager, Parameter Store and KMS outside any enclave.
+    pub fn host_client(&self) -> cloister_kms_client::KmsClient {
+        let a = self.access();
+        self.kms.tls_client(cloister_sigv4::Credentials {
+            access_key_id: a.access_key_id.clone(),
+            secret_access_key: zeroize::Zeroizing::new(a.secret_access_key.expose().to_owned()),
+            session_token: None,
+        })
+    }
+
+    /// Makes `key` enclave-only, as the owner: the owner manages it, encrypts and makes data
+    /// keys under it; the host may Decrypt only with a document whose PCR0 is `pcr0`, and
+    /// nothing at all without one.
+    pub fn make_enclave_only(&self, key: &str, pcr0: &str) {
+        let policy = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Resource": "*",
+             "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey*"]},
+            {"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}},
+            {"Sid": "HostOnlyAttested", "Effect": "Deny", "Principal": {"AWS": HOST},
+             "Action": "kms:*", "Resource": "*",
+             "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}}]});
+        let owner = self.kms.client(self.kms.admin());
+        crate::kms::rt()
+            .block_on(owner.call(
+                "PutKeyPolicy",
+                &json!({"KeyId": key, "Policy": policy.to_string()}),
+            ))
+            .unwrap();
+    }
+
     /// The KMS's audit entries.
     pub fn audit(&self) -> Vec<Value> {
         self.kms

@@ -7,13 +7,11 @@
 //! (`KMS-MISMATCH`): every `[[secrets]]` entry names its key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cloister_kms_client::{Api, KmsClient, SecretData};
-use cloister_sigv4::Credentials;
-use cloister_tests::pipeline::{HOST, Pipeline};
+use cloister_kms_client::{Api, SecretData};
+use cloister_tests::pipeline::Pipeline;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-const ROOT: &str = "arn:aws:iam::111122223333:root";
 const OWNER_VALUE: &str = "owner-value-Jt5rWq2Ze";
 const HOST_VALUE: &str = "host-value-Xc8mBn3Lp";
 
@@ -22,15 +20,6 @@ struct Made {
     key: String,
     other_key: String,
     secret: (String, String),
-}
-
-fn host_client(p: &Pipeline) -> KmsClient {
-    let a = p.access();
-    p.kms.tls_client(Credentials {
-        access_key_id: a.access_key_id.clone(),
-        secret_access_key: Zeroizing::new(a.secret_access_key.expose().to_owned()),
-        session_token: None,
-    })
 }
 
 fn rows(p: &Pipeline) -> (i32, std::collections::BTreeMap<String, Value>) {
@@ -91,24 +80,13 @@ fn the_host_cannot_choose_the_value_and_another_key_is_refused_by_the_enclave() 
             made.secret.0, made.key
         )
     });
-    let policy = json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Resource": "*",
-         "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey*"]},
-        {"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": "kms:Decrypt", "Resource": "*",
-         "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": p.pcr0}}},
-        {"Effect": "Deny", "Principal": {"AWS": HOST}, "Action": "kms:*", "Resource": "*",
-         "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}}]});
-    let rt = cloister_tests::kms::rt();
-    let owner = p.kms.client(p.kms.admin());
     // Both keys are enclave-only: the other one releases to this image too, so only the
     // enclave's own check stands between it and a value under a key it does not name.
     for key in [&made.key, &made.other_key] {
-        rt.block_on(owner.call(
-            "PutKeyPolicy",
-            &json!({"KeyId": key, "Policy": policy.to_string()}),
-        ))
-        .unwrap();
+        p.make_enclave_only(key, &p.pcr0);
     }
+    let rt = cloister_tests::kms::rt();
+    let owner = p.kms.client(p.kms.admin());
 
     let fetched = |version: &str| {
         let (code, r) = rows(&p);
@@ -120,7 +98,7 @@ fn the_host_cannot_choose_the_value_and_another_key_is_refused_by_the_enclave() 
 
     // The host may not move the secret to a key it may use, with or without a value of its
     // own, nor roll AWSCURRENT back: each refused, and the enclave still gets the owner's.
-    let host = host_client(&p);
+    let host = p.host_client();
     let refused = |op: &str, body: Value| {
         let e = rt
             .block_on(host.call_api(Api::SecretsManager, op, &body))

@@ -20,15 +20,13 @@
 
 use std::process::Command;
 
-use cloister_kms_client::{Api, KmsClient, SecretData, SecretRef};
-use cloister_sigv4::Credentials;
+use cloister_kms_client::{Api, SecretData, SecretRef};
 use cloister_tests::kms::KmsServer;
 use cloister_tests::pipeline::{HOST, Pipeline};
 use cloister_tests::{binary, outcome};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-const ROOT: &str = "arn:aws:iam::111122223333:root";
 /// The values: distinctive, so any leak is found by a substring search.
 const VALUE_R: &str = "r-value-Zq8v2XbK4mPw";
 const VALUE_P: &[u8] = b"p-value-Hn3sT7yLq0Rc";
@@ -170,26 +168,6 @@ key = "{key}"
     )
 }
 
-/// The enclave-only key's policy: the owner manages and encrypts; the host may Decrypt only
-/// with a document whose PCR0 is `pcr0`, and nothing at all without one.
-fn enclave_only(p: &Pipeline, key: &str, pcr0: &str) {
-    let policy = json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Resource": "*",
-         "Action": ["kms:Describe*", "kms:Get*", "kms:Put*", "kms:Encrypt", "kms:GenerateDataKey*"]},
-        {"Effect": "Allow", "Principal": {"AWS": HOST}, "Action": "kms:Decrypt", "Resource": "*",
-         "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}},
-        {"Sid": "HostOnlyAttested", "Effect": "Deny", "Principal": {"AWS": HOST},
-         "Action": "kms:*", "Resource": "*",
-         "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}}]});
-    let owner = p.kms.client(p.kms.admin());
-    cloister_tests::kms::rt()
-        .block_on(owner.call(
-            "PutKeyPolicy",
-            &json!({"KeyId": key, "Policy": policy.to_string()}),
-        ))
-        .unwrap();
-}
-
 fn start(foreign_pcr0: bool) -> (Pipeline, Made) {
     let mut made = Made::default();
     let p = Pipeline::start_with(None, |kms| prepare(kms, &mut made));
@@ -198,18 +176,8 @@ fn start(foreign_pcr0: bool) -> (Pipeline, Made) {
     } else {
         p.pcr0.clone()
     };
-    enclave_only(&p, &made.key, &pcr0);
+    p.make_enclave_only(&made.key, &pcr0);
     (p, made)
-}
-
-/// The host's own client (its credentials, over the KMS's TLS).
-fn host_client(p: &Pipeline) -> KmsClient {
-    let a = p.access();
-    p.kms.tls_client(Credentials {
-        access_key_id: a.access_key_id.clone(),
-        secret_access_key: Zeroizing::new(a.secret_access_key.expose().to_owned()),
-        session_token: None,
-    })
 }
 
 /// `cloister submit --op secrets` as the host: exit code, report rows by name, everything the
@@ -283,7 +251,7 @@ fn secrets_reach_the_attested_enclave_and_substitutions_fail() {
     );
 
     // A plain read of the enclave-only secret with the host's own credentials: AWS's answer.
-    let host = host_client(&p);
+    let host = p.host_client();
     let rt = cloister_tests::kms::rt();
     let e = rt
         .block_on(host.get_secret_value(SecretRef {
@@ -460,7 +428,7 @@ fn a_tokenization_key_kept_as_a_secret_is_fetched_by_the_enclave_for_each_job() 
             created.arn, key
         )
     });
-    enclave_only(&p, &key, &p.pcr0);
+    p.make_enclave_only(&key, &p.pcr0);
     let sealed = p.seal(&cloister_tests::pipeline::records(6), "people", 3);
     let tokenize = || {
         let (code, out, err) = p.submit(&["tokenize"], &[&sealed]);
