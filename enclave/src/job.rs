@@ -34,7 +34,7 @@ use crate::ops::stats::Stats;
 use crate::ops::tokenize::{TokenKey, tokenize};
 use crate::policy::{Budget, MaskPolicy, Operations, Plan, TokenKeySource, TokenizePolicy};
 use crate::record;
-use crate::secrets::{SecretSpec, SecretStore};
+use crate::secrets::SecretSpec;
 
 /// How the enclave reaches the KMS and which keys it uses.
 #[derive(Debug, Clone)]
@@ -73,7 +73,6 @@ pub struct Shared {
     ledger: Ledger,
     slots: Arc<tokio::sync::Semaphore>,
     secrets: Vec<SecretSpec>,
-    store: SecretStore,
 }
 
 impl Shared {
@@ -90,13 +89,7 @@ impl Shared {
             ledger: Ledger::new(),
             slots,
             secrets,
-            store: SecretStore::default(),
         }
-    }
-
-    /// The secrets fetched so far (for operations that use them).
-    pub fn secret_store(&self) -> &SecretStore {
-        &self.store
     }
 }
 
@@ -212,7 +205,6 @@ impl Running {
                     tools.release.client(),
                     tools.nsm,
                     &tools.shared.secrets,
-                    &tools.shared.store,
                     p.report_length,
                 )
                 .await;

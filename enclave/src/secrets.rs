@@ -19,12 +19,10 @@
 //! version, fails `Decrypt` at the KMS. (A parameter's context has no version: an older
 //! SecureString version re-put under the same parameter still opens, as on AWS.)
 //!
-//! Fetched values stay in the enclave ([`SecretStore`], zeroized when dropped); the job's report
-//! has one row per secret (name, ARN, version, path, outcome, and the length only when the
-//! policy allows it), never a value or a hash of one.
-
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+//! A fetched value never leaves the enclave and is zeroized when dropped: the `secrets`
+//! operation fetches each configured secret (showing it can be fetched and opened) and reports
+//! one row per secret (name, ARN, version, path, outcome, and the length only when the policy
+//! allows it), never a value or a hash of one; `tokenize` fetches its key secret for each job.
 
 use base64::Engine as _;
 use cloister_common::ErrorCode;
@@ -214,7 +212,7 @@ pub fn validate(specs: &[SecretSpec]) -> Result<(), EnclaveError> {
     Ok(())
 }
 
-/// A fetched secret, kept in the enclave.
+/// A fetched secret (in the enclave only).
 #[derive(Debug)]
 pub struct Fetched {
     /// The ARN it was fetched from.
@@ -223,28 +221,6 @@ pub struct Fetched {
     pub version_id: String,
     /// The value, zeroized when dropped.
     pub value: SecretData,
-}
-
-/// The secrets fetched so far, by configured name; values zeroized when dropped or replaced.
-#[derive(Debug, Default)]
-pub struct SecretStore(Mutex<BTreeMap<String, Fetched>>);
-
-impl SecretStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Fetched>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Keeps `fetched` as `name`'s value (dropping, so zeroizing, the one it replaces).
-    pub fn put(&self, name: &str, fetched: Fetched) {
-        self.lock().insert(name.to_owned(), fetched);
-    }
-
-    /// Runs `f` over `name`'s value, if fetched (the value never leaves the lock).
-    pub fn with<R>(&self, name: &str, f: impl FnOnce(&Fetched) -> R) -> Option<R> {
-        self.lock().get(name).map(f)
-    }
 }
 
 /// Fetches `spec` through `kms` (the job's client over the relayed TLS).
@@ -357,7 +333,6 @@ pub async fn fetch_all(
     kms: &KmsClient,
     nsm: &dyn Nsm,
     specs: &[SecretSpec],
-    store: &SecretStore,
     report_length: bool,
 ) -> (Vec<String>, Option<EnclaveError>) {
     let mut rows = Vec::with_capacity(specs.len());
@@ -376,7 +351,6 @@ pub async fn fetch_all(
                 if report_length {
                     row["length"] = f.value.bytes().len().into();
                 }
-                store.put(&spec.name, f);
             }
             Err(e) => {
                 row["outcome"] = "failed".into();
@@ -548,23 +522,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_store_replaces_and_lends() {
-        let store = SecretStore::default();
-        let fetched = |v: &str| Fetched {
-            arn: SECRET.into(),
-            version_id: v.into(),
-            value: SecretData::Binary(Zeroizing::new(b"pw".to_vec())),
-        };
-        store.put("db", fetched("1"));
-        store.put("db", fetched("2"));
-        assert_eq!(
-            store.with("db", |f| f.version_id.clone()).as_deref(),
-            Some("2")
-        );
-        assert!(store.with("other", |_| ()).is_none());
-    }
-
     const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:other-XyZ789";
 
     /// A Secrets Manager that stores `binary` as `SECRET`'s version `v2` (answering `arn` for it)
@@ -666,15 +623,8 @@ mod tests {
                          "KmsKeyId": KEY, "CiphertextForRecipient": ct}),
             )
         });
-        let store = SecretStore::default();
-        let (rows, failure) = fetch_all(
-            &good.client(),
-            &nsm,
-            std::slice::from_ref(&r),
-            &store,
-            false,
-        )
-        .await;
+        let (rows, failure) =
+            fetch_all(&good.client(), &nsm, std::slice::from_ref(&r), false).await;
         assert!(failure.is_none());
         let row: Value = serde_json::from_str(&rows[0]).unwrap();
         assert_eq!(row["outcome"], "fetched");
@@ -682,10 +632,10 @@ mod tests {
         assert!(row.get("length").is_none(), "the policy did not allow it");
         assert!(!rows[0].contains("hunter2"));
         assert_eq!(
-            store.with("db", |f| f.value.bytes().to_vec()).unwrap(),
+            fetch(&good.client(), &nsm, &r).await.unwrap().value.bytes(),
             b"hunter2"
         );
-        let (rows, failure) = fetch_all(&clear.client(), &nsm, &[r], &store, true).await;
+        let (rows, failure) = fetch_all(&clear.client(), &nsm, &[r], true).await;
         assert_eq!(failure.unwrap().code(), "KMS-PLAINTEXT-RETURNED");
         assert!(!rows[0].contains("hunter2"), "{}", rows[0]);
     }
