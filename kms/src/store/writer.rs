@@ -26,6 +26,15 @@ use crate::state::{Alias, GrantRow, KeyRecord};
 /// A key row and the sealed material versions (version, sealed bytes) written with it.
 pub(crate) type KeyRows = (KeyRecord, Vec<(u32, Vec<u8>)>);
 
+/// Writes a key row and its sealed material versions in the writer's transaction.
+fn put_key_rows(tx: &Connection, rows: &RowKey, (key, materials): &KeyRows) -> Result<()> {
+    super::put_key(tx, rows, key)?;
+    for (version, sealed) in materials {
+        super::put_material(tx, &key.key_id, *version, sealed)?;
+    }
+    Ok(())
+}
+
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -120,16 +129,8 @@ impl Writer {
     /// one savepoint: a Multi-Region key's members change together); resolves when durable.
     pub(crate) async fn put_keys(&self, keys: Vec<KeyRows>) -> Result<()> {
         let rows = self.rows.clone();
-        self.write(move |tx, _| {
-            for (key, materials) in &keys {
-                super::put_key(tx, &rows, key)?;
-                for (version, sealed) in materials {
-                    super::put_material(tx, &key.key_id, *version, sealed)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx, _| keys.iter().try_for_each(|key| put_key_rows(tx, &rows, key)))
+            .await
     }
 
     /// Stores a key row and deletes every version of its material (imported material deleted
@@ -174,11 +175,7 @@ impl Writer {
     pub(crate) async fn put_key_with_alias(&self, key: KeyRows, alias: Alias) -> Result<()> {
         let rows = self.rows.clone();
         self.write(move |tx, _| {
-            let (key, materials) = &key;
-            super::put_key(tx, &rows, key)?;
-            for (version, sealed) in materials {
-                super::put_material(tx, &key.key_id, *version, sealed)?;
-            }
+            put_key_rows(tx, &rows, &key)?;
             super::put_alias(tx, &rows, &alias)
         })
         .await
