@@ -124,8 +124,7 @@ pub(super) async fn update_alias(mut call: Call<'_>) -> Result<Value> {
     let _guard = call.app.mutate.lock().await;
     let mut alias = existing_alias(call.app, &name)?;
     let old = call.app.key(&alias.key_id)?;
-    call.app
-        .authorize(call.principal, "kms:UpdateAlias", &old, HashMap::new())?;
+    call.authorize("kms:UpdateAlias", &old, HashMap::new())?;
     let key = alias_target(&mut call, &i, "kms:UpdateAlias")?;
     alias.key_id = key.key_id;
     alias.updated_ms = now_ms();
@@ -140,8 +139,7 @@ pub(super) async fn delete_alias(call: Call<'_>) -> Result<Value> {
     let alias = existing_alias(call.app, &name)?;
     let key = call.app.key(&alias.key_id)?;
     call.audit.key_id = Some(key.key_id.clone());
-    call.app
-        .authorize(call.principal, "kms:DeleteAlias", &key, HashMap::new())?;
+    call.authorize("kms:DeleteAlias", &key, HashMap::new())?;
     call.app.writer.delete_alias(name.clone()).await?;
     call.app.apply(|s| {
         s.aliases.remove(&name);

@@ -220,8 +220,7 @@ pub(super) async fn update_primary_region(mut call: Call<'_>) -> Result<Value> {
     }
     // AWS authorizes kms:UpdatePrimaryRegion on the replica that becomes the primary too.
     let new_primary = call.app.key(&call.app.storage_id(&region, &id))?;
-    call.app.authorize(
-        call.principal,
+    call.authorize(
         "kms:UpdatePrimaryRegion",
         &new_primary,
         std::collections::HashMap::new(),
