@@ -443,19 +443,36 @@ impl cloister_common::ErrorCode for KmsError {
         Cow::Borrowed(self.aws_name())
     }
 
-    /// Every KMS error ends its request; only throttling invites the same request again.
+    /// Every KMS error ends its request; only throttling and an unavailable store (nothing was
+    /// written) invite the same request again.
     fn is_fatal(&self) -> bool {
-        !matches!(self, Self::Throttling(_))
+        !matches!(
+            self,
+            Self::Throttling(_) | Self::Store(StoreError::Unavailable(_))
+        )
     }
 }
 
-/// The SQLite store failed, or holds something it should not.
+/// The store (SQLite or PostgreSQL) failed, or holds something it should not.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// SQLite refused.
     #[error("{0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    /// PostgreSQL refused a statement (not a connection failure: see `Unavailable`).
+    #[error("error[KMS-STORE-SQL]: PostgreSQL refused a statement: {message} (SQLSTATE {code})")]
+    Postgres {
+        /// The SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The database cannot be reached or cannot serve now (connection lost or refused, server
+    /// shutting down or restarting, too many connections, a serialization conflict): nothing
+    /// of the request was written, and the same request may be retried.
+    #[error("error[KMS-STORE-UNAVAILABLE]: the store is unavailable, retry later: {0}")]
+    Unavailable(String),
     /// An audit entry could not be encoded.
     #[error("{0}")]
     Json(#[source] Arc<serde_json::Error>),

@@ -16,6 +16,8 @@
 mod audit_log;
 mod integrity;
 mod schema;
+pub(crate) mod sql;
+mod sqlite;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
