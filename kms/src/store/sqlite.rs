@@ -56,6 +56,10 @@ impl Sql for Connection {
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         Ok(self.execute_batch(sql)?)
     }
+
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

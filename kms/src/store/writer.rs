@@ -12,10 +12,10 @@ use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
 use super::audit_log::{LogHead, TreeHeads};
+use super::sql::{self, Sql};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
@@ -27,7 +27,7 @@ use crate::state::{Alias, GrantRow, KeyRecord};
 pub(crate) type KeyRows = (KeyRecord, Vec<(u32, Vec<u8>)>);
 
 /// Writes a key row and its sealed material versions in the writer's transaction.
-fn put_key_rows(tx: &Connection, rows: &RowKey, (key, materials): &KeyRows) -> Result<()> {
+fn put_key_rows(tx: &dyn Sql, rows: &RowKey, (key, materials): &KeyRows) -> Result<()> {
     super::put_key(tx, rows, key)?;
     for (version, sealed) in materials {
         super::put_material(tx, &key.key_id, *version, sealed)?;
@@ -39,7 +39,7 @@ fn put_key_rows(tx: &Connection, rows: &RowKey, (key, materials): &KeyRows) -> R
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut LogHead) -> Deliver + Send>;
+type Job = Box<dyn FnOnce(&dyn Sql, &mut LogHead) -> Deliver + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone)]
@@ -81,7 +81,7 @@ impl Writer {
     /// Starts the writer thread on `conn`, MACing rows with `rows`, extending the audit log from `head` and signing its
     /// tree heads with `heads`.
     pub(super) fn start(
-        mut conn: Connection,
+        conn: Box<dyn Sql>,
         rows: RowKey,
         mut head: LogHead,
         mut heads: TreeHeads,
@@ -96,7 +96,7 @@ impl Writer {
                         Some(timeout) => match rx.recv_timeout(timeout) {
                             Ok(job) => Some(job),
                             Err(mpsc::RecvTimeoutError::Timeout) => {
-                                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), false);
+                                run_batch(&*conn, &mut head, &mut heads, Vec::new(), false);
                                 continue;
                             }
                             Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -110,10 +110,10 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, &mut head, &mut heads, batch, false);
+                    run_batch(&*conn, &mut head, &mut heads, batch, false);
                 }
                 // Every handle is gone: sign what is not signed yet.
-                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), true);
+                run_batch(&*conn, &mut head, &mut heads, Vec::new(), true);
             })
             .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
         Ok(Self {
@@ -270,7 +270,7 @@ impl Writer {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&dyn Sql, &mut LogHead) -> Result<T> + Send + 'static,
     {
         let (done, wait) = oneshot::channel::<Result<T>>();
         self.submit(f, move |outcome| {
@@ -284,27 +284,12 @@ impl Writer {
     fn submit<T, F, A>(&self, f: F, answer: A) -> Result<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&dyn Sql, &mut LogHead) -> Result<T> + Send + 'static,
         A: FnOnce(Result<T>) + Send + 'static,
     {
         let job: Job = Box::new(move |tx, head| {
             let saved = head.clone();
-            let outcome = match tx.savepoint() {
-                Ok(mut sp) => {
-                    let r = f(&sp, head);
-                    let finished = if r.is_ok() {
-                        sp.commit()
-                    } else {
-                        sp.rollback()
-                    };
-                    match (r, finished) {
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Err(e), _) => Err(e),
-                        (Ok(_), Err(e)) => Err(e.into()),
-                    }
-                }
-                Err(e) => Err(e.into()),
-            };
+            let outcome = sql::savepoint(tx, |sp| f(sp, head));
             if outcome.is_err() {
                 *head = saved;
             }
@@ -325,7 +310,7 @@ impl Writer {
 /// Runs `batch` in one transaction, signing a tree head in it when one is due (or, with
 /// `final_head`, whenever entries are unsigned); an empty batch with no head to sign does nothing.
 fn run_batch(
-    conn: &mut Connection,
+    conn: &dyn Sql,
     head: &mut LogHead,
     heads: &mut TreeHeads,
     batch: Vec<Job>,
@@ -339,29 +324,25 @@ fn run_batch(
     }
     let before = head.clone();
     let signed_before = heads.mark();
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            // Run nothing: dropping the jobs tells every waiter the write failed.
-            tracing::error!("store: cannot begin a transaction: {e}");
-            drop(batch);
-            return;
-        }
-    };
-    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(&mut tx, head)).collect();
+    if let Err(e) = conn.batch("BEGIN") {
+        // Run nothing: dropping the jobs tells every waiter the write failed.
+        tracing::error!("store: cannot begin a transaction: {e}");
+        drop(batch);
+        return;
+    }
+    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(conn, head)).collect();
     if signs(head, heads) {
         // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
-        let signed = tx.savepoint().map_err(KmsError::from).and_then(|sp| {
-            heads.sign(&sp, head)?;
-            sp.commit().map_err(KmsError::from)
-        });
+        let signed = sql::savepoint(conn, |sp| heads.sign(sp, head));
         if let Err(e) = signed {
             heads.reset(signed_before);
             tracing::error!("audit log: cannot store a signed tree head: {e}");
         }
     }
-    let committed = tx.commit().map_err(StoreError::from);
+    let committed = conn.batch("COMMIT");
     if committed.is_err() {
+        // A failed COMMIT may leave the transaction open (SQLite) or aborted (PostgreSQL).
+        let _ = conn.batch("ROLLBACK");
         *head = before;
         heads.reset(signed_before);
     }
