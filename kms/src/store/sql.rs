@@ -141,8 +141,8 @@ pub(crate) trait Sql: Send {
     /// Runs statements without parameters, separated by `;` (DDL, `BEGIN`, `COMMIT`).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
-    /// The SQLite connection, if this is one (for what only a SQLite store has: its schema's
-    /// history, the operator's migration from before row MACs).
+    /// The SQLite connection, if this is one (tests reach behind a SQLite store with it).
+    #[cfg(test)]
     fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         None
     }

@@ -57,6 +57,7 @@ impl Sql for Connection {
         Ok(self.execute_batch(sql)?)
     }
 
+    #[cfg(test)]
     fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         Some(self)
     }
