@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use super::shared::{self, Generation};
 use super::sql::{self, Engine, Row, Sql, Value, int, text};
 use super::{Store, Writer};
 use crate::audit::{self, AuditEntry};
@@ -27,6 +28,7 @@ use crate::error::{KmsError, Result, StoreError};
 use crate::merkle::{self, Frontier, Hash, RangeHasher};
 use crate::rootkey::RootKey;
 use crate::tree_head::{SignedTreeHead, TreeKey, TreeSigner};
+use std::sync::Arc;
 
 /// A tree head is signed once this many entries are unsigned...
 pub(crate) const HEAD_EVERY_ENTRIES: u64 = 256;
@@ -269,7 +271,15 @@ impl Store {
             }
             Ok::<_, KmsError>((head, heads))
         })?;
-        Writer::start(self.conn, rows, head, heads)
+        let shared = match self.conn.engine() {
+            Engine::Sqlite => None,
+            Engine::Postgres => {
+                let g = Generation::default();
+                g.set(shared::stored_generation(&*self.conn)?);
+                Some(Arc::new(g))
+            }
+        };
+        Writer::start(self.conn, rows, head, heads, shared)
     }
 }
 
@@ -605,6 +615,32 @@ impl LogHead {
         })
     }
 
+    /// Follows the entries committed after this head by other nodes of a shared store (the
+    /// caller holds the audit lock, so no more can come until it commits).
+    pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {
+        let rows = tx.query(
+            "SELECT seq, entry, hash, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq",
+            &[int(self.seq)],
+        )?;
+        for r in rows {
+            let (seq, entry, hash, stored): (i64, String, String, Option<Vec<u8>>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            if seq != self.seq + 1 {
+                return Err(StoreError::Corrupt("the audit log has a gap in its sequence").into());
+            }
+            let leaf = merkle::leaf_hash(entry.as_bytes());
+            if stored.is_some_and(|l| l != leaf) {
+                return Err(
+                    StoreError::Corrupt("an audit entry's leaf_hash does not match it").into(),
+                );
+            }
+            self.seq = seq;
+            self.hash = hash;
+            self.frontier.push(leaf);
+        }
+        Ok(())
+    }
+
     /// Appends `entry` after this head inside `tx`, and moves the head to it.
     pub(super) fn append(&mut self, tx: &dyn Sql, entry: &AuditEntry) -> Result<()> {
         let json = serde_json::to_string(entry).map_err(StoreError::from)?;
@@ -686,6 +722,22 @@ impl TreeHeads {
     }
 
     /// The state to restore if the transaction that signed fails.
+    /// Counts heads other nodes of a shared store signed as signed.
+    pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {
+        let newest: Option<i64> = tx
+            .query_one("SELECT max(tree_size) FROM tree_heads", &[])?
+            .get(0)?;
+        if let Some(size) = newest.and_then(|n| u64::try_from(n).ok())
+            && size > self.signed.size
+        {
+            self.signed = Signed {
+                size,
+                at: Instant::now(),
+            };
+        }
+        Ok(())
+    }
+
     pub(super) fn mark(&self) -> Signed {
         self.signed
     }

@@ -16,6 +16,7 @@
 mod audit_log;
 mod integrity;
 mod schema;
+mod shared;
 pub(crate) mod sql;
 mod sqlite;
 mod writer;
@@ -49,6 +50,15 @@ const DB_FILE: &str = "kms.sqlite3";
 /// A connection to the store.
 pub struct Store {
     conn: Box<dyn Sql>,
+    /// Where it is, for more connections to it.
+    location: Location,
+}
+
+/// Where a store is.
+#[derive(Debug, Clone)]
+enum Location {
+    /// The SQLite file in this data directory.
+    Sqlite(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for Store {
@@ -119,6 +129,58 @@ impl Store {
         self.conn.as_sqlite().expect("a SQLite store")
     }
 
+    /// Another connection to the same store (`read_only`: for reads beside the writer).
+    pub(crate) fn reopen(&self, read_only: bool) -> Result<Self> {
+        match &self.location {
+            Location::Sqlite(dir) if read_only => Self::open_read_only(dir),
+            Location::Sqlite(dir) => Self::open(dir),
+        }
+    }
+
+    /// Whether several nodes may share this store (PostgreSQL).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.conn.engine() == sql::Engine::Postgres
+    }
+
+    /// The shared store's generation (see `shared.rs`).
+    pub(crate) fn generation(&self) -> Result<i64> {
+        shared::stored_generation(&*self.conn)
+    }
+
+    /// Takes the store-wide lock for changing the state (see `shared.rs`).
+    pub(crate) fn lock_mutations(&self) -> Result<()> {
+        shared::lock_mutations(&*self.conn)
+    }
+
+    /// Releases [`Store::lock_mutations`].
+    pub(crate) fn unlock_mutations(&self) -> Result<()> {
+        shared::unlock_mutations(&*self.conn)
+    }
+
+    /// The whole state with the generation it is of, unless that is `known`: read in one
+    /// snapshot, so the state is exactly that generation's.
+    pub(crate) fn load_if_changed(
+        &self,
+        root: &RootKey,
+        known: i64,
+    ) -> Result<Option<(i64, State)>> {
+        self.conn
+            .batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let loaded = (|| -> Result<Option<(i64, State)>> {
+            let stored = self.generation()?;
+            if stored == known {
+                return Ok(None);
+            }
+            Ok(Some((stored, self.load(root)?)))
+        })();
+        let ended = self
+            .conn
+            .batch(if loaded.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let loaded = loaded?;
+        ended?;
+        Ok(loaded)
+    }
+
     /// Whether `dir` holds a store.
     pub fn exists(dir: &Path) -> bool {
         dir.join(DB_FILE).exists()
@@ -128,6 +190,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Self {
             conn: Box::new(open_connection(dir, false)?),
+            location: Location::Sqlite(dir.to_owned()),
         })
     }
 
@@ -135,6 +198,7 @@ impl Store {
     pub fn open_read_only(dir: &Path) -> Result<Self> {
         Ok(Self {
             conn: Box::new(open_connection(dir, true)?),
+            location: Location::Sqlite(dir.to_owned()),
         })
     }
 
@@ -224,6 +288,7 @@ impl Store {
             root,
             Self {
                 conn: Box::new(conn),
+                location: Location::Sqlite(dir.to_owned()),
             },
         ))
     }

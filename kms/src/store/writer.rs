@@ -15,7 +15,8 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::audit_log::{LogHead, TreeHeads};
-use super::sql::{self, Sql};
+use super::shared::{self, Generation};
+use super::sql::{self, Engine, Sql};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
@@ -47,6 +48,8 @@ pub(crate) struct Writer {
     thread: Arc<Thread>,
     /// MACs the key and alias rows it writes.
     rows: RowKey,
+    /// A shared store's generation as this node's memory reflects it (None: SQLite, one node).
+    shared: Option<Arc<Generation>>,
 }
 
 /// The thread: when the last handle goes, its queue closes and the drop waits for it to finish
@@ -85,8 +88,10 @@ impl Writer {
         rows: RowKey,
         mut head: LogHead,
         mut heads: TreeHeads,
+        shared: Option<Arc<Generation>>,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let shared_gen = shared.clone();
         let handle = thread::Builder::new()
             .name("kms-store-writer".into())
             .spawn(move || {
@@ -96,7 +101,14 @@ impl Writer {
                         Some(timeout) => match rx.recv_timeout(timeout) {
                             Ok(job) => Some(job),
                             Err(mpsc::RecvTimeoutError::Timeout) => {
-                                run_batch(&*conn, &mut head, &mut heads, Vec::new(), false);
+                                run_batch(
+                                    &*conn,
+                                    &mut head,
+                                    &mut heads,
+                                    Vec::new(),
+                                    false,
+                                    shared_gen.as_deref(),
+                                );
                                 continue;
                             }
                             Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -110,10 +122,24 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&*conn, &mut head, &mut heads, batch, false);
+                    run_batch(
+                        &*conn,
+                        &mut head,
+                        &mut heads,
+                        batch,
+                        false,
+                        shared_gen.as_deref(),
+                    );
                 }
                 // Every handle is gone: sign what is not signed yet.
-                run_batch(&*conn, &mut head, &mut heads, Vec::new(), true);
+                run_batch(
+                    &*conn,
+                    &mut head,
+                    &mut heads,
+                    Vec::new(),
+                    true,
+                    shared_gen.as_deref(),
+                );
             })
             .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
         Ok(Self {
@@ -122,6 +148,7 @@ impl Writer {
                 handle: Some(handle),
             }),
             rows,
+            shared,
         })
     }
 
@@ -266,16 +293,33 @@ impl Writer {
         )
     }
 
-    /// Runs `f` in the writer's transaction; resolves after the transaction is durably committed.
+    /// The generation of the shared store this node's memory reflects, if the store is shared.
+    pub(crate) fn generation(&self) -> Option<&Arc<Generation>> {
+        self.shared.as_ref()
+    }
+
+    /// Runs `f`, a change of the state, in the writer's transaction; resolves after the
+    /// transaction is durably committed. On a shared store the change also moves the store's
+    /// generation, fenced (see `shared.rs`).
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Sql, &mut LogHead) -> Result<T> + Send + 'static,
     {
         let (done, wait) = oneshot::channel::<Result<T>>();
-        self.submit(f, move |outcome| {
-            let _ = done.send(outcome);
-        })?;
+        let shared = self.shared.clone();
+        self.submit(
+            move |tx, head| {
+                let Some(g) = &shared else {
+                    return f(tx, head);
+                };
+                shared::fence(tx, g)?;
+                f(tx, head).inspect_err(|_| g.unfence())
+            },
+            move |outcome| {
+                let _ = done.send(outcome);
+            },
+        )?;
         wait.await.map_err(|_| stopped())?
     }
 
@@ -315,6 +359,7 @@ fn run_batch(
     heads: &mut TreeHeads,
     batch: Vec<Job>,
     final_head: bool,
+    shared: Option<&Generation>,
 ) {
     let signs = |head: &LogHead, heads: &TreeHeads| {
         heads.due(head, Instant::now()) || (final_head && heads.unsigned(head) > 0)
@@ -330,6 +375,22 @@ fn run_batch(
         drop(batch);
         return;
     }
+    if conn.engine() == Engine::Postgres {
+        // One log across nodes: wait for the other nodes' transactions, then follow their
+        // entries.
+        let caught_up = shared::lock_audit(conn)
+            .and_then(|()| head.catch_up(conn))
+            .and_then(|()| heads.catch_up(conn));
+        if let Err(e) = caught_up {
+            tracing::error!("store: cannot take the audit log's lock: {e}");
+            let _ = conn.batch("ROLLBACK");
+            *head = before;
+            heads.reset(signed_before);
+            drop(batch);
+            return;
+        }
+    }
+    let start = shared.map(Generation::known);
     let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(conn, head)).collect();
     if signs(head, heads) {
         // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
@@ -340,6 +401,11 @@ fn run_batch(
         }
     }
     let committed = conn.batch("COMMIT");
+    if let (Some(g), Some(start)) = (shared, start) {
+        // Before the jobs are answered: a request that applies its change to memory after its
+        // answer finds the generation already moved, so no reload undoes it.
+        g.settle(start, committed.is_ok());
+    }
     if committed.is_err() {
         // A failed COMMIT may leave the transaction open (SQLite) or aborted (PostgreSQL).
         let _ = conn.batch("ROLLBACK");
