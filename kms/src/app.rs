@@ -20,6 +20,10 @@ use crate::unknown_keys::{self, UnknownKeys};
 /// Unauthenticated requests audited one by one per second, unless configured otherwise.
 pub const DEFAULT_UNAUTHENTICATED_AUDIT_RATE: f64 = 10.0;
 
+/// A node of a shared store that has not been seen for this long no longer counts in the
+/// division of the rate limit.
+pub(crate) const NODE_WINDOW_MS: i64 = 7_000;
+
 /// Longest access key id looked up in the store (AWS's are `\w+`, at most 128 characters).
 const MAX_ACCESS_KEY_ID: usize = 128;
 
@@ -65,6 +69,8 @@ pub struct App {
     mutate: tokio::sync::Mutex<()>,
     /// Coordination with the other nodes of a shared store (None: SQLite, one node).
     shared: Option<SharedNode>,
+    /// This process's name among the nodes of a shared store.
+    node_id: String,
     /// Attestation verifier: the AWS root plus `--trust-root`s, with a chain cache.
     pub(crate) verifier: Verifier,
     /// Derived SigV4 signing keys, one per principal and day.
@@ -151,6 +157,7 @@ impl App {
             writer,
             mutate: tokio::sync::Mutex::new(()),
             shared,
+            node_id: uuid::Uuid::new_v4().to_string(),
             limiter,
             reader: Mutex::new(reader),
             unknown_keys: Mutex::new(UnknownKeys::new(unknown_keys::CAPACITY, unknown_keys::TTL)),
@@ -666,6 +673,24 @@ impl App {
             .get(&(key_id.to_owned(), version))
             .cloned()
             .ok_or_else(|| KmsError::InvalidCiphertext(String::new()))
+    }
+
+    /// On a shared store: records this node as alive and divides the service's rate limit
+    /// (`Config::rate`) evenly among the nodes seen alive within [`NODE_WINDOW_MS`]; returns
+    /// how many. The server calls it every few seconds. One node (SQLite): nothing, 1.
+    pub fn heartbeat(&self) -> Result<u32> {
+        if self.shared.is_none() {
+            return Ok(1);
+        }
+        let nodes = self
+            .reader()
+            .heartbeat(&self.node_id, now_ms(), NODE_WINDOW_MS)?;
+        if let (Some(l), Some(rate)) = (&self.limiter, self.cfg.rate) {
+            l.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_rate(rate / f64::from(nodes));
+        }
+        Ok(nodes)
     }
 
     /// Takes a token for a cryptographic operation, or ThrottlingException.

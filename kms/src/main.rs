@@ -731,6 +731,8 @@ fn shutdown_signal(
 
 /// How often counted unauthenticated requests are audited as one entry.
 const UNAUDITED_EVERY: Duration = Duration::from_secs(10);
+/// How often a node of a shared store says it is alive (see `App::heartbeat`).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long stopping waits for open connections to finish.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -777,6 +779,28 @@ async fn serve(
             stop_rx.clone(),
         ));
     }
+    let beating = app.clone();
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        let mut last_nodes = 1;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                _ = rx.wait_for(|s| *s) => return,
+            }
+            match beating.heartbeat() {
+                Ok(nodes) if nodes != last_nodes => {
+                    tracing::info!(
+                        nodes,
+                        "nodes of the shared store alive: the rate limit is divided among them"
+                    );
+                    last_nodes = nodes;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("shared store heartbeat: {e}"),
+            }
+        }
+    });
     let background = app.clone();
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {

@@ -152,6 +152,12 @@ impl Store {
         shared::lock_mutations(&*self.conn)
     }
 
+    /// Records node `node_id` as alive at `now_ms`; how many nodes were seen within
+    /// `window_ms` (see `shared.rs`).
+    pub(crate) fn heartbeat(&self, node_id: &str, now_ms: i64, window_ms: i64) -> Result<u32> {
+        shared::heartbeat(&*self.conn, node_id, now_ms, window_ms)
+    }
+
     /// Releases [`Store::lock_mutations`].
     pub(crate) fn unlock_mutations(&self) -> Result<()> {
         shared::unlock_mutations(&*self.conn)
