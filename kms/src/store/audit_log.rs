@@ -30,6 +30,9 @@ use crate::rootkey::RootKey;
 use crate::tree_head::{SignedTreeHead, TreeKey, TreeSigner};
 use std::sync::Arc;
 
+/// The `meta` row of a shared store's tree-head signing key.
+const SHARED_SIGNER: &str = "audit-signing-key";
+
 /// A tree head is signed once this many entries are unsigned...
 pub(crate) const HEAD_EVERY_ENTRIES: u64 = 256;
 /// ...or once entries have been unsigned this long.
@@ -244,13 +247,32 @@ impl Store {
         Ok((hashes, root, kept))
     }
 
+    /// The tree-head signing key of a shared store: one for every node (else each would sign
+    /// its own heads of one log), kept in `meta` sealed under the root key they share; the first
+    /// node to start makes it.
+    pub fn shared_signer(&self, root: &RootKey) -> Result<TreeSigner> {
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            &[text(SHARED_SIGNER), Value::Blob(TreeSigner::new_sealed(root)?)],
+        )?;
+        let sealed: Vec<u8> = self
+            .conn
+            .query_one("SELECT value FROM meta WHERE name = ?1", &[text(SHARED_SIGNER)])?
+            .get(0)?;
+        TreeSigner::from_sealed(root, &sealed)
+            .map_err(|e| KmsError::Internal(format!("audit log signing key in the store: {e}")))
+    }
+
     /// Moves this (read-write) connection to the writer thread. Migrates the log's tables, opens
     /// (creating on first start) the tree-head signing key in `data_dir`, restores the tree from
     /// the stored frontier and the entries after it, and signs a head of the log as it is now.
     pub(crate) fn start_writer(self, root: &RootKey, data_dir: &std::path::Path) -> Result<Writer> {
         let rows = root.rows().clone();
-        let signer = TreeSigner::load_or_create(data_dir, root)
-            .map_err(|e| KmsError::Internal(format!("audit log signing key: {e}")))?;
+        let signer = match self.conn.engine() {
+            Engine::Sqlite => TreeSigner::load_or_create(data_dir, root)
+                .map_err(|e| KmsError::Internal(format!("audit log signing key: {e}")))?,
+            Engine::Postgres => self.shared_signer(root)?,
+        };
         let (head, heads) = sql::transaction(&*self.conn, |tx| {
             migrate(tx)?;
             let head = LogHead::restore(tx, signer.public_key())?;
