@@ -15,9 +15,12 @@
 
 mod audit_log;
 mod integrity;
+mod pg;
+mod pg_schema;
 mod schema;
 pub(crate) mod sql;
 mod sqlite;
+pub(crate) mod url;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
