@@ -231,7 +231,7 @@ impl PgCluster {
 
     /// Starts the server again (same directory and port) after [`PgCluster::stop`] or
     /// [`PgCluster::kill`] (then with crash recovery). Returns once it accepts connections.
-    pub fn start(&mut self) {
+    pub fn start_again(&mut self) {
         assert!(!self.running, "the test cluster is already running");
         self.start_server();
     }
@@ -269,7 +269,7 @@ impl PgCluster {
     }
 
     /// SIGKILLs the postmaster and every backend (as a machine losing power would end them);
-    /// [`PgCluster::start`] then runs crash recovery.
+    /// [`PgCluster::start_again`] then runs crash recovery.
     pub fn kill(&mut self) {
         let pid = self.postmaster_pid();
         let mut victims = vec![pid];
