@@ -580,6 +580,9 @@ pub enum SetupError {
         /// Its `PRAGMA user_version`.
         version: i64,
     },
+    /// `--store` is not a store URL this build accepts.
+    #[error("error[KMS-STORE-URL]: --store: {0}")]
+    StoreUrl(String),
     /// The store could not be opened or initialised.
     #[error(transparent)]
     Kms(#[from] KmsError),

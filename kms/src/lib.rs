@@ -50,6 +50,7 @@ pub use merkle::Hash;
 pub use rootkey::{RootKey, RootKeyFile};
 pub use server::router;
 pub use state::Principal;
+pub use store::url::{PgTarget, StoreUrl};
 pub use store::{AuditCheck, AuditSummary, BrokenAt, Migration, Store, StoredEntry};
 pub use tls::{Rotated, rotate as rotate_tls, server_config};
 pub use tree_head::{KeyFormatError, SignedTreeHead, TreeKey, TreeSigner};

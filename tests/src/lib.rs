@@ -10,6 +10,7 @@
 pub mod kms;
 pub mod launcher;
 pub mod microvm;
+pub mod pg;
 pub mod pipeline;
 
 use std::path::PathBuf;

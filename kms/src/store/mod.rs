@@ -15,10 +15,13 @@
 
 mod audit_log;
 mod integrity;
+mod pg;
+mod pg_schema;
 mod schema;
 mod shared;
 pub(crate) mod sql;
 mod sqlite;
+pub(crate) mod url;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
