@@ -53,7 +53,11 @@ fn credentials(dir: &Path, root_key: &Path, store: Option<&str>) -> Credentials 
         .args(store_args(store))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let get = |k: &str| {
         text.lines()
@@ -105,7 +109,13 @@ fn client(addr: &str, creds: &Credentials) -> KmsClient {
 
 /// `WORKERS` clients, spread over `addrs`, calling `op` with `input` for `secs`: (requests/s,
 /// errors).
-async fn load(addrs: &[String], creds: &Credentials, op: &'static str, input: &Value, secs: f64) -> (f64, u64) {
+async fn load(
+    addrs: &[String],
+    creds: &Credentials,
+    op: &'static str,
+    input: &Value,
+    secs: f64,
+) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -138,7 +148,10 @@ async fn load(addrs: &[String], creds: &Credentials, op: &'static str, input: &V
 async fn measure(name: &str, addrs: &[String], creds: &Credentials, secs: f64) -> [(f64, u64); 2] {
     let c = client(&addrs[0], creds);
     let key = c
-        .call("CreateKey", &json!({"Description": format!("bench {name}")}))
+        .call(
+            "CreateKey",
+            &json!({"Description": format!("bench {name}")}),
+        )
         .await
         .unwrap();
     let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
@@ -147,11 +160,21 @@ async fn measure(name: &str, addrs: &[String], creds: &Credentials, secs: f64) -
     // Every node must know the key before the figures start (a node learns of it at its next
     // request; this makes sure of it for each).
     for a in addrs {
-        client(a, creds).call("DescribeKey", &json!({"KeyId": key_id})).await.unwrap();
+        client(a, creds)
+            .call("DescribeKey", &json!({"KeyId": key_id}))
+            .await
+            .unwrap();
     }
     [
         load(addrs, creds, "GenerateDataKey", &gdk, secs).await,
-        load(addrs, creds, "Decrypt", &json!({"CiphertextBlob": blob}), secs).await,
+        load(
+            addrs,
+            creds,
+            "Decrypt",
+            &json!({"CiphertextBlob": blob}),
+            secs,
+        )
+        .await,
     ]
 }
 
@@ -209,7 +232,10 @@ fn main() {
         "cloister-kms requests/s by store ({WORKERS} clients, {secs} s each, {} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("{:<22} {:>18} {:>18}", "store", "GenerateDataKey", "Decrypt");
+    println!(
+        "{:<22} {:>18} {:>18}",
+        "store", "GenerateDataKey", "Decrypt"
+    );
     let reference = rows[0].1;
     for (name, figures) in &rows {
         let cell = |i: usize| {

@@ -134,9 +134,12 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
     let denied = encrypt(&ka, &key).await.unwrap_err();
     assert_eq!(error_name(&denied), "AccessDeniedException");
     // Decrypt is still allowed: what B sealed before opens on A.
-    ka.call("Decrypt", &json!({"CiphertextBlob": sealed["CiphertextBlob"]}))
-        .await
-        .unwrap();
+    ka.call(
+        "Decrypt",
+        &json!({"CiphertextBlob": sealed["CiphertextBlob"]}),
+    )
+    .await
+    .unwrap();
 
     // Rotated on A: B's new ciphertexts use the new material, which A opens.
     let key2 = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
@@ -149,9 +152,12 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
         .unwrap();
     assert_eq!(rotations["Rotations"].as_array().unwrap().len(), 1);
     let after = encrypt(&kb, &key2).await.unwrap();
-    ka.call("Decrypt", &json!({"CiphertextBlob": after["CiphertextBlob"]}))
-        .await
-        .unwrap();
+    ka.call(
+        "Decrypt",
+        &json!({"CiphertextBlob": after["CiphertextBlob"]}),
+    )
+    .await
+    .unwrap();
 
     // An alias made on B names the key on A.
     kb.call(
@@ -165,11 +171,23 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
     // A principal added with the CLI against the database is known to both nodes.
     let added = credentials_from(&cluster.cli(
         "b",
-        &["principal", "add", "--arn", "arn:aws:iam::111122223333:role/added"],
+        &[
+            "principal",
+            "add",
+            "--arn",
+            "arn:aws:iam::111122223333:role/added",
+        ],
     ));
     let as_added = once(b.client(added.clone()));
-    let err = as_added.call("Encrypt", &json!({"KeyId": key2, "Plaintext": "aA=="})).await.unwrap_err();
-    assert_eq!(error_name(&err), "AccessDeniedException", "known, not allowed");
+    let err = as_added
+        .call("Encrypt", &json!({"KeyId": key2, "Plaintext": "aA=="}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "AccessDeniedException",
+        "known, not allowed"
+    );
     let err = once(a.client(added)).call("ListKeys", &json!({})).await;
     assert!(err.is_ok(), "{err:?}");
 
@@ -209,15 +227,32 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
         .iter()
         .map(|e| e["entry"]["operation"].as_str().unwrap_or(""))
         .collect();
-    for op in ["CreateKey", "DisableKey", "PutKeyPolicy", "CreateAlias", "RotateKeyOnDemand"] {
+    for op in [
+        "CreateKey",
+        "DisableKey",
+        "PutKeyPolicy",
+        "CreateAlias",
+        "RotateKeyOnDemand",
+    ] {
         assert!(ops.contains(&op), "{op} not audited: {ops:?}");
     }
     let verified = kms_bin().run(
         &cluster.dir("b"),
-        &["audit", "verify", "--store", &cluster.url, "--root-key", cluster.root_key.to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &cluster.url,
+            "--root-key",
+            cluster.root_key.to_str().unwrap(),
+        ],
     );
     let out = String::from_utf8_lossy(&verified.stdout);
-    assert!(verified.status.success(), "{out}{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(
+        verified.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
     assert!(out.contains(&format!("{} entries", entries.len())), "{out}");
 }
 
@@ -227,14 +262,13 @@ async fn a_node_killed_under_load_loses_no_answered_write() {
     let cluster = Cluster::new(&pg, "kill_nine");
     let admin = cluster.admin();
     let (mut a, b) = (cluster.start("a"), cluster.start("b"));
-    let ka = once(a.client(admin.clone()));
     let kb = once(b.client(admin.clone()));
 
     // Writers on A until it dies; each answered CreateKey is a write A promised.
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
     for _ in 0..4 {
-        let (c, answered) = (ka.clone(), answered.clone());
+        let (c, answered) = (once(a.client(admin.clone())), answered.clone());
         writers.push(tokio::spawn(async move {
             while let Ok(v) = c.call("CreateKey", &json!({})).await {
                 answered.lock().unwrap().push(key_id(&v));
@@ -268,7 +302,14 @@ async fn a_node_killed_under_load_loses_no_answered_write() {
     drop(b);
     let verified = kms_bin().run(
         &cluster.dir("b"),
-        &["audit", "verify", "--store", &cluster.url, "--root-key", cluster.root_key.to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &cluster.url,
+            "--root-key",
+            cluster.root_key.to_str().unwrap(),
+        ],
     );
     assert!(
         verified.status.success(),
@@ -294,7 +335,11 @@ async fn postgres_going_away_gives_retryable_errors_then_service_without_a_resta
     pg.stop();
     let err = encrypt(&kms, &key).await.unwrap_err();
     match &err {
-        ClientError::Service { name, status, message } => {
+        ClientError::Service {
+            name,
+            status,
+            message,
+        } => {
             assert_eq!(name, "KMSInternalException", "{message}");
             assert!(*status >= 500, "retryable status, got {status}");
             assert!(message.contains("KMS-STORE-UNAVAILABLE"), "{message}");
@@ -325,7 +370,8 @@ async fn postgres_going_away_gives_retryable_errors_then_service_without_a_resta
 fn tls_to_the_database_is_verified() {
     let pg = PgCluster::start_tls();
     let ca = pg.ca_path().unwrap().to_owned();
-    let url = pg.create_database("tls");
+    // The cluster's certificate names localhost.
+    let url = pg.create_database("tls").replace("127.0.0.1", "localhost");
     let with = |ca: &Path| {
         format!(
             "{url}{}sslmode=verify-full&sslrootcert={}",
@@ -337,14 +383,21 @@ fn tls_to_the_database_is_verified() {
     // The cluster's own CA: served.
     let good = with(&ca);
     let out = kms_bin().run(&tmp.path().join("a"), &["credentials", "--store", &good]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Another CA: refused before anything is read or written.
     let other = PgCluster::make_ca(tmp.path());
     let bad = with(&other);
     let out = kms_bin().run(&tmp.path().join("b"), &["credentials", "--store", &bad]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("certificate") || err.contains("tls"), "{err}");
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("tls"),
+        "{err}"
+    );
     // No TLS without verification.
     let lax = format!("{url}?sslmode=require");
     let out = kms_bin().run(&tmp.path().join("c"), &["credentials", "--store", &lax]);

@@ -253,11 +253,17 @@ impl Store {
     pub fn shared_signer(&self, root: &RootKey) -> Result<TreeSigner> {
         self.conn.execute(
             "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-            &[text(SHARED_SIGNER), Value::Blob(TreeSigner::new_sealed(root)?)],
+            &[
+                text(SHARED_SIGNER),
+                Value::Blob(TreeSigner::new_sealed(root)?),
+            ],
         )?;
         let sealed: Vec<u8> = self
             .conn
-            .query_one("SELECT value FROM meta WHERE name = ?1", &[text(SHARED_SIGNER)])?
+            .query_one(
+                "SELECT value FROM meta WHERE name = ?1",
+                &[text(SHARED_SIGNER)],
+            )?
             .get(0)?;
         TreeSigner::from_sealed(root, &sealed)
             .map_err(|e| KmsError::Internal(format!("audit log signing key in the store: {e}")))

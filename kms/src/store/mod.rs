@@ -34,10 +34,12 @@ use zeroize::Zeroizing;
 pub use self::audit_log::{AuditCheck, AuditSummary, BrokenAt, StoredEntry};
 pub(crate) use self::integrity::Checked;
 use self::integrity::Table;
+use self::pg::PgConn;
 use self::schema::{Found, Migrated};
 use self::sql::{Row, Sql, Value, int, text};
+use self::url::{PgTarget, StoreUrl};
 pub(crate) use self::writer::Writer;
-use crate::error::{Result, SetupError, StoreError};
+use crate::error::{KmsError, Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
 use crate::rootkey::{RootKey, RootKeyFile, RowKey};
 use crate::secrets::model::{Secret, SecretMeta, SecretVersion};
@@ -60,8 +62,10 @@ pub struct Store {
 /// Where a store is.
 #[derive(Debug, Clone)]
 enum Location {
-    /// The SQLite file in this data directory.
+    /// This SQLite file.
     Sqlite(std::path::PathBuf),
+    /// This PostgreSQL database.
+    Postgres(Box<PgTarget>),
 }
 
 impl std::fmt::Debug for Store {
@@ -97,6 +101,10 @@ pub(crate) fn root_arn(account: &str) -> String {
 }
 
 fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    open_file(&dir.join(DB_FILE), read_only)
+}
+
+fn open_file(file: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -104,13 +112,26 @@ fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
+    let conn = Connection::open_with_flags(file, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
     Ok(conn)
+}
+
+/// Creates the data directory (0700) if it does not exist.
+fn make_dir(dir: &Path) -> Result<(), SetupError> {
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(SetupError::io(dir))?;
+    }
+    Ok(())
 }
 
 /// Loads the root key of an existing store: it must exist (a new one could open none of the
@@ -134,10 +155,125 @@ impl Store {
 
     /// Another connection to the same store (`read_only`: for reads beside the writer).
     pub(crate) fn reopen(&self, read_only: bool) -> Result<Self> {
-        match &self.location {
-            Location::Sqlite(dir) if read_only => Self::open_read_only(dir),
-            Location::Sqlite(dir) => Self::open(dir),
+        let conn: Box<dyn Sql> = match &self.location {
+            Location::Sqlite(file) => Box::new(open_file(file, read_only)?),
+            Location::Postgres(target) => Box::new(PgConn::connect(target)?),
+        };
+        Ok(Self {
+            conn,
+            location: self.location.clone(),
+        })
+    }
+
+    /// The store `url` names (`None`: the SQLite file in `data_dir`), which must exist, for
+    /// reading beside a server (the CLI's `audit` commands).
+    pub fn open_existing(url: Option<&StoreUrl>, data_dir: &Path) -> Result<Self, SetupError> {
+        match url {
+            None => {
+                let file = data_dir.join(DB_FILE);
+                Self::open_existing_file(&file, data_dir)
+            }
+            Some(StoreUrl::Sqlite(file)) => Self::open_existing_file(file, data_dir),
+            Some(StoreUrl::Postgres(target)) => {
+                let conn = PgConn::connect(target)?;
+                let found = conn
+                    .query_opt(
+                        "SELECT 1 FROM information_schema.tables WHERE table_name = 'kms_schema'",
+                        &[],
+                    )?
+                    .is_some();
+                if !found {
+                    return Err(SetupError::NoStore(target.to_string()));
+                }
+                Ok(Self {
+                    conn: Box::new(conn),
+                    location: Location::Postgres(target.clone()),
+                })
+            }
         }
+    }
+
+    fn open_existing_file(file: &Path, data_dir: &Path) -> Result<Self, SetupError> {
+        if !file.exists() {
+            return Err(SetupError::NoStore(format!(
+                "{} (data directory {})",
+                file.display(),
+                data_dir.display()
+            )));
+        }
+        Ok(Self {
+            conn: Box::new(open_file(file, true)?),
+            location: Location::Sqlite(file.to_owned()),
+        })
+    }
+
+    /// Opens (creating if needed) the store `url` names (`None`: the SQLite file in
+    /// `data_dir`), its root key (`root_key`) and `account`'s admin; see
+    /// [`Store::init_with_root_key`]. A PostgreSQL store is migrated to this build's schema at
+    /// start (every node may start at once: the migration takes a lock); its root key file is
+    /// made only with a new database, and every node must be given the same one.
+    pub fn init_at(
+        url: Option<&StoreUrl>,
+        data_dir: &Path,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        match url {
+            None => Self::init_with_root_key(data_dir, root_key, account),
+            Some(StoreUrl::Sqlite(file)) => Self::init_sqlite(data_dir, file, root_key, account),
+            Some(StoreUrl::Postgres(target)) => {
+                make_dir(data_dir)?;
+                Self::init_postgres(target, root_key, account)
+            }
+        }
+    }
+
+    fn init_postgres(
+        target: &PgTarget,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        let conn = PgConn::connect(target)?;
+        let found = pg_schema::migrate(&conn)?;
+        let named = std::path::PathBuf::from(target.to_string());
+        let root = if root_key.exists() {
+            root_key.load()?
+        } else if found == pg_schema::SchemaState::Empty && !schema::has_root_key_check(&conn)? {
+            root_key.create()?
+        } else {
+            return Err(SetupError::RootKeyMissing {
+                key: root_key.path().to_owned(),
+                dir: named,
+            });
+        };
+        let matches = sql::transaction(&conn, |tx| {
+            shared::lock_audit(tx)?;
+            if !schema::has_root_key_check(tx)? {
+                schema::put_root_key_check(tx, root.rows())?;
+            } else if !schema::root_key_matches(tx, root.rows())? {
+                return Ok(false);
+            }
+            ensure_admin(tx, &root, account)?;
+            Ok::<_, KmsError>(true)
+        })?;
+        if !matches {
+            return Err(SetupError::WrongRootKey {
+                key: root_key.path().to_owned(),
+                dir: named,
+            });
+        }
+        if let pg_schema::SchemaState::Version(v) = found
+            && v != pg_schema::VERSION
+        {
+            tracing::info!(store = %target, from = v, to = pg_schema::VERSION, "PostgreSQL store migrated");
+        }
+        Ok((
+            root,
+            Self {
+                conn: Box::new(conn),
+                location: Location::Postgres(Box::new(target.clone())),
+            },
+        ))
     }
 
     /// Whether several nodes may share this store (PostgreSQL).
@@ -199,7 +335,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Self {
             conn: Box::new(open_connection(dir, false)?),
-            location: Location::Sqlite(dir.to_owned()),
+            location: Location::Sqlite(dir.join(DB_FILE)),
         })
     }
 
@@ -207,7 +343,7 @@ impl Store {
     pub fn open_read_only(dir: &Path) -> Result<Self> {
         Ok(Self {
             conn: Box::new(open_connection(dir, true)?),
-            location: Location::Sqlite(dir.to_owned()),
+            location: Location::Sqlite(dir.join(DB_FILE)),
         })
     }
 
@@ -228,15 +364,18 @@ impl Store {
         root_key: &RootKeyFile,
         account: &str,
     ) -> Result<(RootKey, Self), SetupError> {
-        if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(SetupError::io(dir))?;
-        }
-        let mut conn = open_connection(dir, false)?;
+        Self::init_sqlite(dir, &dir.join(DB_FILE), root_key, account)
+    }
+
+    /// [`Store::init_with_root_key`] with the SQLite database in `file`.
+    fn init_sqlite(
+        dir: &Path,
+        file: &Path,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        make_dir(dir)?;
+        let mut conn = open_file(file, false)?;
         let root = match schema::found(&conn)? {
             Found::Empty => {
                 let root = if root_key.exists() {
@@ -297,7 +436,7 @@ impl Store {
             root,
             Self {
                 conn: Box::new(conn),
-                location: Location::Sqlite(dir.to_owned()),
+                location: Location::Sqlite(file.to_owned()),
             },
         ))
     }

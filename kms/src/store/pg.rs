@@ -397,7 +397,6 @@ async fn open_on_runtime(target: &PgTarget) -> Result<Client, StoreError> {
 
 impl PgConn {
     /// Connects to `target` (blocking; callable inside a tokio runtime or outside one).
-    #[allow(dead_code)] // used once the store is wired (issue 11)
     pub(crate) fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let client = futures_executor::block_on(open_on_runtime(target))?;
         Ok(Self {
@@ -477,62 +476,6 @@ impl PgConn {
         let result = f(&mut inner, &client);
         if result.is_err() {
             Self::failed(&mut inner, &client);
-        }
-        result
-    }
-
-    /// [`Sql::query`] for callers already in async code (does not block the caller's thread).
-    #[allow(dead_code)] // used once the store is wired (issue 11)
-    pub(crate) async fn query_async(
-        &self,
-        sql: &str,
-        params: &[Value],
-    ) -> Result<Vec<Row>, StoreError> {
-        let current = {
-            let mut inner = self.lock();
-            Self::current(&mut inner)?
-        };
-        let client = match current {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(open_on_runtime(&self.target).await?);
-                let mut inner = self.lock();
-                match Self::current(&mut inner)? {
-                    Some(theirs) => theirs,
-                    None => {
-                        inner.client = Some(Arc::clone(&c));
-                        c
-                    }
-                }
-            }
-        };
-        let cached = self.lock().statements.get(sql).cloned();
-        let result = async {
-            let stmt = match cached {
-                Some(s) => s,
-                None => {
-                    let s = client
-                        .prepare(&placeholders(sql))
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    let mut inner = self.lock();
-                    if inner.statements.len() >= STATEMENT_CACHE {
-                        inner.statements.clear();
-                    }
-                    inner.statements.insert(sql.to_owned(), s.clone());
-                    s
-                }
-            };
-            let bound = bind(params, stmt.params())?;
-            let rows = client
-                .query(&stmt, &as_params(&bound))
-                .await
-                .map_err(|e| classify(&e))?;
-            rows.iter().map(read_row).collect::<Result<Vec<_>, _>>()
-        }
-        .await;
-        if result.is_err() {
-            Self::failed(&mut self.lock(), &client);
         }
         result
     }
@@ -649,7 +592,7 @@ mod tests {
 
     fn target(url: &str) -> PgTarget {
         match StoreUrl::parse(url).unwrap() {
-            StoreUrl::Postgres(t) => t,
+            StoreUrl::Postgres(t) => *t,
             other => panic!("not postgres: {other}"),
         }
     }
@@ -1046,8 +989,8 @@ mod tests {
     }
 
     #[test]
-    fn async_callers_query_without_blocking() {
-        let conn = fresh("async_query");
+    fn the_blocking_api_works_inside_a_runtime() {
+        let conn = fresh("in_runtime");
         conn.batch("CREATE TABLE t (a BIGINT, b TEXT); INSERT INTO t VALUES (1, 'one')")
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1055,12 +998,7 @@ mod tests {
             .build()
             .unwrap();
         let rows = rt
-            .block_on(async {
-                // The blocking API works inside a runtime too.
-                assert_eq!(conn.query("SELECT a FROM t", &[]).unwrap().len(), 1);
-                conn.query_async("SELECT b FROM t WHERE a = ?1", &[Value::Integer(1)])
-                    .await
-            })
+            .block_on(async { conn.query("SELECT b FROM t WHERE a = ?1", &[Value::Integer(1)]) })
             .unwrap();
         assert_eq!(rows, vec![Row(vec![Value::Text("one".into())])]);
     }

@@ -29,7 +29,7 @@ pub enum StoreUrl {
     /// A SQLite database file.
     Sqlite(PathBuf),
     /// A PostgreSQL database.
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
 }
 
 /// How the connection to PostgreSQL is protected.
@@ -130,7 +130,7 @@ impl StoreUrl {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return parse_postgres(s).map(Self::Postgres);
+            return parse_postgres(s).map(|t| Self::Postgres(Box::new(t)));
         }
         Err(bad(
             "the store URL must start with sqlite:// or postgres:// (or postgresql://)",

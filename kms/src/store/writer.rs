@@ -40,7 +40,10 @@ fn put_key_rows(tx: &dyn Sql, rows: &RowKey, (key, materials): &KeyRows) -> Resu
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&dyn Sql, &mut LogHead) -> Deliver + Send>;
+/// A write: run in the batch's transaction (`Some`), or not at all (`None`: the transaction
+/// could not begin; its answer is the reason), giving what answers its waiter once the
+/// transaction's outcome is known.
+type Job = Box<dyn FnOnce(Option<&dyn Sql>, &mut LogHead) -> Deliver + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone)]
@@ -269,7 +272,10 @@ impl Writer {
     pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
         let (done, wait) = oneshot::channel::<Result<()>>();
         let job: Job = Box::new(move |tx, head| {
-            let outcome = head.append(tx, &entry);
+            let outcome = match tx {
+                Some(tx) => head.append(tx, &entry),
+                None => Ok(()),
+            };
             Box::new(move |committed: Result<(), StoreError>| {
                 let _ = done.send(committed.map_err(KmsError::from).and(outcome));
             })
@@ -332,6 +338,15 @@ impl Writer {
         A: FnOnce(Result<T>) + Send + 'static,
     {
         let job: Job = Box::new(move |tx, head| {
+            let Some(tx) = tx else {
+                return Box::new(move |not_begun: Result<(), StoreError>| {
+                    answer(
+                        not_begun
+                            .map_err(KmsError::from)
+                            .and_then(|()| Err(stopped())),
+                    );
+                });
+            };
             let saved = head.clone();
             let outcome = sql::savepoint(tx, |sp| f(sp, head));
             if outcome.is_err() {
@@ -369,10 +384,16 @@ fn run_batch(
     }
     let before = head.clone();
     let signed_before = heads.mark();
+    // Run nothing if the transaction cannot begin: every waiter is told why (on PostgreSQL,
+    // usually that the database is unavailable: retryable).
+    let refuse = |batch: Vec<Job>, head: &mut LogHead, e: StoreError| {
+        for job in batch {
+            job(None, head)(Err(e.clone()));
+        }
+    };
     if let Err(e) = conn.batch("BEGIN") {
-        // Run nothing: dropping the jobs tells every waiter the write failed.
         tracing::error!("store: cannot begin a transaction: {e}");
-        drop(batch);
+        refuse(batch, head, e);
         return;
     }
     if conn.engine() == Engine::Postgres {
@@ -386,12 +407,16 @@ fn run_batch(
             let _ = conn.batch("ROLLBACK");
             *head = before;
             heads.reset(signed_before);
-            drop(batch);
+            let e = match e {
+                KmsError::Store(e) => e,
+                other => StoreError::Unavailable(other.to_string()),
+            };
+            refuse(batch, head, e);
             return;
         }
     }
     let start = shared.map(Generation::known);
-    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(conn, head)).collect();
+    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(Some(conn), head)).collect();
     if signs(head, heads) {
         // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
         let signed = sql::savepoint(conn, |sp| heads.sign(sp, head));
