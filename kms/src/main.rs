@@ -196,6 +196,9 @@ enum PolicyCommand {
         /// The root key file, for --key-id. Default: <data-dir>/root.key.
         #[arg(long, value_name = "FILE", requires = "data_dir")]
         root_key: Option<PathBuf>,
+        /// The store, for --key-id (as `serve --store`). Default: the data directory's.
+        #[arg(long, value_name = "URL", requires = "data_dir")]
+        store: Option<StoreUrl>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -481,6 +484,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             key_id,
             data_dir,
             root_key,
+            store,
             json,
         }) => {
             let (text, grants) = match (file, key_id, data_dir) {
@@ -491,11 +495,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 ),
                 (None, Some(key), Some(dir)) => {
                     let id = key.rsplit_once(":key/").map_or(key.as_str(), |(_, id)| id);
-                    anyhow::ensure!(Store::exists(&dir), "no KMS store in {}", dir.display());
                     let args = StoreArgs {
                         data_dir: dir,
                         root_key,
-                        store: None,
+                        store,
                     };
                     let root = args.root_key().load()?;
                     let store = args.open_existing()?;

@@ -403,3 +403,40 @@ fn tls_to_the_database_is_verified() {
     let out = kms_bin().run(&tmp.path().join("c"), &["credentials", "--store", &lax]);
     assert!(!out.status.success());
 }
+
+/// `psql -c <sql>` against `url`'s database, as the cluster's superuser.
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new(cloister_tests::pg::bin_dir().join("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_changed_in_the_database_alone_are_refused_on_postgres_too() {
+    let pg = PgCluster::start();
+    let cluster = Cluster::new(&pg, "tamper");
+    let admin = cluster.admin();
+    let node = cluster.start("a");
+    let kms = once(node.client(admin.clone()));
+    let victim = key_id(&kms.call("CreateKey", &json!({})).await.unwrap());
+    let bystander = key_id(&kms.call("CreateKey", &json!({})).await.unwrap());
+    drop(node);
+    // Whoever can write the database (not the root key) loosens a key's policy.
+    psql(
+        &cluster.url,
+        &format!(
+            "UPDATE keys SET policy = replace(policy, 'kms:*', 'kms:Decrypt') WHERE key_id = '{victim}'"
+        ),
+    );
+    let node = cluster.start("b");
+    let kms = once(node.client(admin));
+    let err = encrypt(&kms, &victim).await.unwrap_err();
+    assert!(format!("{err}").contains("KMS-INTEGRITY"), "{err}");
+    encrypt(&kms, &bystander).await.unwrap();
+}
