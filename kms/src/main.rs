@@ -808,8 +808,7 @@ async fn serve(
             match beating.heartbeat() {
                 Ok(nodes) if nodes != last_nodes => {
                     tracing::info!(
-                        nodes,
-                        "nodes of the shared store alive: the rate limit is divided among them"
+                        "{nodes} node(s) of the shared store alive: the rate limit is divided among them"
                     );
                     last_nodes = nodes;
                 }

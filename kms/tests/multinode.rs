@@ -440,3 +440,60 @@ async fn rows_changed_in_the_database_alone_are_refused_on_postgres_too() {
     assert!(format!("{err}").contains("KMS-INTEGRITY"), "{err}");
     encrypt(&kms, &bystander).await.unwrap();
 }
+
+/// How many of `n` Encrypts sent at once on `kms` are throttled.
+async fn throttled_of(kms: &KmsClient, key: &str, n: usize) -> usize {
+    let mut throttled = 0;
+    for _ in 0..n {
+        match encrypt(kms, key).await {
+            Ok(_) => {}
+            Err(e) if error_name(&e) == "ThrottlingException" => throttled += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    throttled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_the_services_divided_among_the_live_nodes() {
+    let pg = PgCluster::start();
+    let cluster = Cluster::new(&pg, "rate");
+    let admin = cluster.admin();
+    let mut args = cluster.store_args();
+    args.extend(["--rate", "40"]);
+    let a = kms_bin().start(&cluster.dir("a"), &args);
+    let ka = once(a.client(admin.clone()));
+    let key = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
+    // Alone, node A's bucket holds the whole rate: a burst of 30 passes (after a refill).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(throttled_of(&ka, &key, 30).await, 0);
+    // With B alive too, A enforces half: of a burst of 30 about 10 are throttled (20 tokens,
+    // refilled at 20/s while the burst runs).
+    let b = kms_bin().start(&cluster.dir("b"), &args);
+    assert!(
+        a.wait_for_log(
+            "2 node(s) of the shared store alive",
+            Duration::from_secs(30)
+        ),
+        "A never counted B: {}",
+        a.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let throttled = throttled_of(&ka, &key, 30).await;
+    assert!(
+        throttled >= 3,
+        "only {throttled} of 30 throttled at half the rate"
+    );
+    // B gone: after the window, A has the whole rate again.
+    drop(b);
+    assert!(
+        a.wait_for_log(
+            "1 node(s) of the shared store alive",
+            Duration::from_secs(30)
+        ),
+        "A never noticed B leave: {}",
+        a.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(throttled_of(&ka, &key, 30).await, 0);
+}
