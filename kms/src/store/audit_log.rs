@@ -643,6 +643,11 @@ impl LogHead {
         })
     }
 
+    /// The newest entry's sequence number (0 before the first).
+    pub(super) fn seq(&self) -> i64 {
+        self.seq
+    }
+
     /// Follows the entries committed after this head by other nodes of a shared store (the
     /// caller holds the audit lock, so no more can come until it commits).
     pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {

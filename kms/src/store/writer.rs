@@ -399,9 +399,17 @@ fn run_batch(
     if conn.engine() == Engine::Postgres {
         // One log across nodes: wait for the other nodes' transactions, then follow their
         // entries.
+        let seq = head.seq();
         let caught_up = shared::lock_audit(conn)
             .and_then(|()| head.catch_up(conn))
-            .and_then(|()| heads.catch_up(conn));
+            .and_then(|()| {
+                // Another node appended: it may have signed a head too.
+                if head.seq() == seq {
+                    Ok(())
+                } else {
+                    heads.catch_up(conn)
+                }
+            });
         if let Err(e) = caught_up {
             tracing::error!("store: cannot take the audit log's lock: {e}");
             let _ = conn.batch("ROLLBACK");
