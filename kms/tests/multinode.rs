@@ -497,3 +497,35 @@ async fn the_rate_limit_is_the_services_divided_among_the_live_nodes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(throttled_of(&ka, &key, 30).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_entry_rewritten_in_postgres_is_caught_by_verify() {
+    let pg = PgCluster::start();
+    let cluster = Cluster::new(&pg, "audit_rewrite");
+    let admin = cluster.admin();
+    let (a, b) = (cluster.start("a"), cluster.start("b"));
+    for node in [&a, &b] {
+        once(node.client(admin.clone()))
+            .call("CreateKey", &json!({"Description": "logged"}))
+            .await
+            .unwrap();
+    }
+    drop((a, b));
+    let verify = || {
+        kms_bin().run(
+            &cluster.dir("a"),
+            &["audit", "verify", "--store", &cluster.url, "--root-key", cluster.root_key.to_str().unwrap()],
+        )
+    };
+    assert!(verify().status.success());
+    // Whoever administers the database hides that the key was made: the entry is rewritten in
+    // place (its chain and leaf hashes no longer match it).
+    psql(
+        &cluster.url,
+        "UPDATE audit SET entry = replace(entry, 'CreateKey', 'ListKeys') WHERE entry LIKE '%CreateKey%'",
+    );
+    let out = verify();
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("entry"), "{report}");
+}
