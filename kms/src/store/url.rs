@@ -48,7 +48,7 @@ pub(crate) enum PgTls {
 /// A PostgreSQL database to connect to: the driver's configuration and how TLS is done.
 #[derive(Clone)]
 pub struct PgTarget {
-    config: tokio_postgres::Config,
+    config: Box<tokio_postgres::Config>,
     tls: PgTls,
     redacted: String,
 }
@@ -295,7 +295,7 @@ fn parse_postgres(s: &str) -> Result<PgTarget, SetupError> {
         PgTls::VerifyFull { .. } => tokio_postgres::config::SslMode::Require,
     });
     Ok(PgTarget {
-        config,
+        config: Box::new(config),
         tls,
         redacted,
     })
