@@ -76,6 +76,14 @@ class PgCluster:
                     "max_connections = 300\nshared_buffers = 32MB\nfsync = on\nlog_min_messages = warning\n")
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "start")
         self.running = True
+        # Stops the server and removes the directory if this process dies without close().
+        as_user = f"runuser -u {self.run_as.pw_name} -- " if self.run_as else ""
+        subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                         f"{as_user}'{os.path.join(self.bin, 'pg_ctl')}' -D '{self.data}' -m immediate -w stop; "
+                         f"rm -rf '{self.dir}'"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         self._names = itertools.count(1)
 
     def _give(self, path):

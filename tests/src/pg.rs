@@ -145,7 +145,34 @@ impl PgCluster {
         let mut text = std::fs::read_to_string(&path).expect("read postgresql.conf");
         text.push_str(&conf);
         std::fs::write(&path, text).expect("write postgresql.conf");
+        c.watchdog();
         c
+    }
+
+    /// A detached shell that stops the server and removes the directory once this process is
+    /// gone, for clusters that are never dropped (statics, a test process killed).
+    fn watchdog(&self) {
+        let as_user = match &self.run_as {
+            Some(u) => format!("runuser -u {} -- ", u.name),
+            None => String::new(),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {as_user}'{pg_ctl}' -D '{data}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data_dir().display(),
+            dir = self.dir.path().display(),
+        );
+        use std::os::unix::process::CommandExt;
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the test cluster's watchdog");
     }
 
     /// The cluster's directory (data, socket, log, TLS material).

@@ -595,10 +595,17 @@ impl Sql for PgConn {
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         let effect = tx_effect(sql);
         let mut inner = self.lock();
-        if inner.tx == Tx::Lost && effect == TxEffect::Rollback {
-            // The server rolled the transaction back when its connection went.
-            inner.tx = Tx::None;
-            return Ok(());
+        if effect == TxEffect::Rollback {
+            let dead = inner.client.as_ref().is_none_or(|c| c.is_closed());
+            if inner.tx == Tx::Lost || (inner.tx == Tx::Open && dead) {
+                // The server rolled the transaction back when its connection went.
+                inner.tx = Tx::None;
+                if dead {
+                    inner.client = None;
+                    inner.statements.clear();
+                }
+                return Ok(());
+            }
         }
         let client = self.client(&mut inner)?;
         let result =
@@ -618,10 +625,12 @@ impl Sql for PgConn {
                 }
             }
             TxEffect::Commit => {
-                // A failed COMMIT ends the transaction on the server too (rolled back).
-                if !closed {
+                // A COMMIT that failed on a live connection ended the transaction too (rolled
+                // back); one whose connection went is of unknown outcome, and the transaction
+                // stays lost until the store's ROLLBACK.
+                if result.is_ok() || !closed {
                     inner.tx = Tx::None;
-                } else if result.is_err() {
+                } else {
                     return Err(StoreError::Unavailable(
                         "the connection to PostgreSQL was lost during COMMIT: the transaction may or may not have been committed".into(),
                     ));
@@ -1029,6 +1038,14 @@ mod tests {
         conn.batch("ROLLBACK").unwrap();
         let rows = conn.query("SELECT a FROM t ORDER BY a", &[]).unwrap();
         assert_eq!(rows, vec![Row(vec![Value::Integer(1)])]);
+
+        // A connection lost with nothing sent since: ROLLBACK is all it takes.
+        conn.batch("BEGIN").unwrap();
+        conn.execute("INSERT INTO t VALUES (4)", &[]).unwrap();
+        kill(pid(&conn));
+        std::thread::sleep(Duration::from_millis(100));
+        conn.batch("ROLLBACK").unwrap();
+        assert_eq!(conn.query("SELECT a FROM t", &[]).unwrap().len(), 1);
 
         // The whole cluster down: unavailable; back: the same PgConn works.
         drop(admin);
