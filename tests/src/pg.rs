@@ -165,14 +165,16 @@ impl PgCluster {
             dir = self.dir.path().display(),
         );
         use std::os::unix::process::CommandExt;
-        Command::new("sh")
-            .args(["-c", &script])
+        // The outer shell only starts the watchdog in the background and exits.
+        let status = Command::new("sh")
+            .args(["-c", &format!("( {script} ) &")])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)
-            .spawn()
+            .status()
             .expect("start the test cluster's watchdog");
+        assert!(status.success(), "the test cluster's watchdog: {status}");
     }
 
     /// The cluster's directory (data, socket, log, TLS material).
@@ -315,6 +317,20 @@ impl PgCluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Give init a moment to reap them: the server takes a zombie for a running postmaster.
+        let reaped = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < reaped
+            && victims
+                .iter()
+                .any(|v| Path::new(&format!("/proc/{v}")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Every process is dead: the lock files are stale, as after a power loss.
+        let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+        let socket = self.socket_dir().join(format!(".s.PGSQL.{}", self.port));
+        let _ = std::fs::remove_file(socket.with_extension(format!("{}.lock", self.port)));
+        let _ = std::fs::remove_file(&socket);
         self.running = false;
     }
 

@@ -1063,6 +1063,31 @@ mod tests {
     }
 
     #[test]
+    fn committed_rows_survive_a_kill_9_of_the_database() {
+        let mut cluster = PgCluster::start();
+        let url = cluster.create_database("crash");
+        let conn = PgConn::connect(&target(&url)).unwrap();
+        conn.batch("CREATE TABLE t (a BIGINT)").unwrap();
+        for i in 0..50 {
+            transaction(&conn, |tx| {
+                tx.execute("INSERT INTO t VALUES (?1)", &[Value::Integer(i)])
+            })
+            .unwrap();
+        }
+        conn.batch("BEGIN").unwrap();
+        conn.execute("INSERT INTO t VALUES (1000)", &[]).unwrap();
+        cluster.kill();
+        let e = conn.batch("COMMIT").unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        conn.batch("ROLLBACK").unwrap();
+        cluster.start_again();
+        let n = conn
+            .query_one("SELECT count(*), max(a) FROM t", &[])
+            .unwrap();
+        assert_eq!(n.values(), [Value::Integer(50), Value::Integer(49)]);
+    }
+
+    #[test]
     fn async_callers_query_without_blocking() {
         let conn = fresh("async_query");
         conn.batch("CREATE TABLE t (a BIGINT, b TEXT); INSERT INTO t VALUES (1, 'one')")
