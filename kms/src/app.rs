@@ -20,6 +20,10 @@ use crate::unknown_keys::{self, UnknownKeys};
 /// Unauthenticated requests audited one by one per second, unless configured otherwise.
 pub const DEFAULT_UNAUTHENTICATED_AUDIT_RATE: f64 = 10.0;
 
+/// A node of a shared store that has not been seen for this long no longer counts in the
+/// division of the rate limit.
+pub(crate) const NODE_WINDOW_MS: i64 = 7_000;
+
 /// Longest access key id looked up in the store (AWS's are `\w+`, at most 128 characters).
 const MAX_ACCESS_KEY_ID: usize = 128;
 
@@ -61,8 +65,12 @@ pub struct App {
     state: RwLock<State>,
     /// The store's writer.
     pub(crate) writer: Writer,
-    /// Serializes read-modify-write of keys and aliases.
-    pub(crate) mutate: tokio::sync::Mutex<()>,
+    /// Serializes this node's read-modify-write of the state (see [`App::mutate`]).
+    mutate: tokio::sync::Mutex<()>,
+    /// Coordination with the other nodes of a shared store (None: SQLite, one node).
+    shared: Option<SharedNode>,
+    /// This process's name among the nodes of a shared store.
+    node_id: String,
     /// Attestation verifier: the AWS root plus `--trust-root`s, with a chain cache.
     pub(crate) verifier: Verifier,
     /// Derived SigV4 signing keys, one per principal and day.
@@ -74,6 +82,36 @@ pub struct App {
     unknown_keys: Mutex<UnknownKeys>,
     /// How many unauthenticated requests are audited one by one.
     unauthenticated_audit: Mutex<AuditBudget>,
+}
+
+/// A node of a store shared with other nodes (PostgreSQL): see `store/shared.rs`.
+struct SharedNode {
+    /// The connection that holds the store-wide mutation lock while this node changes the state.
+    lock: Mutex<Store>,
+    /// Requests that asked for a freshness check, and those a finished check covers: one read of
+    /// the store's generation serves every request that arrived before it began.
+    tickets: std::sync::atomic::AtomicU64,
+    checked: std::sync::atomic::AtomicU64,
+    check: tokio::sync::Mutex<()>,
+}
+
+/// This node may change the state: its own changes are serialized, and on a shared store no
+/// other node changes it until this is dropped (the store-wide lock is released first).
+pub(crate) struct Mutation<'a> {
+    shared: Option<&'a SharedNode>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Mutation<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared {
+            let lock = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = lock.unlock_mutations() {
+                // The lock lives in the connection's session: a lost connection released it.
+                tracing::warn!("store: cannot release the mutation lock: {e}");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -90,8 +128,17 @@ impl App {
     /// refused whenever a request names them; the rest is served.
     pub fn new(cfg: Config, root: RootKey, store: Store, data_dir: &Path) -> Result<Self> {
         let state = store.load(&root)?;
+        let reader = store.reopen(true)?;
+        let shared = match store.is_shared() {
+            false => None,
+            true => Some(SharedNode {
+                lock: Mutex::new(store.reopen(false)?),
+                tickets: Default::default(),
+                checked: Default::default(),
+                check: tokio::sync::Mutex::new(()),
+            }),
+        };
         let writer = store.start_writer(&root, data_dir)?;
-        let reader = Store::open_read_only(data_dir)?;
         let mut anchors = vec![TrustAnchor::aws_nitro_root_g1()];
         anchors.extend(cfg.trust_roots.iter().cloned());
         let limiter = cfg.rate.map(|r| Mutex::new(TokenBucket::new(r)));
@@ -109,6 +156,8 @@ impl App {
             state: RwLock::new(state),
             writer,
             mutate: tokio::sync::Mutex::new(()),
+            shared,
+            node_id: uuid::Uuid::new_v4().to_string(),
             limiter,
             reader: Mutex::new(reader),
             unknown_keys: Mutex::new(UnknownKeys::new(unknown_keys::CAPACITY, unknown_keys::TTL)),
@@ -205,6 +254,93 @@ impl App {
             .take_unaudited()
     }
 
+    /// Takes the right to change the state: waits for this node's other changes and, on a
+    /// shared store, for every other node's, then brings the state up to date with the store,
+    /// so what the change reads is what the store holds.
+    pub(crate) async fn mutate(&self) -> Result<Mutation<'_>> {
+        let local = self.mutate.lock().await;
+        let Some(shared) = &self.shared else {
+            return Ok(Mutation {
+                shared: None,
+                _local: local,
+            });
+        };
+        shared
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lock_mutations()?;
+        let guard = Mutation {
+            shared: Some(shared),
+            _local: local,
+        };
+        self.refresh()?;
+        Ok(guard)
+    }
+
+    /// On a shared store, brings the state up to date with every change committed before this
+    /// request arrived (one read of the store's generation per batch of requests; a reload only
+    /// when another node changed something). Nothing on SQLite.
+    pub(crate) async fn sync(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let ticket = shared.tickets.fetch_add(1, SeqCst) + 1;
+        let _check = shared.check.lock().await;
+        if shared.checked.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = shared.tickets.load(SeqCst);
+        let stored = self.reader().generation()?;
+        if Some(stored) != self.writer.generation().map(|g| g.known()) {
+            // No change of this node is half applied while the state is replaced.
+            let _local = self.mutate.lock().await;
+            self.refresh()?;
+        }
+        shared.checked.store(covers, SeqCst);
+        Ok(())
+    }
+
+    /// Reloads the state if the store's generation is not the one it reflects (the caller holds
+    /// `mutate`). Rows newly found tampered with are reported.
+    fn refresh(&self) -> Result<()> {
+        let Some(generation) = self.writer.generation() else {
+            return Ok(());
+        };
+        let Some((stored, state)) = self
+            .reader()
+            .load_if_changed(&self.root, generation.known())?
+        else {
+            return Ok(());
+        };
+        let mut new: Vec<(RowId, Flaw)> = {
+            let old = self.state();
+            state
+                .tampered
+                .iter()
+                .filter(|(row, _)| !old.tampered.contains_key(row))
+                .map(|(r, f)| (r.clone(), *f))
+                .collect()
+        };
+        new.sort_by(|a, b| a.0.cmp(&b.0));
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+        generation.set(stored);
+        tracing::debug!(
+            generation = stored,
+            "state reloaded: another node changed the store"
+        );
+        for (row, flaw) in &new {
+            self.report_tampered(row, *flaw)?;
+        }
+        Ok(())
+    }
+
+    /// The connection for reads outside the writer.
+    fn reader(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Read access to the in-memory state.
     pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
@@ -291,10 +427,7 @@ impl App {
         if unknown().contains(access_key_id, Instant::now()) {
             return Ok(None);
         }
-        let checked = {
-            let store = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            store.checked_principal(&self.root, access_key_id)?
-        };
+        let checked = self.reader().checked_principal(&self.root, access_key_id)?;
         if let Some((_, flaw)) = checked.flawed.into_iter().next() {
             let mut new = false;
             self.apply(|s| {
@@ -540,6 +673,24 @@ impl App {
             .get(&(key_id.to_owned(), version))
             .cloned()
             .ok_or_else(|| KmsError::InvalidCiphertext(String::new()))
+    }
+
+    /// On a shared store: records this node as alive and divides the service's rate limit
+    /// (`Config::rate`) evenly among the nodes seen alive within [`NODE_WINDOW_MS`]; returns
+    /// how many. The server calls it every few seconds. One node (SQLite): nothing, 1.
+    pub fn heartbeat(&self) -> Result<u32> {
+        if self.shared.is_none() {
+            return Ok(1);
+        }
+        let nodes = self
+            .reader()
+            .heartbeat(&self.node_id, now_ms(), NODE_WINDOW_MS)?;
+        if let (Some(l), Some(rate)) = (&self.limiter, self.cfg.rate) {
+            l.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_rate(rate / f64::from(nodes));
+        }
+        Ok(nodes)
     }
 
     /// Takes a token for a cryptographic operation, or ThrottlingException.

@@ -580,6 +580,9 @@ pub enum SetupError {
         /// Its `PRAGMA user_version`.
         version: i64,
     },
+    /// The store named does not exist (a command that only reads it).
+    #[error("error[KMS-STORE-NONE]: there is no KMS store at {0}")]
+    NoStore(String),
     /// `--store` is not a store URL this build accepts.
     #[error("error[KMS-STORE-URL]: --store: {0}")]
     StoreUrl(String),

@@ -18,7 +18,7 @@ use cloister_kms::listen::{self, Connections, Limits, Listener};
 use cloister_kms::policy::KeyPolicy;
 use cloister_kms::{
     App, AuditCheck, Config, DEFAULT_UNAUTHENTICATED_AUDIT_RATE, Migration, Principal, RootKeyFile,
-    Rotated, SignedTreeHead, Store, TreeKey, TreeSigner, router, server_config,
+    Rotated, SignedTreeHead, Store, StoreUrl, TreeKey, TreeSigner, router, server_config,
 };
 use tokio::sync::watch;
 
@@ -48,6 +48,12 @@ struct StoreArgs {
     /// so that a copy of the directory holds no key.
     #[arg(long, value_name = "FILE")]
     root_key: Option<PathBuf>,
+    /// Where the store is: sqlite://<file> or postgres://user[:password]@host[:port]/db
+    /// [?sslmode=verify-full&sslrootcert=<PEM>]. Default: the SQLite file in the data
+    /// directory. Nodes sharing one PostgreSQL database are one KMS: give each its own data
+    /// directory and the same root key.
+    #[arg(long, value_name = "URL")]
+    store: Option<StoreUrl>,
 }
 
 impl StoreArgs {
@@ -57,11 +63,27 @@ impl StoreArgs {
 
     /// Opens (creating if needed) the store, its root key and `account`'s admin.
     fn init(&self, account: &str) -> Result<(cloister_kms::RootKey, Store)> {
-        Ok(Store::init_with_root_key(
+        Ok(Store::init_at(
+            self.store.as_ref(),
             &self.data_dir,
             &self.root_key(),
             account,
         )?)
+    }
+
+    /// Opens the existing store for reading.
+    fn open_existing(&self) -> Result<Store> {
+        Ok(Store::open_existing(self.store.as_ref(), &self.data_dir)?)
+    }
+
+    /// The tree-head signing key: a shared store's (in the database), else the data
+    /// directory's (created on first use); opened under the root key.
+    fn signer(&self, store: &Store) -> Result<TreeSigner> {
+        let root = self.root_key().load()?;
+        if matches!(self.store, Some(StoreUrl::Postgres(_))) {
+            return Ok(store.shared_signer(&root)?);
+        }
+        Ok(TreeSigner::load_or_create(&self.data_dir, &root)?)
     }
 }
 
@@ -174,6 +196,9 @@ enum PolicyCommand {
         /// The root key file, for --key-id. Default: <data-dir>/root.key.
         #[arg(long, value_name = "FILE", requires = "data_dir")]
         root_key: Option<PathBuf>,
+        /// The store, for --key-id (as `serve --store`). Default: the data directory's.
+        #[arg(long, value_name = "URL", requires = "data_dir")]
+        store: Option<StoreUrl>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -199,9 +224,8 @@ enum PrincipalCommand {
 enum AuditCommand {
     /// Print the last N entries (JSON lines).
     Tail {
-        /// Data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// How many.
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
@@ -460,6 +484,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             key_id,
             data_dir,
             root_key,
+            store,
             json,
         }) => {
             let (text, grants) = match (file, key_id, data_dir) {
@@ -470,13 +495,13 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 ),
                 (None, Some(key), Some(dir)) => {
                     let id = key.rsplit_once(":key/").map_or(key.as_str(), |(_, id)| id);
-                    anyhow::ensure!(Store::exists(&dir), "no KMS store in {}", dir.display());
                     let args = StoreArgs {
                         data_dir: dir,
                         root_key,
+                        store,
                     };
                     let root = args.root_key().load()?;
-                    let store = open_existing(&args.data_dir)?;
+                    let store = args.open_existing()?;
                     let text = store
                         .key_policy(&root, id)?
                         .with_context(|| format!("no key {key} in {}", args.data_dir.display()))?;
@@ -514,6 +539,11 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Migrate { store } => {
+            if matches!(store.store, Some(StoreUrl::Postgres(_))) {
+                bail!(
+                    "a PostgreSQL store needs no `migrate`: it was made with row integrity, and each node brings its schema up to date at start"
+                );
+            }
             let dir = &store.data_dir;
             anyhow::ensure!(Store::exists(dir), "no KMS store in {}", dir.display());
             let _lock = lock_data_dir(dir)?;
@@ -532,8 +562,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
 
 fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     match cmd {
-        AuditCommand::Tail { data_dir, n } => {
-            for e in open_existing(&data_dir)?.audit_tail(n)? {
+        AuditCommand::Tail { store, n } => {
+            for e in store.open_existing()?.audit_tail(n)? {
                 println!(
                     "{{\"seq\":{},\"hash\":\"{}\",\"entry\":{}}}",
                     e.seq, e.hash, e.json
@@ -546,12 +576,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             checkpoint,
             public_key,
         } => {
-            let data_dir = args.data_dir.clone();
-            let store = open_existing(&data_dir)?;
+            let store = args.open_existing()?;
             let key = match public_key {
                 Some(p) => Some(read_public_key(&p)?),
-                None if TreeSigner::exists(&data_dir) => {
-                    Some(open_signer(&args)?.public_key().clone())
+                None if args.store.is_some() || TreeSigner::exists(&args.data_dir) => {
+                    Some(args.signer(&store)?.public_key().clone())
                 }
                 None => None,
             };
@@ -565,14 +594,13 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             }
         }
         AuditCommand::PublicKey { store: args } => {
-            let data_dir = args.data_dir.clone();
-            open_existing(&data_dir)?;
-            print!("{}", open_signer(&args)?.public_key().to_pem());
+            let store = args.open_existing()?;
+            print!("{}", args.signer(&store)?.public_key().to_pem());
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Checkpoint { store: args } => {
-            let data_dir = args.data_dir.clone();
-            let (store, signer) = (open_existing(&data_dir)?, open_signer(&args)?);
+            let store = args.open_existing()?;
+            let signer = args.signer(&store)?;
             let s = match store.verify_audit(Some(signer.public_key()), None)? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
@@ -585,8 +613,8 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             seq,
             from_size,
         } => {
-            let data_dir = args.data_dir.clone();
-            let (store, signer) = (open_existing(&data_dir)?, open_signer(&args)?);
+            let store = args.open_existing()?;
+            let signer = args.signer(&store)?;
             let s = match store.verify_audit(Some(signer.public_key()), None)? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
@@ -678,12 +706,6 @@ fn report_broken(check: &AuditCheck) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// The data directory's tree-head signing key (created on first use), opened under its root key.
-fn open_signer(args: &StoreArgs) -> Result<TreeSigner> {
-    let root = args.root_key().load()?;
-    Ok(TreeSigner::load_or_create(&args.data_dir, &root)?)
-}
-
 /// A file given on the command line, read up to one byte past what any parser accepts (so an
 /// oversized file is refused by the parser, not read whole).
 fn read_bounded(path: &Path) -> Result<Vec<u8>> {
@@ -706,11 +728,6 @@ fn read_checkpoint(path: &Path) -> Result<SignedTreeHead> {
         .with_context(|| format!("{}", path.display()))
 }
 
-fn open_existing(dir: &Path) -> Result<Store> {
-    anyhow::ensure!(Store::exists(dir), "no KMS store in {}", dir.display());
-    Ok(Store::open_read_only(dir)?)
-}
-
 /// Installs the SIGTERM and SIGINT handlers now, before the server says it is listening (a
 /// signal arriving before a handler is installed would kill the process without its clean stop),
 /// and returns the task that waits for either and then asks the server to stop.
@@ -731,6 +748,8 @@ fn shutdown_signal(
 
 /// How often counted unauthenticated requests are audited as one entry.
 const UNAUDITED_EVERY: Duration = Duration::from_secs(10);
+/// How often a node of a shared store says it is alive (see `App::heartbeat`).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long stopping waits for open connections to finish.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -777,6 +796,28 @@ async fn serve(
             stop_rx.clone(),
         ));
     }
+    let beating = app.clone();
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        let mut last_nodes = 1;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                _ = rx.wait_for(|s| *s) => return,
+            }
+            match beating.heartbeat() {
+                Ok(nodes) if nodes != last_nodes => {
+                    tracing::info!(
+                        nodes,
+                        "nodes of the shared store alive: the rate limit is divided among them"
+                    );
+                    last_nodes = nodes;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("shared store heartbeat: {e}"),
+            }
+        }
+    });
     let background = app.clone();
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {

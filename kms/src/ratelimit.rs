@@ -23,6 +23,16 @@ impl TokenBucket {
         }
     }
 
+    /// Refills at `rate` per second from now on (a node's share of a service-wide rate changes
+    /// as nodes come and go).
+    pub(crate) fn set_rate(&mut self, rate: f64) {
+        let rate = rate.max(0.001);
+        if (rate - self.rate).abs() > f64::EPSILON {
+            self.rate = rate;
+            self.tokens = self.tokens.min(rate.max(1.0));
+        }
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self) -> bool {
         let now = Instant::now();

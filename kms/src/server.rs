@@ -342,6 +342,9 @@ async fn serve(app: &App, request: Request<'_>, entry: &mut AuditEntry) -> Resul
     } = request;
     let (principal, region) = authenticate(app, service, method, uri, headers, body)?;
     entry.principal = principal.arn.clone();
+    // On a shared store: every change committed before this request arrived, on any node, is
+    // in the state it is decided from.
+    app.sync().await?;
     if *method != Method::POST || uri.path() != "/" {
         return Err(KmsError::UnknownOperation(
             "Only POST / is supported".into(),

@@ -322,6 +322,20 @@ impl TreeSigner {
         }
     }
 
+    /// A new key, sealed under `root` (to be kept where every node of a shared store finds it).
+    pub(crate) fn new_sealed(root: &RootKey) -> Result<Vec<u8>> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| KmsError::no_randomness())?;
+        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+        root.seal(SIGNING_KEY_LABEL, &pkcs8)
+    }
+
+    /// The key `sealed` holds, opened under `root`.
+    pub(crate) fn from_sealed(root: &RootKey, sealed: &[u8]) -> Result<Self> {
+        let pkcs8 = root.open(SIGNING_KEY_LABEL, sealed)?;
+        Self::from_pkcs8(&pkcs8)
+    }
+
     /// Whether `dir` holds a signing key file.
     pub fn exists(dir: &Path) -> bool {
         dir.join(SIGNING_KEY_FILE).exists()

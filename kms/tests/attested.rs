@@ -170,12 +170,8 @@ fn keys_are_released_only_to_attested_enclaves_with_the_right_pcrs() {
             && e.get("pcr0").is_none()
     }));
     assert!(attested.iter().all(|e| e["principal"] == ENCLAVE_ROLE));
-    let v = std::process::Command::new(kms_bin().path())
-        .args(["audit", "verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let (intact, report) = kms_bin().audit_verify(&data);
+    assert!(intact, "{report}");
 }
 
 #[test]

@@ -2,6 +2,12 @@
 //! when asked) over a data directory, killed on drop; its CLI, admin credentials, clients and
 //! audit log.
 //!
+//! With `CLOISTER_TEST_STORE=postgres` every store the harness makes is a database of one
+//! throwaway PostgreSQL cluster (started once per test process, [`crate::pg`]) instead of the
+//! data directory's SQLite file: `serve`, `credentials`, `principal` and `audit` get `--store`
+//! naming the data directory's own database, so the same tests run against either store
+//! (`scripts/test` runs the KMS API tests both ways).
+//!
 //! The harness runs the binary whose path it is given (`env!("CARGO_BIN_EXE_cloister-kms")` in
 //! the KMS's own tests, [`crate::binary`] elsewhere), so it needs no build of its own. Like the
 //! rest of this crate it panics on a broken environment: it only ever runs inside tests.
@@ -16,6 +22,48 @@ use std::time::{Duration, Instant};
 use cloister_kms_client::{KmsClient, TcpConnector, TlsConnector};
 use cloister_sigv4::Credentials;
 use zeroize::Zeroizing;
+
+/// The commands that take `--store`.
+const STORE_COMMANDS: [&str; 5] = ["serve", "credentials", "principal", "audit", "policy"];
+
+/// Whether the tests' stores are PostgreSQL databases (`CLOISTER_TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("CLOISTER_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("CLOISTER_TEST_STORE={other}: sqlite or postgres"),
+    }
+}
+
+/// `--store <url>` for a command run over `data_dir`: its own database of the tests' cluster
+/// when [`on_postgres`], else nothing (the data directory's SQLite file).
+pub fn store_args(data_dir: &Path, args: &[&str]) -> Vec<String> {
+    static CLUSTER: std::sync::OnceLock<crate::pg::PgCluster> = std::sync::OnceLock::new();
+    static MADE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if !on_postgres()
+        || !args.first().is_some_and(|c| STORE_COMMANDS.contains(c))
+        || args.contains(&"--store")
+    {
+        return Vec::new();
+    }
+    let cluster = CLUSTER.get_or_init(crate::pg::PgCluster::start);
+    let name = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+        format!("kms_{}", hex::encode(&digest[..12]))
+    };
+    let mut made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let url = if made.contains(&name) {
+        cluster.url(&name)
+    } else {
+        let url = cluster.create_database(&name);
+        made.push(name);
+        url
+    };
+    vec!["--store".into(), url]
+}
 
 /// The region and account the KMS answers for by default.
 pub const REGION: &str = "us-east-1";
@@ -45,6 +93,7 @@ impl KmsBinary {
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(store_args(data_dir, args))
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.path.display()))
     }
@@ -170,6 +219,11 @@ impl KmsServer {
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(&dir)
             .args(extra)
+            .args(if extra.contains(&"--store") {
+                Vec::new()
+            } else {
+                store_args(&dir, &["serve"])
+            })
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

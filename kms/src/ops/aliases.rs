@@ -98,7 +98,7 @@ pub(super) async fn create_alias(mut call: Call<'_>) -> Result<Value> {
     check_alias_name(&name)?;
     let name = call.app.storage_id(call.region, &name);
     let key = alias_target(&mut call, &i, "kms:CreateAlias")?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     if call.app.alias(&name)?.is_some() {
         return Err(KmsError::AlreadyExists(format!(
             "An alias with the name {} already exists",
@@ -121,7 +121,7 @@ pub(super) async fn update_alias(mut call: Call<'_>) -> Result<Value> {
     let name = alias_name(&i)?;
     check_alias_name(&name)?;
     let name = call.app.storage_id(call.region, &name);
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let mut alias = existing_alias(call.app, &name)?;
     let old = call.app.key(&alias.key_id)?;
     call.authorize("kms:UpdateAlias", &old, HashMap::new())?;
@@ -135,7 +135,7 @@ pub(super) async fn update_alias(mut call: Call<'_>) -> Result<Value> {
 pub(super) async fn delete_alias(call: Call<'_>) -> Result<Value> {
     let i: AliasInput = call.input()?;
     let name = call.app.storage_id(call.region, &alias_name(&i)?);
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let alias = existing_alias(call.app, &name)?;
     let key = call.app.key(&alias.key_id)?;
     call.audit.key_id = Some(key.key_id.clone());

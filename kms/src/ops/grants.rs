@@ -426,7 +426,7 @@ pub(super) async fn create_grant(mut call: Call<'_>) -> Result<Value> {
     }
 
     let app = call.app;
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     let existing = grants_of(app, &key.key_id)?;
     // AWS: a retried CreateGrant with the same Name and the same parameters makes no new grant
     // and answers the original GrantId (with a new token).
@@ -642,7 +642,7 @@ pub(super) async fn retire_grant(call: Call<'_>) -> Result<Value> {
     if dry {
         return Err(dry_run());
     }
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     delete(app, &row.grant_id).await?;
     Ok(json!({}))
 }
@@ -660,7 +660,7 @@ pub(super) async fn revoke_grant(mut call: Call<'_>) -> Result<Value> {
     if dry {
         return Err(dry_run());
     }
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     delete(app, &row.grant_id).await?;
     Ok(json!({}))
 }

@@ -430,7 +430,7 @@ pub(super) async fn import_key_material(mut call: Call<'_>) -> Result<Value> {
     let named_id = material_id_member(&i.key_material_id)?;
     let now = now_ms();
     let valid_to = expiry(&i, now)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let mut key = call.key_for(key_ref, "kms:ImportKeyMaterial", HashMap::new())?;
     importable(call.app, &key)?;
     let token = ImportToken::open(&call.app.root, &key.key_id, &sealed, now)?;
@@ -520,7 +520,7 @@ pub(super) async fn delete_imported(mut call: Call<'_>) -> Result<Value> {
     let i: DeleteInput = call.input()?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let named_id = material_id_member(&i.key_material_id)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key = call.key_for(key_ref, "kms:DeleteImportedKeyMaterial", HashMap::new())?;
     importable(call.app, &key)?;
     let current_id = key
@@ -571,7 +571,7 @@ pub(super) async fn expire(app: &App, now: i64) -> Result<usize> {
         .filter(|k| k.state != KeyState::PendingDeletion && expired(k, now))
         .cloned()
         .collect();
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     let mut n = 0;
     for k in &due {
         // Read again under the lock: the key may have changed since.

@@ -358,7 +358,7 @@ pub(super) async fn update_description(mut call: Call<'_>) -> Result<Value> {
     let i: DescriptionInput = call.input()?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let description = i.description.required("Description", 8192)?.to_owned();
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let mut key = call.key_id_for(key_ref, "kms:UpdateKeyDescription")?;
     call.app.refuse_pending(&key)?;
     key.description = description;
@@ -369,7 +369,7 @@ pub(super) async fn update_description(mut call: Call<'_>) -> Result<Value> {
 /// EnableKey and DisableKey.
 pub(super) async fn set_state(mut call: Call<'_>, action: &str, to: KeyState) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, action)?;
     call.app.refuse_pending(&key)?;

@@ -40,7 +40,7 @@ pub(super) async fn schedule_deletion(mut call: Call<'_>) -> Result<Value> {
         .pending_window_in_days
         .int_in("PendingWindowInDays", 7, 30)?
         .unwrap_or(30);
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, "kms:ScheduleKeyDeletion")?;
     call.app.refuse_pending(&key)?;
@@ -68,7 +68,7 @@ pub(super) async fn schedule_deletion(mut call: Call<'_>) -> Result<Value> {
 
 pub(super) async fn cancel_deletion(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, "kms:CancelKeyDeletion")?;
     if !matches!(
@@ -110,7 +110,7 @@ pub(super) async fn set_rotation(mut call: Call<'_>, enable: bool) -> Result<Val
     } else {
         "kms:DisableKeyRotation"
     };
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, action)?;
     rotatable(call.app, &key)?;
@@ -263,7 +263,7 @@ async fn rotate(app: &App, mut key: KeyRecord, rotation_type: &str) -> Result<u3
 
 pub(super) async fn rotate_on_demand(mut call: Call<'_>) -> Result<Value> {
     let i: KeyIdInput = call.input()?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let key = call.key_id_for(key_ref, "kms:RotateKeyOnDemand")?;
     rotatable(call.app, &key)?;
@@ -368,6 +368,8 @@ pub(super) fn list_rotations(mut call: Call<'_>) -> Result<Value> {
 /// deletes keys whose deletion date has passed. Returns (rotated, deleted).
 pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> {
     super::import::expire(app, now).await?;
+    // What is due is read under the lock: on a shared store another node may have done it.
+    let _guard = app.mutate().await?;
     let (due, expired): (Vec<KeyRecord>, Vec<KeyRecord>) = {
         let s = app.state();
         (
@@ -390,7 +392,6 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<(usize, usize)> 
                 .collect(),
         )
     };
-    let _guard = app.mutate.lock().await;
     for k in &due {
         rotate(app, k.clone(), "AUTOMATIC").await?;
     }

@@ -37,7 +37,7 @@ pub(super) async fn put_policy(mut call: Call<'_>) -> Result<Value> {
     let bypass = i
         .bypass_policy_lockout_safety_check
         .flag("BypassPolicyLockoutSafetyCheck")?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let mut key = call.key_id_for(key_ref, "kms:PutKeyPolicy")?;
     let policy = call

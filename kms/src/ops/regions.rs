@@ -110,7 +110,7 @@ pub(super) async fn replicate_key(mut call: Call<'_>) -> Result<Value> {
         ));
     }
     let tags = tags::from_input(&i.tags)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let primary = call.key_id_for(key_ref, "kms:ReplicateKey")?;
     let mr = primary_config(call.app, &primary, "ReplicateKey")?;
     call.app.refuse_pending(&primary)?;
@@ -204,7 +204,7 @@ pub(super) async fn update_primary_region(mut call: Call<'_>) -> Result<Value> {
     let i: PrimaryRegionInput = call.input()?;
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     let region = served_region(call.app, &i.primary_region, "PrimaryRegion")?.to_owned();
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let primary = call.key_id_for(key_ref, "kms:UpdatePrimaryRegion")?;
     let mr = primary_config(call.app, &primary, "UpdatePrimaryRegion")?;
     call.app.refuse_pending(&primary)?;

@@ -139,7 +139,7 @@ pub(super) async fn tag_resource(mut call: Call<'_>) -> Result<Value> {
     let key_ref = i.key_id.required("KeyId", MAX_KEY_ID)?;
     required_list(&i.tags, "Tags")?;
     let tags = from_input(&i.tags)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let mut key = call.key_for(key_ref, "kms:TagResource", request_conditions(&tags))?;
     call.app.refuse_pending(&key)?;
     Arc::make_mut(&mut key.attrs).tags.extend(tags);
@@ -160,7 +160,7 @@ pub(super) async fn untag_resource(mut call: Call<'_>) -> Result<Value> {
     for k in keys {
         tag_key(k)?;
     }
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let conditions = HashMap::from([("aws:tagkeys".to_owned(), keys.clone())]);
     let mut key = call.key_for(key_ref, "kms:UntagResource", conditions)?;
     call.app.refuse_pending(&key)?;

@@ -183,7 +183,7 @@ impl<'a> ViaCall<'a> {
         if let Some(a) = self.app.alias(&name)? {
             return self.app.key(&a.key_id);
         }
-        let _guard = self.app.mutate.lock().await;
+        let _guard = self.app.mutate().await?;
         if let Some(a) = self.app.alias(&name)? {
             return self.app.key(&a.key_id);
         }

@@ -249,7 +249,7 @@ pub(crate) async fn update_meta(
     arn: &str,
     change: impl FnOnce(&Secret, &mut SecretMeta) -> Result<()>,
 ) -> Result<Secret> {
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     let s = current(app, arn)?;
     live(&s)?;
     let mut meta = (*s.meta).clone();

@@ -198,7 +198,7 @@ pub(crate) async fn delete_secret(mut call: ViaCall<'_>) -> Result<Value> {
         }
         Err(e) => return Err(e),
     };
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let s = common::current(call.app, &s.arn)?;
     if force {
         common::remove(call.app, &s.arn).await?;
@@ -222,7 +222,7 @@ pub(crate) async fn delete_secret(mut call: ViaCall<'_>) -> Result<Value> {
 pub(crate) async fn restore_secret(mut call: ViaCall<'_>) -> Result<Value> {
     let i: SecretIdInput = call.input()?;
     let s = find(&mut call, &i.secret_id)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let s = common::current(call.app, &s.arn)?;
     if s.meta.deletion_ms.is_some() {
         let mut meta = (*s.meta).clone();
@@ -313,7 +313,7 @@ pub(crate) async fn housekeeping(app: &App, now: i64) -> Result<usize> {
     if due.is_empty() {
         return Ok(0);
     }
-    let _guard = app.mutate.lock().await;
+    let _guard = app.mutate().await?;
     let mut n = 0;
     for arn in due {
         // Restored meanwhile: kept.

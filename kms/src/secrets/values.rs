@@ -204,7 +204,7 @@ pub(crate) async fn create_secret(mut call: ViaCall<'_>) -> Result<Value> {
         Some(_) => Some(common::sealing_key(&mut call, kms_key_id.as_deref()).await?),
         None => None,
     };
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let existing = {
         let state = call.app.state();
         names::resolve(&state.secrets, call.region, &call.app.cfg.account, &name)
@@ -295,7 +295,7 @@ async fn add_version(
     let mut meta = (*s.meta).clone();
     meta_change(&mut meta);
     let key_ref = common::sealing_key(call, meta.kms_key_id.as_deref()).await?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let s = common::current(call.app, &s.arn)?;
     live(&s)?;
     if let Some(v) = s.versions.get(token) {
@@ -494,7 +494,7 @@ async fn reencrypt(call: &mut ViaCall<'_>, s: &Secret, fresh: &str) -> Result<()
     let Ok(key_ref) = common::sealing_key(call, s.meta.kms_key_id.as_deref()).await else {
         return Ok(());
     };
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let s = common::current(call.app, &s.arn)?;
     let mut redone: Vec<SecretVersion> = Vec::new();
     for label in [versions::CURRENT, "AWSPENDING", versions::PREVIOUS] {

@@ -52,7 +52,7 @@ fn stored(call: &ViaCall<'_>, given: &str) -> Result<Option<(String, Option<u64>
 
 pub(super) async fn delete_parameter(mut call: ViaCall<'_>) -> Result<Value> {
     let given = parse_one(&call.input()?)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let (arn, latest) = stored(&call, &given)?
         .ok_or_else(|| SsmError::ParameterNotFound(format!("Parameter {given} not found.")))?;
     audit(&mut call, &arn, latest);
@@ -62,7 +62,7 @@ pub(super) async fn delete_parameter(mut call: ViaCall<'_>) -> Result<Value> {
 
 pub(super) async fn delete_parameters(mut call: ViaCall<'_>) -> Result<Value> {
     let given = parse_many(&call.input()?)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let mut deleted = Vec::new();
     let mut invalid = Vec::new();
     let mut arns = Vec::new();

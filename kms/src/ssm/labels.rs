@@ -91,7 +91,7 @@ async fn write(call: &ViaCall<'_>, p: Parameter) -> Result<()> {
 
 pub(super) async fn label(mut call: ViaCall<'_>) -> Result<Value> {
     let q = parse(&call.input()?, false)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let (p, index) = target(&mut call, &q)?;
     let (valid, invalid): (Vec<String>, Vec<String>) = q
         .labels
@@ -131,7 +131,7 @@ pub(super) async fn label(mut call: ViaCall<'_>) -> Result<Value> {
 
 pub(super) async fn unlabel(mut call: ViaCall<'_>) -> Result<Value> {
     let q = parse(&call.input()?, true)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let (p, index) = target(&mut call, &q)?;
     let mut body = (*p.body).clone();
     let on = &mut body.versions[index].labels;

@@ -284,7 +284,7 @@ pub(super) async fn put_parameter(mut call: ViaCall<'_>) -> Result<Value> {
             Some((key_id.clone(), key_arn, b64(&blob)))
         }
     };
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let existing = super::find(&call, &arn)?;
     let plan = plan(&put, existing.as_ref())?;
     if plan.key_id != first.key_id {

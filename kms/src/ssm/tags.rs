@@ -177,7 +177,7 @@ async fn write(call: &ViaCall<'_>, p: &Parameter, tags: Vec<(String, String)>) -
 
 pub(super) async fn add(mut call: ViaCall<'_>) -> Result<Value> {
     let (id, new) = parse_add(&call.input()?)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let p = target(&mut call, &id)?;
     let mut tags = p.body.tags.clone();
     for (k, v) in new {
@@ -195,7 +195,7 @@ pub(super) async fn add(mut call: ViaCall<'_>) -> Result<Value> {
 
 pub(super) async fn remove(mut call: ViaCall<'_>) -> Result<Value> {
     let (id, keys) = parse_remove(&call.input()?)?;
-    let _guard = call.app.mutate.lock().await;
+    let _guard = call.app.mutate().await?;
     let p = target(&mut call, &id)?;
     let mut tags = p.body.tags.clone();
     tags.retain(|(k, _)| !keys.contains(k));

@@ -20,14 +20,18 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::shared::{self, Generation};
+use super::sql::{self, Engine, Row, Sql, Value, int, text};
 use super::{Store, Writer};
 use crate::audit::{self, AuditEntry};
 use crate::error::{KmsError, Result, StoreError};
 use crate::merkle::{self, Frontier, Hash, RangeHasher};
 use crate::rootkey::RootKey;
 use crate::tree_head::{SignedTreeHead, TreeKey, TreeSigner};
+use std::sync::Arc;
+
+/// The `meta` row of a shared store's tree-head signing key.
+const SHARED_SIGNER: &str = "audit-signing-key";
 
 /// A tree head is signed once this many entries are unsigned...
 pub(crate) const HEAD_EVERY_ENTRIES: u64 = 256;
@@ -136,11 +140,14 @@ type StoredHead = (u64, Result<SignedTreeHead, &'static str>);
 impl Store {
     /// The last `n` audit entries, oldest first.
     pub fn audit_tail(&self, n: usize) -> Result<Vec<StoredEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT ?1")?;
-        let rows = stmt.query_map([i64::try_from(n).unwrap_or(i64::MAX)], stored_entry)?;
-        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+        let rows = self.conn.query(
+            "SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT ?1",
+            &[int(i64::try_from(n).unwrap_or(i64::MAX))],
+        )?;
+        let mut out = rows
+            .iter()
+            .map(stored_entry)
+            .collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
     }
@@ -155,26 +162,29 @@ impl Store {
         key: Option<&TreeKey>,
         checkpoint: Option<&SignedTreeHead>,
     ) -> Result<AuditCheck> {
-        let tx = self.conn.unchecked_transaction()?;
-        let mut v = Verification::new(key, stored_heads(&tx)?, checkpoint);
-        if let Some(broken) = v.check_targets() {
-            return Ok(broken);
-        }
-        let sql = if has_leaf_hash(&tx)? {
-            "SELECT seq, entry, prev_hash, hash, leaf_hash FROM audit ORDER BY seq"
-        } else {
-            "SELECT seq, entry, prev_hash, hash, NULL FROM audit ORDER BY seq"
-        };
-        let mut stmt = tx.prepare(sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let entry = stored_entry(r)?;
-            let stored_leaf: Option<Vec<u8>> = r.get(4)?;
-            if let Some(broken) = v.entry(&entry, stored_leaf.as_deref()) {
+        // One read transaction: the heads and the entries are of one moment, even while a
+        // server appends.
+        sql::transaction(&*self.conn, |tx| {
+            let mut v = Verification::new(key, stored_heads(tx)?, checkpoint);
+            if let Some(broken) = v.check_targets() {
                 return Ok(broken);
             }
-        }
-        Ok(v.finish())
+            let sql = if has_leaf_hash(tx)? {
+                "SELECT seq, entry, prev_hash, hash, leaf_hash FROM audit ORDER BY seq"
+            } else {
+                "SELECT seq, entry, prev_hash, hash, NULL FROM audit ORDER BY seq"
+            };
+            let mut broken = None;
+            tx.query_each(sql, &[], &mut |r| {
+                if broken.is_none() {
+                    let entry = stored_entry(&r)?;
+                    let stored_leaf: Option<Vec<u8>> = r.get(4)?;
+                    broken = v.entry(&entry, stored_leaf.as_deref());
+                }
+                Ok(())
+            })?;
+            Ok(broken.unwrap_or_else(|| v.finish()))
+        })
     }
 
     /// Entry `seq`'s text and audit path in the tree of the first `tree_size` entries, with that
@@ -215,17 +225,18 @@ impl Store {
     ) -> Result<(Vec<Hash>, Hash, Option<String>)> {
         let mut hasher = RangeHasher::new(ranges);
         let mut kept = None;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT entry FROM audit ORDER BY seq LIMIT ?1")?;
-        let mut rows = stmt.query([i64::try_from(tree_size).unwrap_or(i64::MAX)])?;
-        while let Some(r) = rows.next()? {
-            let json: String = r.get(0)?;
-            if Some(hasher.size()) == keep {
-                kept = Some(json.clone());
-            }
-            hasher.push(merkle::leaf_hash(json.as_bytes()));
-        }
+        self.conn.query_each(
+            "SELECT entry FROM audit ORDER BY seq LIMIT ?1",
+            &[int(i64::try_from(tree_size).unwrap_or(i64::MAX))],
+            &mut |r| {
+                let json: String = r.get(0)?;
+                if Some(hasher.size()) == keep {
+                    kept = Some(json.clone());
+                }
+                hasher.push(merkle::leaf_hash(json.as_bytes()));
+                Ok(())
+            },
+        )?;
         if hasher.size() != tree_size {
             return Err(StoreError::Corrupt("the log is shorter than the tree asked for").into());
         }
@@ -236,62 +247,106 @@ impl Store {
         Ok((hashes, root, kept))
     }
 
+    /// The tree-head signing key of a shared store: one for every node (else each would sign
+    /// its own heads of one log), kept in `meta` sealed under the root key they share; the first
+    /// node to start makes it.
+    pub fn shared_signer(&self, root: &RootKey) -> Result<TreeSigner> {
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            &[
+                text(SHARED_SIGNER),
+                Value::Blob(TreeSigner::new_sealed(root)?),
+            ],
+        )?;
+        let sealed: Vec<u8> = self
+            .conn
+            .query_one(
+                "SELECT value FROM meta WHERE name = ?1",
+                &[text(SHARED_SIGNER)],
+            )?
+            .get(0)?;
+        TreeSigner::from_sealed(root, &sealed)
+            .map_err(|e| KmsError::Internal(format!("audit log signing key in the store: {e}")))
+    }
+
     /// Moves this (read-write) connection to the writer thread. Migrates the log's tables, opens
     /// (creating on first start) the tree-head signing key in `data_dir`, restores the tree from
     /// the stored frontier and the entries after it, and signs a head of the log as it is now.
-    pub(crate) fn start_writer(
-        mut self,
-        root: &RootKey,
-        data_dir: &std::path::Path,
-    ) -> Result<Writer> {
+    pub(crate) fn start_writer(self, root: &RootKey, data_dir: &std::path::Path) -> Result<Writer> {
         let rows = root.rows().clone();
-        let signer = TreeSigner::load_or_create(data_dir, root)
-            .map_err(|e| KmsError::Internal(format!("audit log signing key: {e}")))?;
-        let tx = self.conn.transaction()?;
-        migrate(&tx)?;
-        let head = LogHead::restore(&tx, signer.public_key())?;
-        let mut heads = TreeHeads {
-            signer,
-            signed: Signed {
-                size: head.frontier.size(),
-                at: Instant::now(),
-            },
+        let signer = match self.conn.engine() {
+            Engine::Sqlite => TreeSigner::load_or_create(data_dir, root)
+                .map_err(|e| KmsError::Internal(format!("audit log signing key: {e}")))?,
+            Engine::Postgres => self.shared_signer(root)?,
         };
-        // Unless a good head of the log as it is exists already (a restart with no new entry).
-        let current = stored_head(&tx, sql_int(head.frontier.size())?)?;
-        let root = head.frontier.root();
-        if !current.is_some_and(|h| heads.signer.public_key().verifies(&h) && h.root_hash == root) {
-            heads.sign(&tx, &head)?;
-        }
-        tx.commit()?;
-        Writer::start(self.conn, rows, head, heads)
+        let (head, heads) = sql::transaction(&*self.conn, |tx| {
+            migrate(tx)?;
+            let head = LogHead::restore(tx, signer.public_key())?;
+            let mut heads = TreeHeads {
+                signer,
+                signed: Signed {
+                    size: head.frontier.size(),
+                    at: Instant::now(),
+                },
+            };
+            // Unless a good head of the log as it is exists already (a restart with no new entry).
+            let current = stored_head(tx, sql_int(head.frontier.size())?)?;
+            let root = head.frontier.root();
+            if !current
+                .is_some_and(|h| heads.signer.public_key().verifies(&h) && h.root_hash == root)
+            {
+                heads.sign(tx, &head)?;
+            }
+            Ok::<_, KmsError>((head, heads))
+        })?;
+        let shared = match self.conn.engine() {
+            Engine::Sqlite => None,
+            Engine::Postgres => {
+                let g = Generation::default();
+                g.set(shared::stored_generation(&*self.conn)?);
+                Some(Arc::new(g))
+            }
+        };
+        Writer::start(self.conn, rows, head, heads, shared)
     }
 }
 
 /// Adds the tree's column and tables to a store that has only the hash chain (idempotent).
-fn migrate(conn: &Connection) -> Result<()> {
-    if !has_leaf_hash(conn)? {
-        conn.execute_batch("ALTER TABLE audit ADD COLUMN leaf_hash BLOB")?;
+/// On PostgreSQL the tables are made at their current version (`pg_schema.rs`): nothing to do.
+fn migrate(conn: &dyn Sql) -> Result<()> {
+    if conn.engine() == Engine::Postgres {
+        return Ok(());
     }
-    conn.execute_batch(TREE_SCHEMA)?;
+    if !has_leaf_hash(conn)? {
+        conn.batch("ALTER TABLE audit ADD COLUMN leaf_hash BLOB")?;
+    }
+    conn.batch(TREE_SCHEMA)?;
     Ok(())
 }
 
-fn has_leaf_hash(conn: &Connection) -> Result<bool> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('audit') WHERE name = 'leaf_hash'",
-        [],
-        |r| r.get(0),
-    )?;
+fn has_leaf_hash(conn: &dyn Sql) -> Result<bool> {
+    if conn.engine() == Engine::Postgres {
+        return Ok(true);
+    }
+    let n: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM pragma_table_info('audit') WHERE name = 'leaf_hash'",
+            &[],
+        )?
+        .get(0)?;
     Ok(n > 0)
 }
 
-fn has_tree_heads(conn: &Connection) -> Result<bool> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'tree_heads'",
-        [],
-        |r| r.get(0),
-    )?;
+fn has_tree_heads(conn: &dyn Sql) -> Result<bool> {
+    if conn.engine() == Engine::Postgres {
+        return Ok(true);
+    }
+    let n: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'tree_heads'",
+            &[],
+        )?
+        .get(0)?;
     Ok(n > 0)
 }
 
@@ -301,39 +356,29 @@ fn sql_int(n: u64) -> Result<i64> {
 }
 
 /// Every stored tree head, smallest first.
-fn stored_heads(conn: &Connection) -> Result<Vec<StoredHead>> {
+fn stored_heads(conn: &dyn Sql) -> Result<Vec<StoredHead>> {
     if !has_tree_heads(conn)? {
         return Ok(Vec::new());
     }
-    read_heads(conn, "ORDER BY tree_size", [])
+    read_heads(conn, "ORDER BY tree_size", &[])
 }
 
 /// The stored tree head of `size`, if there is one and it is well-formed.
-fn stored_head(conn: &Connection, size: i64) -> Result<Option<SignedTreeHead>> {
-    let heads = read_heads(conn, "WHERE tree_size = ?1", [size])?;
+fn stored_head(conn: &dyn Sql, size: i64) -> Result<Option<SignedTreeHead>> {
+    let heads = read_heads(conn, "WHERE tree_size = ?1", &[int(size)])?;
     Ok(heads.into_iter().next().and_then(|(_, h)| h.ok()))
 }
 
 /// The `tree_heads` rows that `clause` selects.
-fn read_heads(
-    conn: &Connection,
-    clause: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<StoredHead>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT tree_size, root_hash, timestamp_ms, signature FROM tree_heads {clause}"
-    ))?;
-    let rows = stmt.query_map(params, |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-        ))
-    })?;
+fn read_heads(conn: &dyn Sql, clause: &str, params: &[Value]) -> Result<Vec<StoredHead>> {
+    let rows = conn.query(
+        &format!("SELECT tree_size, root_hash, timestamp_ms, signature FROM tree_heads {clause}"),
+        params,
+    )?;
     let mut out = Vec::new();
-    for row in rows {
-        let (size, root, ts, sig) = row?;
+    for r in rows {
+        let (size, root, ts, sig): (i64, Vec<u8>, i64, Vec<u8>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         let Ok(size) = u64::try_from(size) else {
             return Err(StoreError::Corrupt("a tree head has a negative size").into());
         };
@@ -522,7 +567,7 @@ impl<'a> Verification<'a> {
 }
 
 /// An audit row (`seq, entry, prev_hash, hash`).
-fn stored_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEntry> {
+fn stored_entry(r: &Row) -> Result<StoredEntry, StoreError> {
     Ok(StoredEntry {
         seq: r.get(0)?,
         json: r.get(1)?,
@@ -546,21 +591,19 @@ impl LogHead {
     /// The log as stored: the chain's head, and the tree from the stored frontier (if it matches
     /// a head `key` signed) extended by the entries after it, whose missing `leaf_hash`es (rows
     /// from before the migration) are filled in on the way.
-    fn restore(tx: &Connection, key: &TreeKey) -> Result<Self> {
-        let (seq, hash) = tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or_else(|| (0, audit::GENESIS.to_owned()));
+    fn restore(tx: &dyn Sql, key: &TreeKey) -> Result<Self> {
+        let (seq, hash) =
+            match tx.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
+                Some(r) => (r.get(0)?, r.get(1)?),
+                None => (0, audit::GENESIS.to_owned()),
+            };
         let mut frontier = stored_frontier(tx, key)?.unwrap_or_default();
-        let mut stmt =
-            tx.prepare("SELECT seq, entry, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq")?;
-        let mut rows = stmt.query([sql_int(frontier.size())?])?;
+        let rows = tx.query(
+            "SELECT seq, entry, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq",
+            &[int(sql_int(frontier.size())?)],
+        )?;
         let mut filled = 0u64;
-        while let Some(r) = rows.next()? {
+        for r in rows {
             let (row_seq, entry, stored): (i64, String, Option<Vec<u8>>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             let leaf = merkle::leaf_hash(entry.as_bytes());
@@ -568,7 +611,7 @@ impl LogHead {
                 None => {
                     tx.execute(
                         "UPDATE audit SET leaf_hash = ?1 WHERE seq = ?2",
-                        params![leaf.as_slice(), row_seq],
+                        &[Value::Blob(leaf.to_vec()), int(row_seq)],
                     )?;
                     filled += 1;
                 }
@@ -600,16 +643,48 @@ impl LogHead {
         })
     }
 
+    /// Follows the entries committed after this head by other nodes of a shared store (the
+    /// caller holds the audit lock, so no more can come until it commits).
+    pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {
+        let rows = tx.query(
+            "SELECT seq, entry, hash, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq",
+            &[int(self.seq)],
+        )?;
+        for r in rows {
+            let (seq, entry, hash, stored): (i64, String, String, Option<Vec<u8>>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            if seq != self.seq + 1 {
+                return Err(StoreError::Corrupt("the audit log has a gap in its sequence").into());
+            }
+            let leaf = merkle::leaf_hash(entry.as_bytes());
+            if stored.is_some_and(|l| l != leaf) {
+                return Err(
+                    StoreError::Corrupt("an audit entry's leaf_hash does not match it").into(),
+                );
+            }
+            self.seq = seq;
+            self.hash = hash;
+            self.frontier.push(leaf);
+        }
+        Ok(())
+    }
+
     /// Appends `entry` after this head inside `tx`, and moves the head to it.
-    pub(super) fn append(&mut self, tx: &Connection, entry: &AuditEntry) -> Result<()> {
+    pub(super) fn append(&mut self, tx: &dyn Sql, entry: &AuditEntry) -> Result<()> {
         let json = serde_json::to_string(entry).map_err(StoreError::from)?;
         let hash = audit::chain_hash(&self.hash, &json);
         let leaf = merkle::leaf_hash(json.as_bytes());
         let seq = self.seq + 1;
-        tx.prepare_cached(
+        tx.execute(
             "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![seq, json, self.hash, hash, leaf.as_slice()])?;
+            &[
+                int(seq),
+                text(json),
+                text(self.hash.as_str()),
+                text(hash.as_str()),
+                Value::Blob(leaf.to_vec()),
+            ],
+        )?;
         self.seq = seq;
         self.hash = hash;
         self.frontier.push(leaf);
@@ -618,14 +693,14 @@ impl LogHead {
 }
 
 /// The stored frontier, if it is one and matches a stored head `key` signed.
-fn stored_frontier(tx: &Connection, key: &TreeKey) -> Result<Option<Frontier>> {
-    let row: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT tree_size, frontier FROM audit_frontier WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+fn stored_frontier(tx: &dyn Sql, key: &TreeKey) -> Result<Option<Frontier>> {
+    let row: Option<(i64, Vec<u8>)> = match tx.query_opt(
+        "SELECT tree_size, frontier FROM audit_frontier WHERE id = 1",
+        &[],
+    )? {
+        Some(r) => Some((r.get(0)?, r.get(1)?)),
+        None => None,
+    };
     let Some((size, bytes)) = row else {
         return Ok(None);
     };
@@ -675,6 +750,22 @@ impl TreeHeads {
     }
 
     /// The state to restore if the transaction that signed fails.
+    /// Counts heads other nodes of a shared store signed as signed.
+    pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {
+        let newest: Option<i64> = tx
+            .query_one("SELECT max(tree_size) FROM tree_heads", &[])?
+            .get(0)?;
+        if let Some(size) = newest.and_then(|n| u64::try_from(n).ok())
+            && size > self.signed.size
+        {
+            self.signed = Signed {
+                size,
+                at: Instant::now(),
+            };
+        }
+        Ok(())
+    }
+
     pub(super) fn mark(&self) -> Signed {
         self.signed
     }
@@ -689,22 +780,26 @@ impl TreeHeads {
     }
 
     /// Signs the head of `log` now and stores it with the frontier, inside `tx`.
-    pub(super) fn sign(&mut self, tx: &Connection, log: &LogHead) -> Result<()> {
+    pub(super) fn sign(&mut self, tx: &dyn Sql, log: &LogHead) -> Result<()> {
         let size = log.frontier.size();
         let head = self.signer.sign_now(size, log.frontier.root());
+        // A head of this size may be stored already (another node of a shared store signed the
+        // same log at the same size): either is a good head.
         tx.execute(
-            "INSERT OR REPLACE INTO tree_heads (tree_size, root_hash, timestamp_ms, signature)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                sql_int(size)?,
-                head.root_hash.as_slice(),
-                sql_int(head.timestamp_ms)?,
-                head.signature.as_slice()
+            "INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, signature)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
+            &[
+                int(sql_int(size)?),
+                Value::Blob(head.root_hash.to_vec()),
+                int(sql_int(head.timestamp_ms)?),
+                Value::Blob(head.signature.to_vec()),
             ],
         )?;
         tx.execute(
-            "INSERT OR REPLACE INTO audit_frontier (id, tree_size, frontier) VALUES (1, ?1, ?2)",
-            params![sql_int(size)?, log.frontier.encode()],
+            "INSERT INTO audit_frontier (id, tree_size, frontier) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size, frontier = excluded.frontier
+             WHERE excluded.tree_size >= audit_frontier.tree_size",
+            &[int(sql_int(size)?), Value::Blob(log.frontier.encode())],
         )?;
         self.signed = Signed {
             size,
@@ -717,6 +812,7 @@ impl TreeHeads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::{Connection, params};
 
     fn entry(op: &str) -> AuditEntry {
         AuditEntry {
@@ -786,7 +882,7 @@ mod tests {
         ));
 
         let rw = Store::open(dir.path()).unwrap();
-        rw.conn
+        rw.sqlite()
             .execute(
                 "UPDATE audit SET entry = replace(entry, 'Op', 'Xp') WHERE seq = 7",
                 [],
@@ -820,7 +916,7 @@ mod tests {
         // Rewrite entry 100 and recompute the chain and leaf hashes after it, as someone with
         // only write access to the database can.
         let rw = Store::open(dir.path()).unwrap();
-        recompute_from(&rw.conn, 100, "Op99", "Forged");
+        recompute_from(rw.sqlite(), 100, "Op99", "Forged");
         let broken = reader.verify_audit(Some(&key), None).unwrap();
         assert!(
             matches!(&broken, AuditCheck::Broken { at: BrokenAt::TreeHead(n), reason } if *n == newest && reason.contains("after 0 and at or before")),
@@ -869,7 +965,7 @@ mod tests {
         for seq in 1..=5 {
             let json = serde_json::to_string(&entry(&format!("Old{seq}"))).unwrap();
             let hash = audit::chain_hash(&prev, &json);
-            old.conn
+            old.sqlite()
                 .execute(
                     "INSERT INTO audit (seq, entry, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
                     params![seq, json, prev, hash],
@@ -884,7 +980,7 @@ mod tests {
 
         let (writer, key) = start(dir.path());
         let filled: i64 = old
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT count(*) FROM audit WHERE leaf_hash IS NOT NULL",
                 [],
@@ -916,7 +1012,7 @@ mod tests {
         }
         drop(writer);
         let rw = Store::open(dir.path()).unwrap();
-        rw.conn
+        rw.sqlite()
             .execute("UPDATE audit_frontier SET frontier = zeroblob(72)", [])
             .unwrap();
         let (writer, _) = start(dir.path());
@@ -960,8 +1056,8 @@ mod tests {
         ));
         // Rewritten with every hash recomputed and the stored heads gone.
         let rw = Store::open(dir.path()).unwrap();
-        rw.conn.execute("DELETE FROM tree_heads", []).unwrap();
-        recompute_from(&rw.conn, 3, "Op2", "Forged");
+        rw.sqlite().execute("DELETE FROM tree_heads", []).unwrap();
+        recompute_from(rw.sqlite(), 3, "Op2", "Forged");
         assert!(matches!(
             reader.verify_audit(Some(&key), None).unwrap(),
             AuditCheck::Intact(_)
@@ -972,8 +1068,8 @@ mod tests {
             "{broken:?}"
         );
         // Cut off.
-        recompute_from(&rw.conn, 3, "Forged", "Op2");
-        rw.conn
+        recompute_from(rw.sqlite(), 3, "Forged", "Op2");
+        rw.sqlite()
             .execute("DELETE FROM audit WHERE seq > 10", [])
             .unwrap();
         let broken = reader.verify_audit(Some(&key), Some(&checkpoint)).unwrap();

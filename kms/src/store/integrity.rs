@@ -14,7 +14,9 @@
 //! per request.
 
 use rusqlite::Connection;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::ValueRef;
+
+use super::sql::{Row, Sql, Value};
 
 use crate::error::{Result, StoreError};
 use crate::rootkey::RowKey;
@@ -89,28 +91,43 @@ impl Table {
 
     /// The statement writing a whole row with its MAC: keys and aliases are replaced in place,
     /// principals only ever inserted.
+    /// The columns that identify a row (its primary key).
+    fn identity_columns(self) -> &'static [&'static str] {
+        match self {
+            Self::SecretVersions => &["arn", "version_id"],
+            other => &other.columns()[..1],
+        }
+    }
+
+    /// The statement that writes a row with its MAC: an upsert (the same SQL on SQLite and
+    /// PostgreSQL), except for principals, which are only ever inserted.
     fn insert(self) -> String {
-        let verb = match self {
-            Self::Keys
-            | Self::Aliases
-            | Self::Grants
-            | Self::Secrets
-            | Self::SecretVersions
-            | Self::Parameters => "INSERT OR REPLACE",
-            Self::Principals => "INSERT",
-        };
         let n = self.columns().len() + 1;
         let slots: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
-        format!(
-            "{verb} INTO {} ({}, mac) VALUES ({})",
+        let mut sql = format!(
+            "INSERT INTO {} ({}, mac) VALUES ({})",
             self.name(),
             self.columns().join(", "),
             slots.join(", ")
-        )
+        );
+        if self != Self::Principals {
+            let set: Vec<String> = self
+                .columns()
+                .iter()
+                .chain(&["mac"])
+                .filter(|c| !self.identity_columns().contains(c))
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                self.identity_columns().join(", "),
+                set.join(", ")
+            ));
+        }
+        sql
     }
 }
 
-/// Type tags of the encoding.
 const NULL: u8 = 0;
 const INTEGER: u8 = 1;
 const REAL: u8 = 2;
@@ -202,7 +219,7 @@ pub(super) fn is_root_key_check(rows: &RowKey, stored: &[u8]) -> bool {
 
 /// Writes a whole row of `table` (columns in [`Table::columns`] order) with its MAC.
 pub(super) fn put_row(
-    conn: &Connection,
+    conn: &dyn Sql,
     rows: &RowKey,
     table: Table,
     values: Vec<Value>,
@@ -210,14 +227,14 @@ pub(super) fn put_row(
     let mac = row_mac(rows, table, &values);
     let mut all = values;
     all.push(Value::Blob(mac));
-    conn.execute(&table.insert(), rusqlite::params_from_iter(all))?;
+    conn.execute(&table.insert(), &all)?;
     Ok(())
 }
 
 /// The identity column of a row as text, for naming a flawed row (whatever its type).
-fn identity(v: ValueRef<'_>) -> String {
+fn identity(v: &Value) -> String {
     match v {
-        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        Value::Text(t) => t.clone(),
         other => format!("{other:?}"),
     }
 }
@@ -235,45 +252,44 @@ pub(crate) struct Checked<T> {
 /// index, in [`Table::columns`] order). A row that fails is set aside; a row that verifies but
 /// does not decode is a store error (no version of cloister-kms writes it).
 pub(super) fn read_table<T>(
-    conn: &Connection,
+    conn: &dyn Sql,
     rows: &RowKey,
     table: Table,
-    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    decode: impl Fn(&Row) -> Result<T, StoreError>,
 ) -> Result<Checked<T>> {
     read_rows(conn, rows, table, None, decode)
 }
 
 /// As [`read_table`], reading only the row whose identity (first column) is `only`, if given.
 pub(super) fn read_rows<T>(
-    conn: &Connection,
+    conn: &dyn Sql,
     rows: &RowKey,
     table: Table,
     only: Option<&str>,
-    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    decode: impl Fn(&Row) -> Result<T, StoreError>,
 ) -> Result<Checked<T>> {
     let n = table.columns().len();
     let mut sql = table.select();
-    if only.is_some() {
+    let mut params = Vec::new();
+    if let Some(id) = only {
         sql.push_str(&format!(" WHERE {} = ?1", table.columns()[0]));
+        params.push(Value::Text(id.to_owned()));
     }
-    let mut stmt = conn.prepare(&sql)?;
-    let mut cursor = match only {
-        Some(id) => stmt.query([id])?,
-        None => stmt.query([])?,
-    };
     let mut out = Checked {
         rows: Vec::new(),
         flawed: Vec::new(),
     };
-    while let Some(r) = cursor.next()? {
-        let values = (0..n)
-            .map(|i| r.get_ref(i))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        match check_row(rows, table, &values, r.get_ref(n)?) {
-            Ok(()) => out.rows.push(decode(r)?),
-            Err(flaw) => out.flawed.push((identity(values[0]), flaw)),
+    conn.query_each(&sql, &params, &mut |r| {
+        let values = r.values();
+        let (columns, mac) = values.split_at(n.min(values.len()));
+        let refs: Vec<ValueRef<'_>> = columns.iter().map(ValueRef::from).collect();
+        let mac = mac.first().map_or(ValueRef::Null, ValueRef::from);
+        match check_row(rows, table, &refs, mac) {
+            Ok(()) => out.rows.push(decode(&r)?),
+            Err(flaw) => out.flawed.push((identity(r.value(0)?), flaw)),
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

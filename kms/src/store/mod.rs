@@ -18,6 +18,7 @@ mod integrity;
 mod pg;
 mod pg_schema;
 mod schema;
+mod shared;
 pub(crate) mod sql;
 mod sqlite;
 pub(crate) mod url;
@@ -27,16 +28,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use zeroize::Zeroizing;
 
 pub use self::audit_log::{AuditCheck, AuditSummary, BrokenAt, StoredEntry};
 pub(crate) use self::integrity::Checked;
 use self::integrity::Table;
+use self::pg::PgConn;
 use self::schema::{Found, Migrated};
+use self::sql::{Row, Sql, Value, int, text};
+use self::url::{PgTarget, StoreUrl};
 pub(crate) use self::writer::Writer;
-use crate::error::{Result, SetupError, StoreError};
+use crate::error::{KmsError, Result, SetupError, StoreError};
 use crate::policy::KeyPolicy;
 use crate::rootkey::{RootKey, RootKeyFile, RowKey};
 use crate::secrets::model::{Secret, SecretMeta, SecretVersion};
@@ -49,10 +52,28 @@ use crate::state::{
 /// The database file inside the data directory.
 const DB_FILE: &str = "kms.sqlite3";
 
-/// A connection to the store in a data directory.
-#[derive(Debug)]
+/// A connection to the store.
 pub struct Store {
-    conn: Connection,
+    conn: Box<dyn Sql>,
+    /// Where it is, for more connections to it.
+    location: Location,
+}
+
+/// Where a store is.
+#[derive(Debug, Clone)]
+enum Location {
+    /// This SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// This PostgreSQL database.
+    Postgres(Box<PgTarget>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.conn.engine())
+            .finish()
+    }
 }
 
 /// What [`Store::migrate`] did.
@@ -80,6 +101,10 @@ pub(crate) fn root_arn(account: &str) -> String {
 }
 
 fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    open_file(&dir.join(DB_FILE), read_only)
+}
+
+fn open_file(file: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -87,13 +112,26 @@ fn open_connection(dir: &Path, read_only: bool) -> Result<Connection, StoreError
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)?;
+    let conn = Connection::open_with_flags(file, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
     Ok(conn)
+}
+
+/// Creates the data directory (0700) if it does not exist.
+fn make_dir(dir: &Path) -> Result<(), SetupError> {
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(SetupError::io(dir))?;
+    }
+    Ok(())
 }
 
 /// Loads the root key of an existing store: it must exist (a new one could open none of the
@@ -109,6 +147,185 @@ fn existing_root_key(dir: &Path, file: &RootKeyFile) -> Result<RootKey, SetupErr
 }
 
 impl Store {
+    /// The SQLite connection of a SQLite store (tests reach behind the store with it).
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &Connection {
+        self.conn.as_sqlite().expect("a SQLite store")
+    }
+
+    /// Another connection to the same store (`read_only`: for reads beside the writer).
+    pub(crate) fn reopen(&self, read_only: bool) -> Result<Self> {
+        let conn: Box<dyn Sql> = match &self.location {
+            Location::Sqlite(file) => Box::new(open_file(file, read_only)?),
+            Location::Postgres(target) => Box::new(PgConn::connect(target)?),
+        };
+        Ok(Self {
+            conn,
+            location: self.location.clone(),
+        })
+    }
+
+    /// The store `url` names (`None`: the SQLite file in `data_dir`), which must exist, for
+    /// reading beside a server (the CLI's `audit` commands).
+    pub fn open_existing(url: Option<&StoreUrl>, data_dir: &Path) -> Result<Self, SetupError> {
+        match url {
+            None => {
+                let file = data_dir.join(DB_FILE);
+                Self::open_existing_file(&file, data_dir)
+            }
+            Some(StoreUrl::Sqlite(file)) => Self::open_existing_file(file, data_dir),
+            Some(StoreUrl::Postgres(target)) => {
+                let conn = PgConn::connect(target)?;
+                let found = conn
+                    .query_opt(
+                        "SELECT 1 FROM information_schema.tables WHERE table_name = 'kms_schema'",
+                        &[],
+                    )?
+                    .is_some();
+                if !found {
+                    return Err(SetupError::NoStore(target.to_string()));
+                }
+                Ok(Self {
+                    conn: Box::new(conn),
+                    location: Location::Postgres(target.clone()),
+                })
+            }
+        }
+    }
+
+    fn open_existing_file(file: &Path, data_dir: &Path) -> Result<Self, SetupError> {
+        if !file.exists() {
+            return Err(SetupError::NoStore(format!(
+                "{} (data directory {})",
+                file.display(),
+                data_dir.display()
+            )));
+        }
+        Ok(Self {
+            conn: Box::new(open_file(file, true)?),
+            location: Location::Sqlite(file.to_owned()),
+        })
+    }
+
+    /// Opens (creating if needed) the store `url` names (`None`: the SQLite file in
+    /// `data_dir`), its root key (`root_key`) and `account`'s admin; see
+    /// [`Store::init_with_root_key`]. A PostgreSQL store is migrated to this build's schema at
+    /// start (every node may start at once: the migration takes a lock); its root key file is
+    /// made only with a new database, and every node must be given the same one.
+    pub fn init_at(
+        url: Option<&StoreUrl>,
+        data_dir: &Path,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        match url {
+            None => Self::init_with_root_key(data_dir, root_key, account),
+            Some(StoreUrl::Sqlite(file)) => Self::init_sqlite(data_dir, file, root_key, account),
+            Some(StoreUrl::Postgres(target)) => {
+                make_dir(data_dir)?;
+                Self::init_postgres(target, root_key, account)
+            }
+        }
+    }
+
+    fn init_postgres(
+        target: &PgTarget,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        let conn = PgConn::connect(target)?;
+        let found = pg_schema::migrate(&conn)?;
+        let named = std::path::PathBuf::from(target.to_string());
+        let root = if root_key.exists() {
+            root_key.load()?
+        } else if found == pg_schema::SchemaState::Empty && !schema::has_root_key_check(&conn)? {
+            root_key.create()?
+        } else {
+            return Err(SetupError::RootKeyMissing {
+                key: root_key.path().to_owned(),
+                dir: named,
+            });
+        };
+        let matches = sql::transaction(&conn, |tx| {
+            shared::lock_audit(tx)?;
+            if !schema::has_root_key_check(tx)? {
+                schema::put_root_key_check(tx, root.rows())?;
+            } else if !schema::root_key_matches(tx, root.rows())? {
+                return Ok(false);
+            }
+            ensure_admin(tx, &root, account)?;
+            Ok::<_, KmsError>(true)
+        })?;
+        if !matches {
+            return Err(SetupError::WrongRootKey {
+                key: root_key.path().to_owned(),
+                dir: named,
+            });
+        }
+        if let pg_schema::SchemaState::Version(v) = found
+            && v != pg_schema::VERSION
+        {
+            tracing::info!(store = %target, from = v, to = pg_schema::VERSION, "PostgreSQL store migrated");
+        }
+        Ok((
+            root,
+            Self {
+                conn: Box::new(conn),
+                location: Location::Postgres(Box::new(target.clone())),
+            },
+        ))
+    }
+
+    /// Whether several nodes may share this store (PostgreSQL).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.conn.engine() == sql::Engine::Postgres
+    }
+
+    /// The shared store's generation (see `shared.rs`).
+    pub(crate) fn generation(&self) -> Result<i64> {
+        shared::stored_generation(&*self.conn)
+    }
+
+    /// Takes the store-wide lock for changing the state (see `shared.rs`).
+    pub(crate) fn lock_mutations(&self) -> Result<()> {
+        shared::lock_mutations(&*self.conn)
+    }
+
+    /// Records node `node_id` as alive at `now_ms`; how many nodes were seen within
+    /// `window_ms` (see `shared.rs`).
+    pub(crate) fn heartbeat(&self, node_id: &str, now_ms: i64, window_ms: i64) -> Result<u32> {
+        shared::heartbeat(&*self.conn, node_id, now_ms, window_ms)
+    }
+
+    /// Releases [`Store::lock_mutations`].
+    pub(crate) fn unlock_mutations(&self) -> Result<()> {
+        shared::unlock_mutations(&*self.conn)
+    }
+
+    /// The whole state with the generation it is of, unless that is `known`: read in one
+    /// snapshot, so the state is exactly that generation's.
+    pub(crate) fn load_if_changed(
+        &self,
+        root: &RootKey,
+        known: i64,
+    ) -> Result<Option<(i64, State)>> {
+        self.conn
+            .batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let loaded = (|| -> Result<Option<(i64, State)>> {
+            let stored = self.generation()?;
+            if stored == known {
+                return Ok(None);
+            }
+            Ok(Some((stored, self.load(root)?)))
+        })();
+        let ended = self
+            .conn
+            .batch(if loaded.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let loaded = loaded?;
+        ended?;
+        Ok(loaded)
+    }
+
     /// Whether `dir` holds a store.
     pub fn exists(dir: &Path) -> bool {
         dir.join(DB_FILE).exists()
@@ -117,14 +334,16 @@ impl Store {
     /// Opens the store that [`Store::init`] made in `dir`, for reading and writing.
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Self {
-            conn: open_connection(dir, false)?,
+            conn: Box::new(open_connection(dir, false)?),
+            location: Location::Sqlite(dir.join(DB_FILE)),
         })
     }
 
     /// Opens the store in `dir` for reading only (beside a running server).
     pub fn open_read_only(dir: &Path) -> Result<Self> {
         Ok(Self {
-            conn: open_connection(dir, true)?,
+            conn: Box::new(open_connection(dir, true)?),
+            location: Location::Sqlite(dir.join(DB_FILE)),
         })
     }
 
@@ -145,15 +364,18 @@ impl Store {
         root_key: &RootKeyFile,
         account: &str,
     ) -> Result<(RootKey, Self), SetupError> {
-        if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(SetupError::io(dir))?;
-        }
-        let mut conn = open_connection(dir, false)?;
+        Self::init_sqlite(dir, &dir.join(DB_FILE), root_key, account)
+    }
+
+    /// [`Store::init_with_root_key`] with the SQLite database in `file`.
+    fn init_sqlite(
+        dir: &Path,
+        file: &Path,
+        root_key: &RootKeyFile,
+        account: &str,
+    ) -> Result<(RootKey, Self), SetupError> {
+        make_dir(dir)?;
+        let mut conn = open_file(file, false)?;
         let root = match schema::found(&conn)? {
             Found::Empty => {
                 let root = if root_key.exists() {
@@ -208,17 +430,15 @@ impl Store {
             });
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let admin = root_arn(account);
-        let exists: i64 = tx.query_row(
-            "SELECT count(*) FROM principals WHERE arn = ?1",
-            [&admin],
-            |r| r.get(0),
-        )?;
-        if exists == 0 {
-            insert_principal(&tx, &root, &Principal::generate(&admin)?)?;
-        }
+        ensure_admin(&*tx, &root, account)?;
         tx.commit()?;
-        Ok((root, Self { conn }))
+        Ok((
+            root,
+            Self {
+                conn: Box::new(conn),
+                location: Location::Sqlite(file.to_owned()),
+            },
+        ))
     }
 
     /// Brings the store in `dir` from before row MACs (schema version 0) to the current version,
@@ -258,7 +478,7 @@ impl Store {
     /// Creates a principal named `arn` with fresh credentials; returns them.
     pub fn add_principal(&self, root: &RootKey, arn: &str) -> Result<Principal> {
         let p = Principal::generate(arn)?;
-        insert_principal(&self.conn, root, &p)?;
+        insert_principal(&*self.conn, root, &p)?;
         Ok(p)
     }
 
@@ -291,12 +511,12 @@ impl Store {
     }
 
     fn read_principals(&self, root: &RootKey, only: Option<&str>) -> Result<Checked<Principal>> {
-        let read = integrity::read_rows(&self.conn, root.rows(), Table::Principals, only, |r| {
+        let read = integrity::read_rows(&*self.conn, root.rows(), Table::Principals, only, |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
+                r.get::<String>(0)?,
+                r.get::<Vec<u8>>(1)?,
+                r.get::<String>(2)?,
+                r.get::<i64>(3)?,
             ))
         })?;
         let mut rows = read.rows;
@@ -322,7 +542,7 @@ impl Store {
     /// The policy text of key `key_id` (for `policy check`), if the key exists; an error if its
     /// row fails its integrity check (the server refuses that key, so no report is made of it).
     pub fn key_policy(&self, root: &RootKey, key_id: &str) -> Result<Option<String>> {
-        let keys = integrity::read_table(&self.conn, root.rows(), Table::Keys, key_from_row)?;
+        let keys = integrity::read_table(&*self.conn, root.rows(), Table::Keys, key_from_row)?;
         if let Some((_, flaw)) = keys.flawed.iter().find(|(id, _)| id == key_id) {
             return Err(crate::KmsError::Internal(format!(
                 "error[KMS-INTEGRITY]: the stored record of key {key_id} (table keys) failed its integrity check: {flaw}"
@@ -339,7 +559,7 @@ impl Store {
     /// (each row's MAC checked with the root key). A grant row that fails its integrity check
     /// is an error: it might be on this key, and the report must not under-warn.
     pub fn key_grants(&self, root: &RootKey, key_id: &str) -> Result<Vec<(String, String)>> {
-        let grants = integrity::read_table(&self.conn, root.rows(), Table::Grants, |r| {
+        let grants = integrity::read_table(&*self.conn, root.rows(), Table::Grants, |r| {
             Ok(GrantRow {
                 grant_id: r.get(0)?,
                 key_id: r.get(1)?,
@@ -366,25 +586,19 @@ impl Store {
     pub(crate) fn load(&self, root: &RootKey) -> Result<State> {
         let rows = root.rows();
         let mut state = State::default();
-        let keys = integrity::read_table(&self.conn, rows, Table::Keys, key_from_row)?;
+        let keys = integrity::read_table(&*self.conn, rows, Table::Keys, key_from_row)?;
         for key in keys.rows {
             state.keys.insert(key.key_id.clone(), key);
         }
         for (id, flaw) in keys.flawed {
             state.tampered.insert(RowId::Key(id), flaw);
         }
-        let mut stmt = self
+        let material = self
             .conn
-            .prepare("SELECT key_id, version, sealed FROM key_material")?;
-        let material = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
+            .query("SELECT key_id, version, sealed FROM key_material", &[])?;
         for row in material {
-            let (key_id, version, sealed) = row?;
+            let (key_id, version, sealed): (String, u32, Vec<u8>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
             let Ok(opened) = root.open(&material_label(&key_id, version), &sealed) else {
                 state
                     .tampered
@@ -402,7 +616,7 @@ impl Store {
         let keys = &state.keys;
         state.material.retain(|(id, _), _| keys.contains_key(id));
 
-        let grants = integrity::read_table(&self.conn, rows, Table::Grants, |r| {
+        let grants = integrity::read_table(&*self.conn, rows, Table::Grants, |r| {
             Ok(GrantRow {
                 grant_id: r.get(0)?,
                 key_id: r.get(1)?,
@@ -417,7 +631,7 @@ impl Store {
             state.tampered.insert(RowId::Grant(id), flaw);
         }
 
-        let aliases = integrity::read_table(&self.conn, rows, Table::Aliases, |r| {
+        let aliases = integrity::read_table(&*self.conn, rows, Table::Aliases, |r| {
             Ok(Alias {
                 name: r.get(0)?,
                 key_id: r.get(1)?,
@@ -432,8 +646,8 @@ impl Store {
             state.tampered.insert(RowId::Alias(name), flaw);
         }
 
-        load_secrets(&self.conn, rows, &mut state)?;
-        load_parameters(&self.conn, rows, &mut state)?;
+        load_secrets(&*self.conn, rows, &mut state)?;
+        load_parameters(&*self.conn, rows, &mut state)?;
 
         let principals = self.checked_principals(root)?;
         state.principals = principals
@@ -450,10 +664,10 @@ impl Store {
 
 /// Loads the secrets and their versions: a secret whose row or any of whose versions fails its
 /// MAC is set aside whole.
-fn load_secrets(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<()> {
+fn load_secrets(conn: &dyn Sql, rows: &RowKey, state: &mut State) -> Result<()> {
     let metas = integrity::read_table(conn, rows, Table::Secrets, |r| {
         let arn: String = r.get(0)?;
-        let meta: SecretMeta = serde_json::from_str(&r.get::<_, String>(1)?)
+        let meta: SecretMeta = serde_json::from_str(&r.get::<String>(1)?)
             .map_err(|_| StoreError::Corrupt("a secret's metadata does not decode"))?;
         Ok(Secret {
             arn,
@@ -469,7 +683,7 @@ fn load_secrets(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<(
     }
     let versions = integrity::read_table(conn, rows, Table::SecretVersions, |r| {
         Ok((
-            r.get::<_, String>(0)?,
+            r.get::<String>(0)?,
             SecretVersion {
                 version_id: r.get(1)?,
                 created_ms: r.get(2)?,
@@ -490,10 +704,10 @@ fn load_secrets(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<(
 }
 
 /// Loads the parameters.
-fn load_parameters(conn: &Connection, rows: &RowKey, state: &mut State) -> Result<()> {
+fn load_parameters(conn: &dyn Sql, rows: &RowKey, state: &mut State) -> Result<()> {
     let params = integrity::read_table(conn, rows, Table::Parameters, |r| {
         let arn: String = r.get(0)?;
-        let body: ParameterBody = serde_json::from_str(&r.get::<_, String>(1)?)
+        let body: ParameterBody = serde_json::from_str(&r.get::<String>(1)?)
             .map_err(|_| StoreError::Corrupt("a parameter does not decode"))?;
         Ok(Parameter {
             arn,
@@ -510,7 +724,7 @@ fn load_parameters(conn: &Connection, rows: &RowKey, state: &mut State) -> Resul
 }
 
 /// A secret's metadata row, inserted or replaced, with its MAC.
-fn put_secret_meta(tx: &Connection, rows: &RowKey, arn: &str, meta: &SecretMeta) -> Result<()> {
+fn put_secret_meta(tx: &dyn Sql, rows: &RowKey, arn: &str, meta: &SecretMeta) -> Result<()> {
     let body = serde_json::to_string(meta).map_err(StoreError::from)?;
     integrity::put_row(
         tx,
@@ -521,7 +735,7 @@ fn put_secret_meta(tx: &Connection, rows: &RowKey, arn: &str, meta: &SecretMeta)
 }
 
 /// A secret version row, inserted or replaced, with its MAC.
-fn put_secret_version(tx: &Connection, rows: &RowKey, arn: &str, v: &SecretVersion) -> Result<()> {
+fn put_secret_version(tx: &dyn Sql, rows: &RowKey, arn: &str, v: &SecretVersion) -> Result<()> {
     integrity::put_row(
         tx,
         rows,
@@ -535,26 +749,26 @@ fn put_secret_version(tx: &Connection, rows: &RowKey, arn: &str, v: &SecretVersi
     )
 }
 
-fn delete_secret_version(tx: &Connection, arn: &str, version_id: &str) -> Result<()> {
+fn delete_secret_version(tx: &dyn Sql, arn: &str, version_id: &str) -> Result<()> {
     tx.execute(
         "DELETE FROM secret_versions WHERE arn = ?1 AND version_id = ?2",
-        [arn, version_id],
+        &[text(arn), text(version_id)],
     )?;
     Ok(())
 }
 
-fn delete_secret(tx: &Connection, arn: &str) -> Result<()> {
+fn delete_secret(tx: &dyn Sql, arn: &str) -> Result<()> {
     for sql in [
         "DELETE FROM secret_versions WHERE arn = ?1",
         "DELETE FROM secrets WHERE arn = ?1",
     ] {
-        tx.execute(sql, [arn])?;
+        tx.execute(sql, &[text(arn)])?;
     }
     Ok(())
 }
 
 /// A parameter row, inserted or replaced, with its MAC.
-fn put_parameter(tx: &Connection, rows: &RowKey, p: &Parameter) -> Result<()> {
+fn put_parameter(tx: &dyn Sql, rows: &RowKey, p: &Parameter) -> Result<()> {
     let body = serde_json::to_string(&*p.body).map_err(StoreError::from)?;
     integrity::put_row(
         tx,
@@ -564,20 +778,20 @@ fn put_parameter(tx: &Connection, rows: &RowKey, p: &Parameter) -> Result<()> {
     )
 }
 
-fn delete_parameter(tx: &Connection, arn: &str) -> Result<()> {
-    tx.execute("DELETE FROM parameters WHERE arn = ?1", [arn])?;
+fn delete_parameter(tx: &dyn Sql, arn: &str) -> Result<()> {
+    tx.execute("DELETE FROM parameters WHERE arn = ?1", &[text(arn)])?;
     Ok(())
 }
 
 /// A key row (`SELECT` of [`Table::Keys`]' columns, in order), after its MAC verified.
-fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
+fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
     let policy_text: String = r.get(10)?;
     let policy = KeyPolicy::parse(&policy_text).map_err(|e| StoreError::Policy(Box::new(e)))?;
     Ok(KeyRecord {
         key_id: r.get(0)?,
         description: r.get(1)?,
         created_ms: r.get(2)?,
-        state: KeyState::parse(&r.get::<_, String>(3)?)?,
+        state: KeyState::parse(&r.get::<String>(3)?)?,
         deletion_ms: r.get(4)?,
         pending_days: r.get(5)?,
         rotation_enabled: r.get(6)?,
@@ -587,7 +801,7 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
         policy_text: policy_text.into(),
         policy: Arc::new(policy),
         attrs: Arc::new(
-            serde_json::from_str(&r.get::<_, String>(11)?)
+            serde_json::from_str(&r.get::<String>(11)?)
                 .map_err(|_| StoreError::Corrupt("a key's attributes do not decode"))?,
         ),
     })
@@ -622,12 +836,12 @@ fn grant_values(g: &GrantRow) -> Vec<Value> {
 }
 
 /// A grant row, inserted or replaced, with its MAC.
-fn put_grant(tx: &Connection, rows: &RowKey, g: &GrantRow) -> Result<()> {
+fn put_grant(tx: &dyn Sql, rows: &RowKey, g: &GrantRow) -> Result<()> {
     integrity::put_row(tx, rows, Table::Grants, grant_values(g))
 }
 
-fn delete_grant(tx: &Connection, grant_id: &str) -> Result<()> {
-    tx.execute("DELETE FROM grants WHERE grant_id = ?1", [grant_id])?;
+fn delete_grant(tx: &dyn Sql, grant_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM grants WHERE grant_id = ?1", &[text(grant_id)])?;
     Ok(())
 }
 
@@ -641,7 +855,7 @@ fn alias_values(a: &Alias) -> Vec<Value> {
     ]
 }
 
-fn insert_principal(conn: &Connection, root: &RootKey, p: &Principal) -> Result<()> {
+fn insert_principal(conn: &dyn Sql, root: &RootKey, p: &Principal) -> Result<()> {
     let sealed = root.seal(&secret_label(&p.access_key_id), p.secret.as_bytes())?;
     let values = vec![
         Value::Text(p.access_key_id.clone()),
@@ -652,42 +866,66 @@ fn insert_principal(conn: &Connection, root: &RootKey, p: &Principal) -> Result<
     integrity::put_row(conn, root.rows(), Table::Principals, values)
 }
 
+/// Adds `account`'s admin principal unless the store has it (in the caller's transaction, which
+/// keeps a second process from adding another at the same time).
+fn ensure_admin(tx: &dyn Sql, root: &RootKey, account: &str) -> Result<()> {
+    let admin = root_arn(account);
+    let exists: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM principals WHERE arn = ?1",
+            &[text(admin.as_str())],
+        )?
+        .get(0)?;
+    if exists == 0 {
+        insert_principal(tx, root, &Principal::generate(&admin)?)?;
+    }
+    Ok(())
+}
+
 /// A key row, inserted or replaced, with its MAC.
-fn put_key(tx: &Connection, rows: &RowKey, k: &KeyRecord) -> Result<()> {
+fn put_key(tx: &dyn Sql, rows: &RowKey, k: &KeyRecord) -> Result<()> {
     integrity::put_row(tx, rows, Table::Keys, key_values(k))
 }
 
-fn put_material(tx: &Connection, key_id: &str, version: u32, sealed: &[u8]) -> Result<()> {
+fn put_material(tx: &dyn Sql, key_id: &str, version: u32, sealed: &[u8]) -> Result<()> {
     tx.execute(
         "INSERT INTO key_material (key_id, version, sealed, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![key_id, version, sealed, now_ms()],
+        &[
+            text(key_id),
+            int(version),
+            Value::Blob(sealed.to_vec()),
+            int(now_ms()),
+        ],
     )?;
     Ok(())
 }
 
-fn delete_material(tx: &Connection, key_id: &str) -> Result<()> {
-    tx.execute("DELETE FROM key_material WHERE key_id = ?1", [key_id])?;
+fn delete_material(tx: &dyn Sql, key_id: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM key_material WHERE key_id = ?1",
+        &[text(key_id)],
+    )?;
     Ok(())
 }
 
 /// An alias row, inserted or replaced, with its MAC.
-fn put_alias(tx: &Connection, rows: &RowKey, a: &Alias) -> Result<()> {
+fn put_alias(tx: &dyn Sql, rows: &RowKey, a: &Alias) -> Result<()> {
     integrity::put_row(tx, rows, Table::Aliases, alias_values(a))
 }
 
-fn delete_alias(tx: &Connection, name: &str) -> Result<()> {
-    tx.execute("DELETE FROM aliases WHERE name = ?1", [name])?;
+fn delete_alias(tx: &dyn Sql, name: &str) -> Result<()> {
+    tx.execute("DELETE FROM aliases WHERE name = ?1", &[text(name)])?;
     Ok(())
 }
 
-fn delete_key(tx: &Connection, key_id: &str) -> Result<()> {
+fn delete_key(tx: &dyn Sql, key_id: &str) -> Result<()> {
     for sql in [
         "DELETE FROM key_material WHERE key_id = ?1",
         "DELETE FROM aliases WHERE key_id = ?1",
         "DELETE FROM grants WHERE key_id = ?1",
         "DELETE FROM keys WHERE key_id = ?1",
     ] {
-        tx.execute(sql, [key_id])?;
+        tx.execute(sql, &[text(key_id)])?;
     }
     Ok(())
 }
@@ -736,24 +974,24 @@ mod tests {
         let mut k1 = key("k1");
         k1.deletion_ms = None;
         for k in [k1, key("k2")] {
-            put_key(&store.conn, root.rows(), &k).unwrap();
+            put_key(store.sqlite(), root.rows(), &k).unwrap();
             let sealed = root.seal(&material_label(&k.key_id, 1), &[1; 32]).unwrap();
-            put_material(&store.conn, &k.key_id, 1, &sealed).unwrap();
+            put_material(store.sqlite(), &k.key_id, 1, &sealed).unwrap();
         }
-        put_alias(&store.conn, root.rows(), &alias("alias/a", "k1")).unwrap();
-        put_alias(&store.conn, root.rows(), &alias("alias/b", "k2")).unwrap();
+        put_alias(store.sqlite(), root.rows(), &alias("alias/a", "k1")).unwrap();
+        put_alias(store.sqlite(), root.rows(), &alias("alias/b", "k2")).unwrap();
         for arn in ["s1", "s2"] {
             let meta = SecretMeta {
                 name: arn.into(),
                 ..SecretMeta::default()
             };
-            put_secret_meta(&store.conn, root.rows(), arn, &meta).unwrap();
+            put_secret_meta(store.sqlite(), root.rows(), arn, &meta).unwrap();
             let v = SecretVersion {
                 version_id: format!("{arn}-v1"),
                 created_ms: 5,
                 sealed: vec![9; 40],
             };
-            put_secret_version(&store.conn, root.rows(), arn, &v).unwrap();
+            put_secret_version(store.sqlite(), root.rows(), arn, &v).unwrap();
         }
         for arn in ["p1", "p2"] {
             let p = Parameter {
@@ -763,7 +1001,7 @@ mod tests {
                     ..ParameterBody::default()
                 }),
             };
-            put_parameter(&store.conn, root.rows(), &p).unwrap();
+            put_parameter(store.sqlite(), root.rows(), &p).unwrap();
         }
         let role = store.add_principal(&root, ROLE).unwrap();
         (dir, root, store, role.access_key_id)
@@ -903,7 +1141,7 @@ mod tests {
         assert_eq!(state.aliases["alias/a"].updated_ms, 4);
         assert_eq!(state.principals.len(), 1);
         let macs: i64 = reader
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT (SELECT count(*) FROM keys WHERE length(mac) = 32)
                       + (SELECT count(*) FROM aliases WHERE length(mac) = 32)
@@ -940,7 +1178,7 @@ mod tests {
                     t = table.name(),
                     c = column,
                 );
-                assert_eq!(store.conn.execute(&sql, [&victim]).unwrap(), 1, "{sql}");
+                assert_eq!(store.sqlite().execute(&sql, [&victim]).unwrap(), 1, "{sql}");
                 let state = store.load(&root).unwrap();
                 let now_named = if *column == id_column {
                     format!("{victim}x")
@@ -963,7 +1201,7 @@ mod tests {
         }
         // A tampered key takes its material out of memory with it.
         store
-            .conn
+            .sqlite()
             .execute("UPDATE keys SET state = 'Enabled' WHERE key_id = 'k2'", [])
             .unwrap();
         let state = store.load(&root).unwrap();
@@ -980,7 +1218,7 @@ mod tests {
                 table.name(),
                 table.columns()[0]
             );
-            store.conn.execute(&sql, [&victim]).unwrap();
+            store.sqlite().execute(&sql, [&victim]).unwrap();
         }
         let state = store.load(&root).unwrap();
         for (table, victim, bystander) in victims(&role) {
@@ -1007,11 +1245,11 @@ mod tests {
                 t = table.name(),
                 id = table.columns()[0],
             );
-            store.conn.execute(&sql, [from, to]).unwrap();
+            store.sqlite().execute(&sql, [from, to]).unwrap();
         }
         // And one row's MAC put on another row of the same table.
         store
-            .conn
+            .sqlite()
             .execute(
                 "UPDATE aliases SET mac = (SELECT mac FROM aliases WHERE name = 'alias/a') WHERE name = 'alias/b'",
                 [],
@@ -1038,7 +1276,7 @@ mod tests {
         let (_dir, root, store, role) = populated();
         // k1's material under k2's name: authentic bytes, wrong identity.
         store
-            .conn
+            .sqlite()
             .execute(
                 "UPDATE key_material SET sealed = (SELECT sealed FROM key_material WHERE key_id = 'k1')
                  WHERE key_id = 'k2'",
@@ -1048,7 +1286,7 @@ mod tests {
         // The admin's sealed secret on the role's row, with a MAC recomputed for it (as only a
         // holder of the root key could): the seal's label still refuses it.
         let (admin_sealed, created): (Vec<u8>, i64) = store
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT sealed_secret, created_ms FROM principals WHERE arn = ?1",
                 [root_arn(ACCOUNT)],
@@ -1062,10 +1300,10 @@ mod tests {
             Value::Integer(created),
         ];
         store
-            .conn
+            .sqlite()
             .execute("DELETE FROM principals WHERE access_key_id = ?1", [&role])
             .unwrap();
-        integrity::put_row(&store.conn, root.rows(), Table::Principals, values).unwrap();
+        integrity::put_row(store.sqlite(), root.rows(), Table::Principals, values).unwrap();
 
         let state = store.load(&root).unwrap();
         assert_eq!(
@@ -1094,7 +1332,7 @@ mod tests {
         // Only a holder of the root key can write this row: it is a bug, not tampering.
         let mut values = key_values(&key("k1"));
         values[3] = Value::Text("Melted".into());
-        integrity::put_row(&store.conn, root.rows(), Table::Keys, values).unwrap();
+        integrity::put_row(store.sqlite(), root.rows(), Table::Keys, values).unwrap();
         let err = store.load(&root).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1206,7 +1444,10 @@ mod tests {
 
         // Made to look unmigrated again (as whoever writes the database could): refused, not
         // re-MAC'd.
-        store.conn.pragma_update(None, "user_version", 0).unwrap();
+        store
+            .sqlite()
+            .pragma_update(None, "user_version", 0)
+            .unwrap();
         let err = Store::init(d, ACCOUNT).unwrap_err();
         assert!(matches!(err, SetupError::NeedsMigration { .. }), "{err}");
     }
@@ -1238,10 +1479,13 @@ mod tests {
         assert_eq!(store.principals(&root).unwrap().len(), 2);
 
         // A store whose root key check is gone, or of an unknown version, is refused.
-        store.conn.execute("DELETE FROM meta", []).unwrap();
+        store.sqlite().execute("DELETE FROM meta", []).unwrap();
         let err = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap_err();
         assert!(matches!(err, SetupError::WrongRootKey { .. }), "{err}");
-        store.conn.pragma_update(None, "user_version", 9).unwrap();
+        store
+            .sqlite()
+            .pragma_update(None, "user_version", 9)
+            .unwrap();
         let err = Store::init_with_root_key(&data, &outside, ACCOUNT).unwrap_err();
         assert!(
             matches!(err, SetupError::UnknownSchema { version: 9, .. }),
@@ -1290,7 +1534,7 @@ mod tests {
         let (dir, root, store, _) = populated();
         let d = dir.path();
         store
-            .conn
+            .sqlite()
             .execute_batch(
                 "DROP TABLE secrets; DROP TABLE secret_versions; DROP TABLE parameters;
                  PRAGMA user_version = 2;",
@@ -1309,7 +1553,7 @@ mod tests {
             name: "s".into(),
             ..SecretMeta::default()
         };
-        put_secret_meta(&store.conn, root.rows(), "s", &meta).unwrap();
+        put_secret_meta(store.sqlite(), root.rows(), "s", &meta).unwrap();
         assert_eq!(store.load(&root).unwrap().secrets["s"].meta.name, "s");
         // A second start changes nothing.
         drop(store);
@@ -1367,10 +1611,10 @@ mod tests {
             body: "{}".into(),
             created_ms: 3,
         };
-        put_grant(&store.conn, root.rows(), &grant).unwrap();
+        put_grant(store.sqlite(), root.rows(), &grant).unwrap();
         assert_eq!(store.load(&root).unwrap().grants["g1"], grant);
         store
-            .conn
+            .sqlite()
             .execute("UPDATE grants SET key_id = 'k2' WHERE grant_id = 'g1'", [])
             .unwrap();
         let state = store.load(&root).unwrap();

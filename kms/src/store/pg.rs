@@ -4,7 +4,7 @@
 //! The store is synchronous (one writer thread, CLI commands), the driver is async: each
 //! connection's I/O runs on one background thread of this module (a current-thread tokio
 //! runtime), and a statement waits for its answer with `futures_executor::block_on`, which works
-//! on any thread, inside a tokio runtime or not. Async callers use [`PgConn::query_async`].
+//! on any thread, inside a tokio runtime or not.
 //!
 //! Statements are the store's SQL (`?1`, `?2`, ... placeholders, numbered `$1` here); values are
 //! SQLite's five types, bound as the statement's parameter types say (`BIGINT`, `TEXT`,
@@ -397,7 +397,6 @@ async fn open_on_runtime(target: &PgTarget) -> Result<Client, StoreError> {
 
 impl PgConn {
     /// Connects to `target` (blocking; callable inside a tokio runtime or outside one).
-    #[allow(dead_code)] // used once the store is wired (issue 11)
     pub(crate) fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let client = futures_executor::block_on(open_on_runtime(target))?;
         Ok(Self {
@@ -477,62 +476,6 @@ impl PgConn {
         let result = f(&mut inner, &client);
         if result.is_err() {
             Self::failed(&mut inner, &client);
-        }
-        result
-    }
-
-    /// [`Sql::query`] for callers already in async code (does not block the caller's thread).
-    #[allow(dead_code)] // used once the store is wired (issue 11)
-    pub(crate) async fn query_async(
-        &self,
-        sql: &str,
-        params: &[Value],
-    ) -> Result<Vec<Row>, StoreError> {
-        let current = {
-            let mut inner = self.lock();
-            Self::current(&mut inner)?
-        };
-        let client = match current {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(open_on_runtime(&self.target).await?);
-                let mut inner = self.lock();
-                match Self::current(&mut inner)? {
-                    Some(theirs) => theirs,
-                    None => {
-                        inner.client = Some(Arc::clone(&c));
-                        c
-                    }
-                }
-            }
-        };
-        let cached = self.lock().statements.get(sql).cloned();
-        let result = async {
-            let stmt = match cached {
-                Some(s) => s,
-                None => {
-                    let s = client
-                        .prepare(&placeholders(sql))
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    let mut inner = self.lock();
-                    if inner.statements.len() >= STATEMENT_CACHE {
-                        inner.statements.clear();
-                    }
-                    inner.statements.insert(sql.to_owned(), s.clone());
-                    s
-                }
-            };
-            let bound = bind(params, stmt.params())?;
-            let rows = client
-                .query(&stmt, &as_params(&bound))
-                .await
-                .map_err(|e| classify(&e))?;
-            rows.iter().map(read_row).collect::<Result<Vec<_>, _>>()
-        }
-        .await;
-        if result.is_err() {
-            Self::failed(&mut self.lock(), &client);
         }
         result
     }
@@ -658,7 +601,7 @@ mod tests {
 
     fn target(url: &str) -> PgTarget {
         match StoreUrl::parse(url).unwrap() {
-            StoreUrl::Postgres(t) => t,
+            StoreUrl::Postgres(t) => *t,
             other => panic!("not postgres: {other}"),
         }
     }
@@ -894,7 +837,7 @@ mod tests {
             versions,
             vec![Row(vec![Value::Integer(pg_schema::VERSION)])]
         );
-        // Every table of the SQLite schema, same columns in the same order.
+        // Every table of SQLite's version 3, same columns in the same order.
         let columns = conn
             .query(
                 "SELECT table_name, string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) \
@@ -951,6 +894,11 @@ mod tests {
         let expected: Vec<(String, String)> = expected
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        // Version 3's tables exactly (later versions add tables of their own).
+        let got: Vec<(String, String)> = got
+            .into_iter()
+            .filter(|(t, _)| expected.iter().any(|(e, _)| e == t))
             .collect();
         assert_eq!(got, expected);
         // A version from the future is refused, and nothing is changed.
@@ -1088,8 +1036,8 @@ mod tests {
     }
 
     #[test]
-    fn async_callers_query_without_blocking() {
-        let conn = fresh("async_query");
+    fn the_blocking_api_works_inside_a_runtime() {
+        let conn = fresh("in_runtime");
         conn.batch("CREATE TABLE t (a BIGINT, b TEXT); INSERT INTO t VALUES (1, 'one')")
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1097,12 +1045,7 @@ mod tests {
             .build()
             .unwrap();
         let rows = rt
-            .block_on(async {
-                // The blocking API works inside a runtime too.
-                assert_eq!(conn.query("SELECT a FROM t", &[]).unwrap().len(), 1);
-                conn.query_async("SELECT b FROM t WHERE a = ?1", &[Value::Integer(1)])
-                    .await
-            })
+            .block_on(async { conn.query("SELECT b FROM t WHERE a = ?1", &[Value::Integer(1)]) })
             .unwrap();
         assert_eq!(rows, vec![Row(vec![Value::Text("one".into())])]);
     }

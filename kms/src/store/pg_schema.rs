@@ -8,6 +8,9 @@
 //!   engines' schemas read alike; PostgreSQL stores have no earlier versions (there is nothing
 //!   to migrate from row-MAC-less days).
 //!
+//! - Version 4: the coordination of nodes sharing the store (`shared.rs`): `kms_generation`,
+//!   `kms_nodes`.
+//!
 //! Later versions append to [`MIGRATIONS`]. All of them run in one transaction under a
 //! transaction-scoped advisory lock, so nodes starting together do not race: the first creates,
 //! the others wait and find the work done.
@@ -17,7 +20,7 @@ use super::sql::{Value, transaction};
 use crate::error::StoreError;
 
 /// Every migration: the version it brings the database to, and its statements, in order.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(3, V3)];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(3, V3), (4, super::shared::COORDINATION_SCHEMA)];
 
 /// The version this build reads and writes: the last migration's.
 pub(crate) const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -124,7 +127,6 @@ pub(crate) enum SchemaState {
 
 /// Brings the database to [`VERSION`] (see the header); refuses a version this build does not
 /// know, changing nothing.
-#[allow(dead_code)] // used once the store is wired (issue 11)
 pub(crate) fn migrate(conn: &PgConn) -> Result<SchemaState, StoreError> {
     transaction(conn, |tx| {
         tx.batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;

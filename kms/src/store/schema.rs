@@ -21,10 +21,12 @@
 //! again, and the next start would MAC whatever they wrote.
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::sql::Sql;
 
 use super::integrity::{self, Table};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::rootkey::{RootKey, RowKey};
 use crate::state::{material_label, secret_label};
 
@@ -332,15 +334,35 @@ fn to_v2(tx: &Connection, rows: &RowKey) -> Result<usize> {
     Ok(upgraded)
 }
 
+/// The stored root key check, if there is one.
+fn root_key_check(conn: &dyn Sql) -> Result<Option<Vec<u8>>> {
+    match conn.query_opt(
+        "SELECT value FROM meta WHERE name = ?1",
+        &[Value::Text(ROOT_KEY_CHECK.into())],
+    )? {
+        Some(r) => Ok(Some(r.get(0)?)),
+        None => Ok(None),
+    }
+}
+
 /// Whether the store's root key check matches `rows`' root key (false if the check is missing).
-pub(super) fn root_key_matches(conn: &Connection, rows: &RowKey) -> Result<bool> {
-    let stored: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE name = ?1",
-            [ROOT_KEY_CHECK],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(StoreError::from)?;
-    Ok(stored.is_some_and(|s| integrity::is_root_key_check(rows, &s)))
+pub(super) fn root_key_matches(conn: &dyn Sql, rows: &RowKey) -> Result<bool> {
+    Ok(root_key_check(conn)?.is_some_and(|s| integrity::is_root_key_check(rows, &s)))
+}
+
+/// Whether the store has a root key check (a new PostgreSQL store gets one at first start).
+pub(super) fn has_root_key_check(conn: &dyn Sql) -> Result<bool> {
+    Ok(root_key_check(conn)?.is_some())
+}
+
+/// Stores the root key check of `rows`' root key.
+pub(super) fn put_root_key_check(conn: &dyn Sql, rows: &RowKey) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+        &[
+            Value::Text(ROOT_KEY_CHECK.into()),
+            Value::Blob(integrity::root_key_check(rows)),
+        ],
+    )?;
+    Ok(())
 }

@@ -141,6 +141,12 @@ pub(crate) trait Sql: Send {
     /// Runs statements without parameters, separated by `;` (DDL, `BEGIN`, `COMMIT`).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
+    /// The SQLite connection, if this is one (tests reach behind a SQLite store with it).
+    #[cfg(test)]
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        None
+    }
+
     /// The one row `sql` returns, if any.
     fn query_opt(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())

@@ -56,6 +56,11 @@ impl Sql for Connection {
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         Ok(self.execute_batch(sql)?)
     }
+
+    #[cfg(test)]
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

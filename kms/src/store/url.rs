@@ -29,7 +29,7 @@ pub enum StoreUrl {
     /// A SQLite database file.
     Sqlite(PathBuf),
     /// A PostgreSQL database.
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
 }
 
 /// How the connection to PostgreSQL is protected.
@@ -48,7 +48,7 @@ pub(crate) enum PgTls {
 /// A PostgreSQL database to connect to: the driver's configuration and how TLS is done.
 #[derive(Clone)]
 pub struct PgTarget {
-    config: Box<tokio_postgres::Config>,
+    config: tokio_postgres::Config,
     tls: PgTls,
     redacted: String,
 }
@@ -130,7 +130,7 @@ impl StoreUrl {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return parse_postgres(s).map(Self::Postgres);
+            return parse_postgres(s).map(|t| Self::Postgres(Box::new(t)));
         }
         Err(bad(
             "the store URL must start with sqlite:// or postgres:// (or postgresql://)",
@@ -295,7 +295,7 @@ fn parse_postgres(s: &str) -> Result<PgTarget, SetupError> {
         PgTls::VerifyFull { .. } => tokio_postgres::config::SslMode::Require,
     });
     Ok(PgTarget {
-        config: Box::new(config),
+        config,
         tls,
         redacted,
     })

@@ -12,10 +12,11 @@ use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
 use super::audit_log::{LogHead, TreeHeads};
+use super::shared::{self, Generation};
+use super::sql::{self, Engine, Sql};
 use crate::audit::AuditEntry;
 use crate::error::{KmsError, Result, StoreError};
 use crate::rootkey::RowKey;
@@ -27,7 +28,7 @@ use crate::state::{Alias, GrantRow, KeyRecord};
 pub(crate) type KeyRows = (KeyRecord, Vec<(u32, Vec<u8>)>);
 
 /// Writes a key row and its sealed material versions in the writer's transaction.
-fn put_key_rows(tx: &Connection, rows: &RowKey, (key, materials): &KeyRows) -> Result<()> {
+fn put_key_rows(tx: &dyn Sql, rows: &RowKey, (key, materials): &KeyRows) -> Result<()> {
     super::put_key(tx, rows, key)?;
     for (version, sealed) in materials {
         super::put_material(tx, &key.key_id, *version, sealed)?;
@@ -39,7 +40,10 @@ fn put_key_rows(tx: &Connection, rows: &RowKey, (key, materials): &KeyRows) -> R
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut Transaction<'_>, &mut LogHead) -> Deliver + Send>;
+/// A write: run in the batch's transaction (`Some`), or not at all (`None`: the transaction
+/// could not begin; its answer is the reason), giving what answers its waiter once the
+/// transaction's outcome is known.
+type Job = Box<dyn FnOnce(Option<&dyn Sql>, &mut LogHead) -> Deliver + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone)]
@@ -47,6 +51,8 @@ pub(crate) struct Writer {
     thread: Arc<Thread>,
     /// MACs the key and alias rows it writes.
     rows: RowKey,
+    /// A shared store's generation as this node's memory reflects it (None: SQLite, one node).
+    shared: Option<Arc<Generation>>,
 }
 
 /// The thread: when the last handle goes, its queue closes and the drop waits for it to finish
@@ -81,12 +87,14 @@ impl Writer {
     /// Starts the writer thread on `conn`, MACing rows with `rows`, extending the audit log from `head` and signing its
     /// tree heads with `heads`.
     pub(super) fn start(
-        mut conn: Connection,
+        conn: Box<dyn Sql>,
         rows: RowKey,
         mut head: LogHead,
         mut heads: TreeHeads,
+        shared: Option<Arc<Generation>>,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let shared_gen = shared.clone();
         let handle = thread::Builder::new()
             .name("kms-store-writer".into())
             .spawn(move || {
@@ -96,7 +104,14 @@ impl Writer {
                         Some(timeout) => match rx.recv_timeout(timeout) {
                             Ok(job) => Some(job),
                             Err(mpsc::RecvTimeoutError::Timeout) => {
-                                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), false);
+                                run_batch(
+                                    &*conn,
+                                    &mut head,
+                                    &mut heads,
+                                    Vec::new(),
+                                    false,
+                                    shared_gen.as_deref(),
+                                );
                                 continue;
                             }
                             Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -110,10 +125,24 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, &mut head, &mut heads, batch, false);
+                    run_batch(
+                        &*conn,
+                        &mut head,
+                        &mut heads,
+                        batch,
+                        false,
+                        shared_gen.as_deref(),
+                    );
                 }
                 // Every handle is gone: sign what is not signed yet.
-                run_batch(&mut conn, &mut head, &mut heads, Vec::new(), true);
+                run_batch(
+                    &*conn,
+                    &mut head,
+                    &mut heads,
+                    Vec::new(),
+                    true,
+                    shared_gen.as_deref(),
+                );
             })
             .map_err(|e| KmsError::Internal(format!("cannot start store writer: {e}")))?;
         Ok(Self {
@@ -122,6 +151,7 @@ impl Writer {
                 handle: Some(handle),
             }),
             rows,
+            shared,
         })
     }
 
@@ -242,7 +272,10 @@ impl Writer {
     pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
         let (done, wait) = oneshot::channel::<Result<()>>();
         let job: Job = Box::new(move |tx, head| {
-            let outcome = head.append(tx, &entry);
+            let outcome = match tx {
+                Some(tx) => head.append(tx, &entry),
+                None => Ok(()),
+            };
             Box::new(move |committed: Result<(), StoreError>| {
                 let _ = done.send(committed.map_err(KmsError::from).and(outcome));
             })
@@ -266,16 +299,33 @@ impl Writer {
         )
     }
 
-    /// Runs `f` in the writer's transaction; resolves after the transaction is durably committed.
+    /// The generation of the shared store this node's memory reflects, if the store is shared.
+    pub(crate) fn generation(&self) -> Option<&Arc<Generation>> {
+        self.shared.as_ref()
+    }
+
+    /// Runs `f`, a change of the state, in the writer's transaction; resolves after the
+    /// transaction is durably committed. On a shared store the change also moves the store's
+    /// generation, fenced (see `shared.rs`).
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&dyn Sql, &mut LogHead) -> Result<T> + Send + 'static,
     {
         let (done, wait) = oneshot::channel::<Result<T>>();
-        self.submit(f, move |outcome| {
-            let _ = done.send(outcome);
-        })?;
+        let shared = self.shared.clone();
+        self.submit(
+            move |tx, head| {
+                let Some(g) = &shared else {
+                    return f(tx, head);
+                };
+                shared::fence(tx, g)?;
+                f(tx, head).inspect_err(|_| g.unfence())
+            },
+            move |outcome| {
+                let _ = done.send(outcome);
+            },
+        )?;
         wait.await.map_err(|_| stopped())?
     }
 
@@ -284,27 +334,21 @@ impl Writer {
     fn submit<T, F, A>(&self, f: F, answer: A) -> Result<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut LogHead) -> Result<T> + Send + 'static,
+        F: FnOnce(&dyn Sql, &mut LogHead) -> Result<T> + Send + 'static,
         A: FnOnce(Result<T>) + Send + 'static,
     {
         let job: Job = Box::new(move |tx, head| {
-            let saved = head.clone();
-            let outcome = match tx.savepoint() {
-                Ok(mut sp) => {
-                    let r = f(&sp, head);
-                    let finished = if r.is_ok() {
-                        sp.commit()
-                    } else {
-                        sp.rollback()
-                    };
-                    match (r, finished) {
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Err(e), _) => Err(e),
-                        (Ok(_), Err(e)) => Err(e.into()),
-                    }
-                }
-                Err(e) => Err(e.into()),
+            let Some(tx) = tx else {
+                return Box::new(move |not_begun: Result<(), StoreError>| {
+                    answer(
+                        not_begun
+                            .map_err(KmsError::from)
+                            .and_then(|()| Err(stopped())),
+                    );
+                });
             };
+            let saved = head.clone();
+            let outcome = sql::savepoint(tx, |sp| f(sp, head));
             if outcome.is_err() {
                 *head = saved;
             }
@@ -325,11 +369,12 @@ impl Writer {
 /// Runs `batch` in one transaction, signing a tree head in it when one is due (or, with
 /// `final_head`, whenever entries are unsigned); an empty batch with no head to sign does nothing.
 fn run_batch(
-    conn: &mut Connection,
+    conn: &dyn Sql,
     head: &mut LogHead,
     heads: &mut TreeHeads,
     batch: Vec<Job>,
     final_head: bool,
+    shared: Option<&Generation>,
 ) {
     let signs = |head: &LogHead, heads: &TreeHeads| {
         heads.due(head, Instant::now()) || (final_head && heads.unsigned(head) > 0)
@@ -339,29 +384,56 @@ fn run_batch(
     }
     let before = head.clone();
     let signed_before = heads.mark();
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            // Run nothing: dropping the jobs tells every waiter the write failed.
-            tracing::error!("store: cannot begin a transaction: {e}");
-            drop(batch);
-            return;
+    // Run nothing if the transaction cannot begin: every waiter is told why (on PostgreSQL,
+    // usually that the database is unavailable: retryable).
+    let refuse = |batch: Vec<Job>, head: &mut LogHead, e: StoreError| {
+        for job in batch {
+            job(None, head)(Err(e.clone()));
         }
     };
-    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(&mut tx, head)).collect();
+    if let Err(e) = conn.batch("BEGIN") {
+        tracing::error!("store: cannot begin a transaction: {e}");
+        refuse(batch, head, e);
+        return;
+    }
+    if conn.engine() == Engine::Postgres {
+        // One log across nodes: wait for the other nodes' transactions, then follow their
+        // entries.
+        let caught_up = shared::lock_audit(conn)
+            .and_then(|()| head.catch_up(conn))
+            .and_then(|()| heads.catch_up(conn));
+        if let Err(e) = caught_up {
+            tracing::error!("store: cannot take the audit log's lock: {e}");
+            let _ = conn.batch("ROLLBACK");
+            *head = before;
+            heads.reset(signed_before);
+            let e = match e {
+                KmsError::Store(e) => e,
+                other => StoreError::Unavailable(other.to_string()),
+            };
+            refuse(batch, head, e);
+            return;
+        }
+    }
+    let start = shared.map(Generation::known);
+    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(Some(conn), head)).collect();
     if signs(head, heads) {
         // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
-        let signed = tx.savepoint().map_err(KmsError::from).and_then(|sp| {
-            heads.sign(&sp, head)?;
-            sp.commit().map_err(KmsError::from)
-        });
+        let signed = sql::savepoint(conn, |sp| heads.sign(sp, head));
         if let Err(e) = signed {
             heads.reset(signed_before);
             tracing::error!("audit log: cannot store a signed tree head: {e}");
         }
     }
-    let committed = tx.commit().map_err(StoreError::from);
+    let committed = conn.batch("COMMIT");
+    if let (Some(g), Some(start)) = (shared, start) {
+        // Before the jobs are answered: a request that applies its change to memory after its
+        // answer finds the generation already moved, so no reload undoes it.
+        g.settle(start, committed.is_ok());
+    }
     if committed.is_err() {
+        // A failed COMMIT may leave the transaction open (SQLite) or aborted (PostgreSQL).
+        let _ = conn.batch("ROLLBACK");
         *head = before;
         heads.reset(signed_before);
     }
