@@ -145,6 +145,11 @@ class Kms:
     def store_args(self):
         return ["--store", self.store] if self.store else []
 
+    def data_args(self):
+        """`--data-dir <dir>` and, over PostgreSQL, `--store <url>`: what a CLI command on this
+        server's store (`audit tail`, `audit verify`, ...) needs."""
+        return ["--data-dir", self.dir, *self.store_args()]
+
     def add_principal(self, arn):
         out = subprocess.check_output([KMS_BIN, "principal", "add", "--data-dir", self.dir, *self.store_args(),
                                        "--arn", arn], text=True)
