@@ -37,6 +37,27 @@ ensure_apt() {
   fi
 }
 
+# ensure_postgres: PostgreSQL 15's server binaries (Debian's postgresql-15) for the tests' throwaway
+# clusters (tests/src/pg.rs, tests/python/conftest.py), which run them from a temporary directory.
+# No system cluster is created and no service is started: createcluster.d says so before the
+# package is installed, and policy-rc.d keeps the package's scripts from starting anything.
+ensure_postgres() {
+  [ -x /usr/lib/postgresql/15/bin/initdb ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/cloister.conf >/dev/null
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    added_policy=1
+  fi
+  ensure_apt --no-install-recommends postgresql-15
+  [ -z "$added_policy" ] || $sudo rm -f "$policy"
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || die "postgresql-15 installed, but /usr/lib/postgresql/15/bin/initdb is missing"
+}
+
 # ensure_venv REQUIREMENTS...: a project venv in .venv with the pinned requirements installed
 # (re-installed when a requirements file changes).
 ensure_venv() {

@@ -74,10 +74,10 @@ def test_python_sdk_opens_what_cloister_sealed(tmp_path, env, key_arn, suite, fr
 def test_many_messages_share_one_data_key(tmp_path, env, key_arn, server):
     from conftest import KMS_BIN
     (tmp_path / "in.jsonl").write_bytes(jsonl(RECORDS))
-    before = len(subprocess.check_output([KMS_BIN, "audit", "tail", "--data-dir", server.dir, "-n", "100000"], text=True).splitlines())
+    before = len(subprocess.check_output([KMS_BIN, "audit", "tail", *server.data_args(), "-n", "100000"], text=True).splitlines())
     cloister(env, "seal", "--kms", env["AWS_ENDPOINT_URL_KMS"], "--key-id", key_arn, "--records-per-message", "30",
              str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.esdk"))
-    tail = subprocess.check_output([KMS_BIN, "audit", "tail", "--data-dir", server.dir, "-n", "100000"], text=True).splitlines()
+    tail = subprocess.check_output([KMS_BIN, "audit", "tail", *server.data_args(), "-n", "100000"], text=True).splitlines()
     new_ops = [json.loads(line)["entry"]["operation"] for line in tail[before:]]
     assert new_ops.count("GenerateDataKey") == 1, new_ops
     cloister(env, "open", "--kms", env["AWS_ENDPOINT_URL_KMS"], str(tmp_path / "out.esdk"), "-o", str(tmp_path / "back.jsonl"))

@@ -247,9 +247,9 @@ def test_recipient_requires_a_valid_document(kms):
 
 def test_audit_log_is_intact(server):
     from conftest import KMS_BIN
-    out = subprocess.run([KMS_BIN, "audit", "verify", "--data-dir", server.dir], capture_output=True, text=True)
+    out = subprocess.run([KMS_BIN, "audit", "verify", *server.data_args()], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
-    tail = subprocess.check_output([KMS_BIN, "audit", "tail", "--data-dir", server.dir, "-n", "500"], text=True)
+    tail = subprocess.check_output([KMS_BIN, "audit", "tail", *server.data_args(), "-n", "500"], text=True)
     ops = {json.loads(line)["entry"]["operation"] for line in tail.splitlines()}
     assert {"CreateKey", "Decrypt", "PutKeyPolicy", "ScheduleKeyDeletion"} <= ops
 

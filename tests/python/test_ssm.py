@@ -482,7 +482,7 @@ def test_modeled_errors_carry_their_message_member(server, ssm):
 
 def audit_tail(server, n=200):
     from conftest import KMS_BIN
-    out = subprocess.check_output([KMS_BIN, "audit", "tail", "--data-dir", server.dir, "-n", str(n)], text=True)
+    out = subprocess.check_output([KMS_BIN, "audit", "tail", *server.data_args(), "-n", str(n)], text=True)
     return [json.loads(line)["entry"] for line in out.splitlines()]
 
 

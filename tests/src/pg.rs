@@ -145,7 +145,36 @@ impl PgCluster {
         let mut text = std::fs::read_to_string(&path).expect("read postgresql.conf");
         text.push_str(&conf);
         std::fs::write(&path, text).expect("write postgresql.conf");
+        c.watchdog();
         c
+    }
+
+    /// A detached shell that stops the server and removes the directory once this process is
+    /// gone, for clusters that are never dropped (statics, a test process killed).
+    fn watchdog(&self) {
+        let as_user = match &self.run_as {
+            Some(u) => format!("runuser -u {} -- ", u.name),
+            None => String::new(),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {as_user}'{pg_ctl}' -D '{data}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data_dir().display(),
+            dir = self.dir.path().display(),
+        );
+        use std::os::unix::process::CommandExt;
+        // The outer shell only starts the watchdog in the background and exits.
+        let status = Command::new("sh")
+            .args(["-c", &format!("( {script} ) &")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .status()
+            .expect("start the test cluster's watchdog");
+        assert!(status.success(), "the test cluster's watchdog: {status}");
     }
 
     /// The cluster's directory (data, socket, log, TLS material).
@@ -288,6 +317,20 @@ impl PgCluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Give init a moment to reap them: the server takes a zombie for a running postmaster.
+        let reaped = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < reaped
+            && victims
+                .iter()
+                .any(|v| Path::new(&format!("/proc/{v}")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Every process is dead: the lock files are stale, as after a power loss.
+        let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+        let socket = self.socket_dir().join(format!(".s.PGSQL.{}", self.port));
+        let _ = std::fs::remove_file(socket.with_extension(format!("{}.lock", self.port)));
+        let _ = std::fs::remove_file(&socket);
         self.running = false;
     }
 
