@@ -514,7 +514,14 @@ async fn an_audit_entry_rewritten_in_postgres_is_caught_by_verify() {
     let verify = || {
         kms_bin().run(
             &cluster.dir("a"),
-            &["audit", "verify", "--store", &cluster.url, "--root-key", cluster.root_key.to_str().unwrap()],
+            &[
+                "audit",
+                "verify",
+                "--store",
+                &cluster.url,
+                "--root-key",
+                cluster.root_key.to_str().unwrap(),
+            ],
         )
     };
     assert!(verify().status.success());
