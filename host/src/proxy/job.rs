@@ -298,7 +298,13 @@ async fn answer(
             Err(e) => return Ended::Died(format!("reading the enclave's answer: {e}")),
         };
         let last = match decode(&body) {
-            Ok(Message::Progress { .. }) => None,
+            Ok(Message::Progress { .. }) => {
+                // Counts only: forwarded now, ahead of any results still held.
+                if let Err(e) = write_raw(client, &body).await {
+                    return Ended::ClientGone(e.to_string());
+                }
+                continue;
+            }
             Ok(Message::Rows { .. } | Message::Resealed { .. } | Message::MessageFailed { .. }) => {
                 let mut i = lock(input);
                 if i.replayable() {
