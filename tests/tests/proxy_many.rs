@@ -436,3 +436,113 @@ fn an_enclave_killed_mid_job_loses_no_job_and_comes_back_on_its_address() {
         p.proxy.lock().unwrap()
     );
 }
+
+#[test]
+fn a_job_past_the_replay_buffer_is_not_rerun_and_a_bad_client_costs_only_its_job() {
+    let mut p = Pipeline::start(None);
+    let sealed = p.seal(&records(30), "records", 3);
+    let second = p.launch_enclave(&p.dir.path().join("more-state"));
+    let first_addr = p.enclave_addr.clone();
+    let second_addr = second
+        .get("proxy")
+        .trim_start_matches("--enclave ")
+        .to_owned();
+    let status_socket = status_addr(&p);
+    // 1 KiB: the job's first sealed message already outgrows it.
+    p.restart_proxy_over(
+        &[&first_addr, &second_addr],
+        &["--status-listen", &status_socket, "--replay-buffer", "1KiB"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // A client that sends garbage gets a clear error for its job; the proxy goes on.
+    let path = p.proxy_addr.strip_prefix("unix://").unwrap().to_owned();
+    let answer = rt.block_on(async {
+        let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+        w.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        FrameReader::new(r, Duration::from_secs(60)).next().await
+    });
+    assert!(
+        matches!(&answer, Ok(Some(Message::Failed { code, .. })) if code == "PROXY-BAD-INPUT"),
+        "{answer:?}"
+    );
+
+    // A job committed to its enclave (past the replay buffer): its results stream as they
+    // come, and when its enclave dies it fails, clearly, instead of being re-run.
+    let (failed, victim) = rt.block_on(async {
+        let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+        let mut reader = FrameReader::new(r, Duration::from_secs(120));
+        let messages = cloister_esdk::split(&std::fs::read(&sealed).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>();
+        let mut frames = vec![Message::Job {
+            id: 2,
+            op: Operation::Mask,
+            kms: p.access(),
+        }];
+        frames.extend(messages.iter().enumerate().map(|(i, b)| Message::Sealed {
+            name: format!("m{i}"),
+            bytes: b.clone(),
+        }));
+        for f in &frames {
+            w.write_all(&cloister_wire::frame::encode(f).unwrap())
+                .await
+                .unwrap();
+        }
+        let (mut rows, want) = (0, messages.len() as u64);
+        loop {
+            match reader.next().await.unwrap() {
+                Some(Message::Rows { rows: r }) => rows += r.len(),
+                Some(Message::Progress { messages, .. }) if messages == want => break,
+                Some(Message::Progress { .. }) => {}
+                other => panic!("the committed job got {other:?}"),
+            }
+        }
+        assert_eq!(rows, 30, "a committed job's rows stream before Done");
+        let s = status(&p);
+        let victim = each(&s, "outstanding")
+            .iter()
+            .position(|v| v.as_u64() == Some(1))
+            .unwrap_or_else(|| panic!("no enclave runs the job: {s}"));
+        let launcher = if victim == 0 {
+            p.launched.pid()
+        } else {
+            second.pid()
+        };
+        let pid = *children(launcher)
+            .iter()
+            .find(|k| {
+                std::fs::read_link(format!("/proc/{k}/exe"))
+                    .is_ok_and(|e| e.to_string_lossy().starts_with("/memfd:cloister-enclave"))
+            })
+            .expect("the enclave process");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let last = reader.next().await;
+        (last, victim)
+    });
+    match &failed {
+        Ok(Some(Message::Failed { code, reason })) => {
+            assert_eq!(code, "PROXY-ENCLAVE-LOST", "{reason}");
+            assert!(reason.contains("replay buffer"), "{reason}");
+        }
+        other => panic!("the committed job ended {other:?}"),
+    }
+    let s = status(&p);
+    assert_eq!(s["enclaves"][victim]["state"], "down", "{s}");
+    assert_eq!(sum(&s, "rerun"), 0, "{s}");
+    // The other enclave still serves, through the same proxy.
+    let (code, out, err) = p.submit(&["mask"], &[&sealed]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows(&out).len(), 30);
+}

@@ -433,3 +433,65 @@ async fn attempts(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(limit: usize) -> Input {
+        Input {
+            frames: VecDeque::new(),
+            first: 0,
+            held: 0,
+            output_held: 0,
+            written: 0,
+            pending: 0,
+            end: None,
+            committed: None,
+            limit,
+        }
+    }
+
+    fn push(i: &mut Input, n: usize) {
+        i.held += n;
+        i.pending += n;
+        i.frames.push_back(Arc::new(vec![0; n]));
+        i.check_limit();
+    }
+
+    #[test]
+    fn a_job_within_the_buffer_keeps_every_frame_for_a_re_run() {
+        let mut i = input(100);
+        push(&mut i, 40);
+        push(&mut i, 40);
+        i.written = 2;
+        i.pending = 0;
+        i.output_held = 20;
+        i.check_limit();
+        assert!(i.replayable(), "100 bytes held of 100");
+        i.start_attempt();
+        assert_eq!(
+            (i.written, i.pending, i.output_held, i.frames.len()),
+            (0, 80, 0, 2)
+        );
+    }
+
+    #[test]
+    fn past_the_buffer_the_job_is_committed_and_sent_frames_are_dropped() {
+        let mut i = input(100);
+        push(&mut i, 60);
+        i.written = 1;
+        i.pending = 0;
+        push(&mut i, 60);
+        assert!(!i.replayable());
+        assert!(i.committed.as_deref().unwrap().contains("100 bytes"));
+        // The sent frame is gone, the unsent one kept.
+        assert_eq!((i.first, i.frames.len(), i.held, i.pending), (1, 1, 60, 60));
+        // Results count too.
+        let mut j = input(100);
+        push(&mut j, 60);
+        j.output_held = 41;
+        j.check_limit();
+        assert!(!j.replayable());
+    }
+}
