@@ -49,12 +49,12 @@ pub(crate) async fn run(pool: Arc<Pool>, interval: Duration) {
                 pool.checked(i, result);
             }
         });
-        futures_join_all(probes).await;
+        all(probes).await;
     }
 }
 
 /// Runs the probes concurrently (one task each), waiting for all.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>)
+async fn all<F>(futures: impl Iterator<Item = F>)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

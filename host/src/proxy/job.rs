@@ -359,12 +359,17 @@ async fn attempts(
     let mut unreachable: Vec<usize> = Vec::new();
     let mut why_unreachable: Vec<String> = Vec::new();
     let mut attempt = 0u32;
+    // Why the last attempt was lost, if one was.
+    let mut lost: Option<String> = None;
     loop {
         let Some(lease) = pool.choose(&unreachable) else {
-            let why = format!(
+            let mut why = format!(
                 "no enclave could be reached: {}",
                 why_unreachable.join("; ")
             );
+            if let Some(lost) = &lost {
+                why = format!("{lost}; then {why}");
+            }
             fail(client, NO_ENCLAVE, why.clone()).await;
             return Err(why);
         };
@@ -429,6 +434,7 @@ async fn attempts(
                 }
                 pool.count(index, Outcome::Rerun);
                 eprintln!("cloister proxy: {why}; re-running the job on another enclave");
+                lost = Some(why);
             }
         }
     }
