@@ -299,7 +299,15 @@ async fn answer(
         };
         let last = match decode(&body) {
             Ok(Message::Progress { .. }) => {
-                // Counts only: forwarded now, ahead of any results still held.
+                // Counts only: forwarded now, ahead of any results still held (unless the job
+                // was committed meanwhile: then what was held goes first).
+                if !held.is_empty() && !lock(input).replayable() {
+                    for h in held.drain(..) {
+                        if let Err(e) = write_raw(client, &h).await {
+                            return Ended::ClientGone(e.to_string());
+                        }
+                    }
+                }
                 if let Err(e) = write_raw(client, &body).await {
                     return Ended::ClientGone(e.to_string());
                 }
