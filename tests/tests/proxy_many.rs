@@ -256,6 +256,23 @@ fn jobs_spread_over_three_enclaves_and_a_failed_job_is_not_rerun() {
     assert_eq!(sum(&s, "done"), 12, "{s}");
     assert_eq!(each(&s, "state"), ["up", "up", "up"], "{s}");
 
+    // Every enclave's health was checked, and passed.
+    assert!(
+        eventually(Duration::from_secs(30), || each(
+            &status(&p),
+            "last_check_ok"
+        )
+        .iter()
+        .all(|v| v == true)),
+        "health checks: {}",
+        status(&p)
+    );
+    // The status socket is the proxy's user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let socket = p.dir.path().join("proxy/status.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", socket.display());
+
     // The table for people names every enclave.
     let (code, table, err) = outcome(
         &Command::new(binary("cloister"))
