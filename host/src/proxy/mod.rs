@@ -1,4 +1,4 @@
-//! `cloister proxy`: the untrusted parent's two duties, over one or more enclaves.
+//! `cloister proxy`: the untrusted parent's duties, over one or more enclaves.
 //!
 //! - **Jobs**: accepts clients on a local address and sends each job to an enclave of the pool
 //!   ([`pool`]: the one with the fewest outstanding jobs among those up, ties round robin), each

@@ -163,14 +163,19 @@ fn table(doc: &Value) -> Result<String> {
             "{:<48} {:<5} {:>11} {:>8} {:>8} {:>8}  {}\n",
             clean(&e["address"]),
             clean(&e["state"]),
-            e["outstanding"],
-            e["done"],
-            e["failed"],
-            e["rerun"],
+            count(&e["outstanding"]),
+            count(&e["done"]),
+            count(&e["failed"]),
+            count(&e["rerun"]),
             check
         ));
     }
     Ok(out)
+}
+
+/// A count field ("?" if it is not a count).
+fn count(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "?".to_owned(), |n| n.to_string())
 }
 
 /// A string field without control characters (the document came over a socket).
@@ -205,6 +210,12 @@ mod tests {
         assert_eq!(doc["enclaves"][0]["last_check_ok"], Value::Null);
         let t = table(&doc).unwrap();
         assert!(t.contains("unix:///a.sock#5000"), "{t}");
+        // Counts are right-aligned in their columns.
+        let row = t.lines().nth(2).unwrap();
+        assert!(
+            row.contains("up              0        0        0        0  not yet"),
+            "{t}"
+        );
         assert!(t.contains("failed") && t.contains("refused?[2J"), "{t}");
         assert!(!t.contains('\u{1b}'));
         assert!(table(&json!({"x": 1})).is_err());
