@@ -109,7 +109,7 @@ impl Input {
             let Some(f) = self.frames.pop_front() else {
                 break;
             };
-            self.held -= f.len();
+            self.held = self.held.saturating_sub(f.len());
             self.first += 1;
         }
     }
@@ -255,7 +255,7 @@ async fn feed(w: &mut WriteHalf<Stream>, input: &Mutex<Input>, bell: &watch::Sen
                 }
                 let mut i = lock(input);
                 i.written += 1;
-                i.pending -= f.len();
+                i.pending = i.pending.saturating_sub(f.len());
                 if !i.replayable() {
                     i.drop_written();
                 }

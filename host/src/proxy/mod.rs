@@ -92,9 +92,10 @@ struct ProxyArgs {
     /// replay: most enclaves a job is sent to (1: never re-run).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
-    /// Seconds between health checks of each enclave (0: none).
-    #[arg(long, default_value_t = 2.0)]
-    health_interval: f64,
+    /// Seconds between health checks of each enclave (0: none) [default: 2 with several
+    /// enclaves, 0 with one, which has no other to choose].
+    #[arg(long)]
+    health_interval: Option<f64>,
 }
 
 /// A size: bytes, or a number with KiB, MiB or GiB.
@@ -179,11 +180,14 @@ async fn serve(args: ProxyArgs) -> Result<()> {
     if args.enclaves.is_empty() {
         bail!("give at least one --enclave");
     }
-    let health_interval = if args.health_interval == 0.0 {
+    let every = args
+        .health_interval
+        .unwrap_or(if args.enclaves.len() > 1 { 2.0 } else { 0.0 });
+    let health_interval = if every == 0.0 {
         None
     } else {
         Some(
-            Duration::try_from_secs_f64(args.health_interval)
+            Duration::try_from_secs_f64(every)
                 .ok()
                 .filter(|d| *d >= Duration::from_millis(10))
                 .ok_or_else(|| {
