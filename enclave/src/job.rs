@@ -12,6 +12,8 @@
 //!   through it. The enclave serves at most `operations.max_jobs` jobs at once (`ENC-BUSY`); a
 //!   connection has 10 s to send its `Job`, and a host that stops reading or writing is waited
 //!   for at most [`IO_TIMEOUT`].
+//! - A connection that starts with `Ping` (the proxy's health probe) is answered `Pong` and
+//!   closed: no slot, no job, nothing logged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -318,13 +320,22 @@ async fn send_rows<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Serves one job on `stream`, reaching the KMS as `cfg` says.
+/// What a connection was, once served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// A job, which ended `Done`.
+    Job,
+    /// A health probe, answered `Pong`.
+    Ping,
+}
+
+/// Serves one job (or health probe) on `stream`, reaching the KMS as `cfg` says.
 pub async fn serve(
     cfg: &KmsConfig,
     shared: &Shared,
     nsm: &dyn Nsm,
     stream: Stream,
-) -> Result<(), EnclaveError> {
+) -> Result<Served, EnclaveError> {
     serve_with(stream, shared, nsm, |access| {
         Ok(KeyRelease::new(
             kms_client(cfg, access)?,
@@ -341,7 +352,7 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
     shared: &Shared,
     nsm: &dyn Nsm,
     release: impl FnOnce(&KmsAccess) -> Result<KeyRelease, EnclaveError>,
-) -> Result<(), EnclaveError> {
+) -> Result<Served, EnclaveError> {
     let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r, IO_TIMEOUT);
     let mut writer = FrameWriter::new(w);
@@ -349,6 +360,11 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
         let first = tokio::time::timeout(JOB_TIMEOUT, reader.next())
             .await
             .map_err(|_| cloister_wire::WireError::Timeout(JOB_TIMEOUT))??;
+        if first == Some(Message::Ping) {
+            send(&mut writer, &Message::Pong).await?;
+            let _ = writer.shutdown().await;
+            return Ok(Served::Ping);
+        }
         // A slot is taken once a Job arrives: idle connections hold none.
         let _slot = shared
             .slots
@@ -409,7 +425,7 @@ async fn serve_with<S: AsyncRead + AsyncWrite>(
                         return Err(e);
                     }
                     send(&mut writer, &Message::Done { messages, records }).await?;
-                    return Ok(());
+                    return Ok(Served::Job);
                 }
                 Some(_) => return Err(EnclaveError::Protocol("unexpected message during a job")),
                 None => {
@@ -514,7 +530,7 @@ clear = ["country"]
     async fn run(
         behaviour: Behaviour,
         input: Vec<Message>,
-    ) -> (Result<(), EnclaveError>, Vec<Message>) {
+    ) -> (Result<Served, EnclaveError>, Vec<Message>) {
         let (result, out, _) = run_on(&shared(), behaviour, input).await;
         (result, out)
     }
@@ -524,7 +540,7 @@ clear = ["country"]
         shared: &Shared,
         behaviour: Behaviour,
         input: Vec<Message>,
-    ) -> (Result<(), EnclaveError>, Vec<Message>, usize) {
+    ) -> (Result<Served, EnclaveError>, Vec<Message>, usize) {
         let pcr0 = PcrValue::measure(b"this image");
         let (nsm, root) = testing::nsm(pcr0);
         let kms = FakeKms::new(root, pcr0, behaviour);
@@ -830,5 +846,21 @@ clear = ["country"]
         let (result, out) = run(Behaviour::Release, vec![job(None)]).await;
         assert!(result.is_err());
         assert!(!out.iter().any(|m| matches!(m, Message::Rows { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_ping_is_answered_pong_without_a_slot() {
+        // Both slots taken: a job would be ENC-BUSY, a probe is still answered.
+        let shared = shared();
+        let _held = shared
+            .slots
+            .clone()
+            .try_acquire_many_owned(shared.ops.max_jobs)
+            .unwrap();
+        let (result, out, decrypts) =
+            run_on(&shared, Behaviour::Release, vec![Message::Ping]).await;
+        assert_eq!(result.unwrap(), Served::Ping);
+        assert_eq!(out, vec![Message::Pong]);
+        assert_eq!(decrypts, 0);
     }
 }

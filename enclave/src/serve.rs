@@ -28,7 +28,8 @@ pub async fn serve_forever(
         let (kms, shared, nsm) = (kms.clone(), shared.clone(), nsm.clone());
         tokio::spawn(async move {
             match job::serve(&kms, &shared, nsm.as_ref(), stream).await {
-                Ok(()) => eprintln!("cloister-enclave: job done"),
+                Ok(job::Served::Job) => eprintln!("cloister-enclave: job done"),
+                Ok(job::Served::Ping) => {}
                 Err(e) => eprintln!(
                     "cloister-enclave: job failed: error[{}]: {}",
                     e.code(),

@@ -48,8 +48,10 @@ enum Command {
     /// The emulated NSM (launcher side).
     #[command(subcommand)]
     Nsm(nsm::NsmCommand),
-    /// Forward jobs to the enclave and relay its KMS traffic to the one allowed endpoint.
-    Proxy(proxy::ProxyArgs),
+    /// Forward jobs to one or more enclaves (least outstanding jobs first, health-checked, a
+    /// job whose enclave died re-run on another) and relay their KMS traffic to the one allowed
+    /// endpoint; `proxy status` shows a running proxy's enclaves.
+    Proxy(proxy::ProxyCommand),
     /// Submit sealed files for processing in the enclave; prints results as JSON lines.
     Submit(submit::SubmitArgs),
     /// Measure an enclave image and start it (microVM, or --process), with its emulated NSM.
@@ -151,7 +153,7 @@ fn main() -> ExitCode {
         Command::Attest(cmd) => attest::run(cmd),
         Command::DevPki(cmd) => dev_pki::run(cmd),
         Command::Nsm(cmd) => block_on(nsm::run(cmd)),
-        Command::Proxy(args) => block_on(proxy::run(args)),
+        Command::Proxy(cmd) => block_on(proxy::run(cmd)),
         Command::Submit(args) => block_on(submit::run(args)),
         Command::Run(args) => block_on(launcher::run(args)),
         Command::Ps(args) => launcher::ps(args).map_err(Failure::Input),

@@ -324,26 +324,47 @@ impl Pipeline {
 
     /// Stops the proxy if it runs, and starts a new one on the same addresses.
     pub fn restart_proxy(&mut self) {
+        let enclave = self.enclave_addr.clone();
+        self.restart_proxy_over(&[enclave.as_str()], &[]);
+    }
+
+    /// Stops the proxy if it runs, and starts a new one on the same job and relay addresses,
+    /// over `enclaves` (each an `--enclave`), with `extra` arguments.
+    pub fn restart_proxy_over(&mut self, enclaves: &[&str], extra: &[&str]) {
         drop(self.proxy_proc.take());
         let _ = std::fs::remove_file(self.dir.path().join("proxy/jobs.sock"));
         let _ = std::fs::remove_file(&self.relay_socket);
-        let proxy = spawn(
-            "cloister",
-            &[
-                "proxy",
-                "--listen",
-                &self.proxy_addr,
-                "--enclave",
-                &self.enclave_addr,
-                "--relay-listen",
-                &format!("unix://{}", self.relay_socket.display()),
-                "--kms-endpoint",
-                &self.kms_tls,
-            ],
-            "jobs on",
-        );
+        let relay = format!("unix://{}", self.relay_socket.display());
+        let mut args = vec!["proxy", "--listen", &self.proxy_addr];
+        for e in enclaves {
+            args.extend(["--enclave", e]);
+        }
+        args.extend(["--relay-listen", &relay, "--kms-endpoint", &self.kms_tls]);
+        args.extend_from_slice(extra);
+        let proxy = spawn("cloister", &args, "jobs on");
         self.proxy = proxy.1.clone();
         self.proxy_proc = Some(proxy);
+    }
+
+    /// Starts another enclave of the pipeline's image under `cloister run --process` (state in
+    /// `state_dir`), reaching the KMS through the proxy's relay; its `--enclave` address is
+    /// `launched.get("proxy")` without the flag.
+    pub fn launch_enclave(&self, state_dir: &Path) -> crate::launcher::Launched {
+        let p = |rel: &str| self.dir.path().join(rel);
+        crate::launcher::run(
+            &binary("cloister"),
+            state_dir,
+            &[
+                "--eif",
+                p("enclave.eif").to_str().unwrap(),
+                "--process",
+                "--dev-pki",
+                p("pki").to_str().unwrap(),
+                "--kms-relay",
+                self.relay_socket.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        )
     }
 
     /// Runs `cloister` with the pipeline's environment: exit code, stdout, stderr.

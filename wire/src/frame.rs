@@ -423,6 +423,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ping_and_pong_are_plain_variant_names() {
+        // What `scripts/fuzz` seeds the frame target with: frames of the same shape as every
+        // other message, so a peer older than them reads a malformed frame, nothing worse.
+        let ping = b"\x00\x00\x00\x0d\xa2\x61v\x02\x63msg\x64Ping";
+        assert_eq!(encode(&Message::Ping).unwrap(), ping);
+        let pong = encode(&Message::Pong).unwrap();
+        assert_eq!(decode(&pong[4..]).unwrap(), Message::Pong);
+        assert_eq!(pong[..13], ping[..13]);
+    }
+
     #[tokio::test]
     async fn a_silent_peer_times_out() {
         let (_a, b) = tokio::io::duplex(64);

@@ -4,6 +4,9 @@
 //! `EndOfInput`; enclave → results as they are produced (`Rows` of JSON text, `Resealed`
 //! messages) and `Progress` (counts only), then `Done` or `Failed`. A message that fails
 //! authentication or holds a bad record yields `MessageFailed` naming it, and nothing from it.
+//! A connection may instead start with `Ping` (the proxy's health probe): the enclave answers
+//! `Pong` and closes, without taking a job slot. An enclave older than `Ping` answers it
+//! `Failed` (a malformed frame to it), which still proves it serves.
 //! What each operation may read and emit is not in these messages: it is the enclave's measured
 //! disclosure policy, which refuses a job asking for more before any record is decrypted.
 
@@ -158,6 +161,10 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// Host → enclave, instead of a `Job`: a health probe.
+    Ping,
+    /// Enclave → host: the answer to `Ping`.
+    Pong,
 }
 
 #[cfg(test)]
