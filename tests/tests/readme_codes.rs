@@ -7,7 +7,15 @@ use std::collections::BTreeSet;
 
 /// The CLI's own codes (the `cloister` binary: `Failure::Input`, the fallback of `code_of`, and
 /// `submit`'s stand-in for an enclave failure without a readable code).
-const CLI_CODES: &[&str] = &["CLI-INPUT", "CLI-FAILED", "ENC-UNKNOWN", "CLI-INCOMPLETE"];
+const CLI_CODES: &[&str] = &[
+    "CLI-INPUT",
+    "CLI-FAILED",
+    "ENC-UNKNOWN",
+    "CLI-INCOMPLETE",
+    "PROXY-NO-ENCLAVE",
+    "PROXY-ENCLAVE-LOST",
+    "PROXY-BAD-INPUT",
+];
 
 fn produced() -> BTreeSet<String> {
     [
