@@ -59,6 +59,13 @@ impl Cluster {
         kms_bin().cli(&self.dir(node), &all)
     }
 
+    /// `audit verify` of the shared log, run from `node`'s data directory (not checked).
+    fn audit_verify(&self, node: &str) -> std::process::Output {
+        let mut args = vec!["audit", "verify"];
+        args.extend(self.store_args());
+        kms_bin().run(&self.dir(node), &args)
+    }
+
     fn admin(&self) -> Credentials {
         credentials_from(&self.cli("a", &["credentials"]))
     }
@@ -236,17 +243,7 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
     ] {
         assert!(ops.contains(&op), "{op} not audited: {ops:?}");
     }
-    let verified = kms_bin().run(
-        &cluster.dir("b"),
-        &[
-            "audit",
-            "verify",
-            "--store",
-            &cluster.url,
-            "--root-key",
-            cluster.root_key.to_str().unwrap(),
-        ],
-    );
+    let verified = cluster.audit_verify("b");
     let out = String::from_utf8_lossy(&verified.stdout);
     assert!(
         verified.status.success(),
@@ -300,17 +297,7 @@ async fn a_node_killed_under_load_loses_no_answered_write() {
     // B goes on serving and its keys work; the log is intact.
     encrypt(&kb, &answered[0]).await.unwrap();
     drop(b);
-    let verified = kms_bin().run(
-        &cluster.dir("b"),
-        &[
-            "audit",
-            "verify",
-            "--store",
-            &cluster.url,
-            "--root-key",
-            cluster.root_key.to_str().unwrap(),
-        ],
-    );
+    let verified = cluster.audit_verify("b");
     assert!(
         verified.status.success(),
         "{}{}",
@@ -511,19 +498,7 @@ async fn an_audit_entry_rewritten_in_postgres_is_caught_by_verify() {
             .unwrap();
     }
     drop((a, b));
-    let verify = || {
-        kms_bin().run(
-            &cluster.dir("a"),
-            &[
-                "audit",
-                "verify",
-                "--store",
-                &cluster.url,
-                "--root-key",
-                cluster.root_key.to_str().unwrap(),
-            ],
-        )
-    };
+    let verify = || cluster.audit_verify("a");
     assert!(verify().status.success());
     // Whoever administers the database hides that the key was made: the entry is rewritten in
     // place (its chain and leaf hashes no longer match it).

@@ -502,15 +502,6 @@ impl Sql for PgConn {
         })
     }
 
-    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        let mut out = Vec::new();
-        self.query_each(sql, params, &mut |r| {
-            out.push(r);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     fn query_each(
         &self,
         sql: &str,

@@ -126,9 +126,6 @@ pub(crate) trait Sql: Send {
     /// Runs one statement; how many rows it changed.
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
 
-    /// Runs one query; every row it returns.
-    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
-
     /// Runs one query, handing each row to `each` as it is read (for the audit log, which may
     /// not fit in memory); stops at the first error `each` returns.
     fn query_each(
@@ -137,6 +134,16 @@ pub(crate) trait Sql: Send {
         params: &[Value],
         each: &mut dyn FnMut(Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Runs one query; every row it returns.
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let mut out = Vec::new();
+        self.query_each(sql, params, &mut |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
 
     /// Runs statements without parameters, separated by `;` (DDL, `BEGIN`, `COMMIT`).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;

@@ -29,15 +29,6 @@ impl Sql for Connection {
         Ok(n as u64)
     }
 
-    fn query(&self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
-        let mut out = Vec::new();
-        self.query_each(sql, p, &mut |r| {
-            out.push(r);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     fn query_each(
         &self,
         sql: &str,
