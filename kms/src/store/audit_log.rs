@@ -585,7 +585,17 @@ pub(crate) struct LogHead {
     hash: String,
     /// The Merkle tree over every entry.
     frontier: Frontier,
+    /// Entries appended in the writer's open transaction and not yet inserted: the batch
+    /// inserts them together before it commits ([`LogHead::flush`]), one statement per
+    /// [`FLUSH_ROWS`] entries instead of one each (a round trip each on PostgreSQL).
+    pending: Vec<PendingEntry>,
 }
+
+/// An audit row waiting for [`LogHead::flush`]: seq, entry, prev_hash, hash, leaf_hash.
+type PendingEntry = (i64, String, String, String, Hash);
+
+/// Most entries inserted by one statement (5 parameters each).
+const FLUSH_ROWS: usize = 128;
 
 impl LogHead {
     /// The log as stored: the chain's head, and the tree from the stored frontier (if it matches
@@ -640,6 +650,7 @@ impl LogHead {
             seq,
             hash,
             frontier,
+            pending: Vec::new(),
         })
     }
 
@@ -674,25 +685,56 @@ impl LogHead {
         Ok(())
     }
 
-    /// Appends `entry` after this head inside `tx`, and moves the head to it.
-    pub(super) fn append(&mut self, tx: &dyn Sql, entry: &AuditEntry) -> Result<()> {
+    /// Appends `entry` after this head and moves the head to it; the row is inserted by the
+    /// next [`LogHead::flush`], in the same transaction.
+    pub(super) fn append(&mut self, entry: &AuditEntry) -> Result<()> {
         let json = serde_json::to_string(entry).map_err(StoreError::from)?;
         let hash = audit::chain_hash(&self.hash, &json);
         let leaf = merkle::leaf_hash(json.as_bytes());
         let seq = self.seq + 1;
-        tx.execute(
-            "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            &[
-                int(seq),
-                text(json),
-                text(self.hash.as_str()),
-                text(hash.as_str()),
-                Value::Blob(leaf.to_vec()),
-            ],
-        )?;
+        let prev = std::mem::replace(&mut self.hash, hash.clone());
+        self.pending.push((seq, json, prev, hash, leaf));
         self.seq = seq;
-        self.hash = hash;
         self.frontier.push(leaf);
+        Ok(())
+    }
+
+    /// Inserts the entries appended since the last flush, inside `tx` (before it commits, and
+    /// before a tree head of them is signed).
+    pub(super) fn flush(&mut self, tx: &dyn Sql) -> Result<()> {
+        for chunk in self.pending.chunks(FLUSH_ROWS) {
+            let slots: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 5;
+                    format!(
+                        "(?{}, ?{}, ?{}, ?{}, ?{})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let mut params = Vec::with_capacity(chunk.len() * 5);
+            for (seq, json, prev, hash, leaf) in chunk {
+                params.extend([
+                    int(*seq),
+                    text(json.as_str()),
+                    text(prev.as_str()),
+                    text(hash.as_str()),
+                    Value::Blob(leaf.to_vec()),
+                ]);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash) VALUES {}",
+                    slots.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        self.pending.clear();
         Ok(())
     }
 }

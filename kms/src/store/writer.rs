@@ -273,7 +273,7 @@ impl Writer {
         let (done, wait) = oneshot::channel::<Result<()>>();
         let job: Job = Box::new(move |tx, head| {
             let outcome = match tx {
-                Some(tx) => head.append(tx, &entry),
+                Some(_) => head.append(&entry),
                 None => Ok(()),
             };
             Box::new(move |committed: Result<(), StoreError>| {
@@ -290,7 +290,7 @@ impl Writer {
     /// too; a failure to commit it is logged.
     pub(crate) fn queue_audit(&self, entry: AuditEntry) -> Result<()> {
         self.submit(
-            move |tx, head| head.append(tx, &entry),
+            move |_, head| head.append(&entry),
             |committed: Result<()>| {
                 if let Err(e) = committed {
                     tracing::error!("store: a queued audit entry was not written: {e}");
@@ -366,6 +366,15 @@ impl Writer {
     }
 }
 
+/// What a batch's waiters are told when the batch could not run: the store's error as it is,
+/// anything else as the store being unavailable (nothing of the batch was written).
+fn as_store_error(e: KmsError) -> StoreError {
+    match e {
+        KmsError::Store(e) => e,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
 /// Runs `batch` in one transaction, signing a tree head in it when one is due (or, with
 /// `final_head`, whenever entries are unsigned); an empty batch with no head to sign does nothing.
 fn run_batch(
@@ -415,16 +424,24 @@ fn run_batch(
             let _ = conn.batch("ROLLBACK");
             *head = before;
             heads.reset(signed_before);
-            let e = match e {
-                KmsError::Store(e) => e,
-                other => StoreError::Unavailable(other.to_string()),
-            };
-            refuse(batch, head, e);
+            refuse(batch, head, as_store_error(e));
             return;
         }
     }
     let start = shared.map(Generation::known);
     let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(Some(conn), head)).collect();
+    if let Err(e) = head.flush(conn) {
+        // The batch's entries cannot be stored: none of its writes may be answered as done.
+        tracing::error!("store: cannot insert the batch's audit entries: {e}");
+        let _ = conn.batch("ROLLBACK");
+        *head = before;
+        heads.reset(signed_before);
+        let e = as_store_error(e);
+        for d in delivers {
+            d(Err(e.clone()));
+        }
+        return;
+    }
     if signs(head, heads) {
         // In its own savepoint: a head that cannot be stored must not fail the batch's jobs.
         let signed = sql::savepoint(conn, |sp| heads.sign(sp, head));
