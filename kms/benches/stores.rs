@@ -12,28 +12,18 @@
 //! `cargo bench -p cloister-kms --bench stores`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
+use common::{Proc, WORKERS, client, load};
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use cloister_kms_client::{KmsClient, Retry};
 use cloister_sigv4::Credentials;
 use cloister_tests::pg::PgCluster;
-use serde_json::{Value, json};
+use serde_json::json;
 use zeroize::Zeroizing;
-
-const WORKERS: usize = 32;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cloister-kms")
@@ -96,52 +86,6 @@ fn serve(dir: &Path, root_key: &Path, store: Option<&str>) -> (Proc, String) {
         .expect("cloister-kms did not start");
     std::thread::spawn(move || lines.for_each(drop));
     (Proc(child), addr)
-}
-
-fn client(addr: &str, creds: &Credentials) -> KmsClient {
-    KmsClient::http(&format!("http://{addr}"), "us-east-1", creds.clone())
-        .unwrap()
-        .with_retry(Retry {
-            attempts: 1,
-            ..Retry::default()
-        })
-}
-
-/// `WORKERS` clients, spread over `addrs`, calling `op` with `input` for `secs`: (requests/s,
-/// errors).
-async fn load(
-    addrs: &[String],
-    creds: &Credentials,
-    op: &'static str,
-    input: &Value,
-    secs: f64,
-) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for w in 0..WORKERS {
-        let c = client(&addrs[w % addrs.len()], creds);
-        let (done, errors, input) = (done.clone(), errors.clone(), input.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                let counter = if c.call(op, &input).await.is_ok() {
-                    &done
-                } else {
-                    &errors
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (
-        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-        errors.load(Ordering::Relaxed),
-    )
 }
 
 /// One configuration's figures: GenerateDataKey and Decrypt of its data key, per second.

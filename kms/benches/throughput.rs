@@ -11,30 +11,22 @@
 //! Run: `scripts/bench-kms` (installs moto_server in the project venv, then runs this).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
+use common::{Proc, WORKERS, client, load};
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use cloister_attestation::dev_signer::{DevPki, DocumentRequest};
 use cloister_attestation::{PcrIndex, PcrValue, Pcrs, Timestamp};
-use cloister_kms_client::{KmsClient, Retry, b64};
+use cloister_kms_client::{KmsClient, b64};
 use cloister_sigv4::Credentials;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
-
-const WORKERS: usize = 32;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_cloister(
     dir: &std::path::Path,
@@ -107,51 +99,6 @@ fn start_moto() -> Option<(Proc, String)> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
-}
-
-fn client(addr: &str, creds: &Credentials) -> KmsClient {
-    KmsClient::http(&format!("http://{addr}"), "us-east-1", creds.clone())
-        .unwrap()
-        .with_retry(Retry {
-            attempts: 1,
-            ..Retry::default()
-        })
-}
-
-/// Runs `WORKERS` clients calling `op` with `input` for `secs`; returns (requests/s, errors).
-async fn load(
-    addr: &str,
-    creds: &Credentials,
-    op: &'static str,
-    input: &Value,
-    secs: f64,
-) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..WORKERS {
-        let c = client(addr, creds);
-        let (done, errors, input) = (done.clone(), errors.clone(), input.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                let counter = if c.call(op, &input).await.is_ok() {
-                    &done
-                } else {
-                    &errors
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (
-        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-        errors.load(Ordering::Relaxed),
-    )
 }
 
 /// `op` with `input`, retried briefly: a server may accept connections a moment before it
@@ -233,11 +180,25 @@ fn main() {
         att["Recipient"] =
             json!({"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": doc});
         let ours = [
-            load(&addr, &creds, "GenerateDataKey", &gdk, secs).await,
-            load(&addr, &creds, "Decrypt", &dec, secs).await,
-            load(&addr, &creds, "Sign", &sign, secs).await,
-            load(&addr, &creds, "Decrypt", &att, secs).await,
-            load(&addr, &creds, "GenerateMac", &mac, secs).await,
+            load(
+                std::slice::from_ref(&addr),
+                &creds,
+                "GenerateDataKey",
+                &gdk,
+                secs,
+            )
+            .await,
+            load(std::slice::from_ref(&addr), &creds, "Decrypt", &dec, secs).await,
+            load(std::slice::from_ref(&addr), &creds, "Sign", &sign, secs).await,
+            load(std::slice::from_ref(&addr), &creds, "Decrypt", &att, secs).await,
+            load(
+                std::slice::from_ref(&addr),
+                &creds,
+                "GenerateMac",
+                &mac,
+                secs,
+            )
+            .await,
         ];
         let moto = match start_moto() {
             None => None,
@@ -246,10 +207,31 @@ fn main() {
                 let m_sign = sign_input(&client(&maddr, &creds)).await;
                 let m_mac = mac_request(&client(&maddr, &creds)).await;
                 Some([
-                    load(&maddr, &creds, "GenerateDataKey", &m_gdk, secs).await,
-                    load(&maddr, &creds, "Decrypt", &m_dec, secs).await,
-                    load(&maddr, &creds, "Sign", &m_sign, secs).await,
-                    load(&maddr, &creds, "GenerateMac", &m_mac, secs).await,
+                    load(
+                        std::slice::from_ref(&maddr),
+                        &creds,
+                        "GenerateDataKey",
+                        &m_gdk,
+                        secs,
+                    )
+                    .await,
+                    load(
+                        std::slice::from_ref(&maddr),
+                        &creds,
+                        "Decrypt",
+                        &m_dec,
+                        secs,
+                    )
+                    .await,
+                    load(std::slice::from_ref(&maddr), &creds, "Sign", &m_sign, secs).await,
+                    load(
+                        std::slice::from_ref(&maddr),
+                        &creds,
+                        "GenerateMac",
+                        &m_mac,
+                        secs,
+                    )
+                    .await,
                 ])
             }
         };
