@@ -52,8 +52,31 @@ struct StoreArgs {
     /// [?sslmode=verify-full&sslrootcert=<PEM>]. Default: the SQLite file in the data
     /// directory. Nodes sharing one PostgreSQL database are one KMS: give each its own data
     /// directory and the same root key.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = StoreUrlParser)]
     store: Option<StoreUrl>,
+}
+
+/// `--store`'s parser. Clap's own error for a refused value repeats the value, and a URL may
+/// hold the database password: this one says only why (the URL shown with the password
+/// replaced by `***`).
+#[derive(Debug, Clone, Copy)]
+struct StoreUrlParser;
+
+impl clap::builder::TypedValueParser for StoreUrlParser {
+    type Value = StoreUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreUrl, clap::Error> {
+        let refused = |why: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why);
+        let s = value
+            .to_str()
+            .ok_or_else(|| refused("--store: the URL is not UTF-8\n".into()))?;
+        StoreUrl::parse(s).map_err(|e| refused(format!("{e}\n")))
+    }
 }
 
 impl StoreArgs {
@@ -197,7 +220,7 @@ enum PolicyCommand {
         #[arg(long, value_name = "FILE", requires = "data_dir")]
         root_key: Option<PathBuf>,
         /// The store, for --key-id (as `serve --store`). Default: the data directory's.
-        #[arg(long, value_name = "URL", requires = "data_dir")]
+        #[arg(long, value_name = "URL", requires = "data_dir", value_parser = StoreUrlParser)]
         store: Option<StoreUrl>,
         /// Print JSON instead of text.
         #[arg(long)]
