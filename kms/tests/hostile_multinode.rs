@@ -433,6 +433,8 @@ async fn a_node_with_another_root_key_is_refused_and_changes_nothing() {
 fn the_store_password_never_shows_in_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     for url in [
+        // The plain case: clap's own error repeated the refused value.
+        "postgres://kms:s3cret@db.example.com/kms",
         "postgres://kms:Pw/s3cret@db.example.com/kms",
         "postgres://kms:Pw?s3cret@db.example.com/kms",
         "postgresql://kms:Pw/s3cret@db.example.com:5432/kms?sslmode=require",
@@ -482,4 +484,108 @@ async fn a_running_nodes_log_never_holds_the_store_password() {
     pg.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!node.log().contains("s3cret"), "{}", node.log());
+}
+
+/// (b) The administrator appends an entry of their own to the audit log (well chained: the
+/// chain and leaf hashes need no secret) while the nodes run. A node follows "the entries other
+/// nodes committed" and signs tree heads over it, so the forged entry would pass `audit verify`
+/// with the owner's pinned key and a checkpoint taken before: it must be caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "HOLE (open): audit entries carry no MAC, so a node's catch-up cannot tell an \
+            entry another node wrote from one the database's administrator inserted; the fix \
+            (a root-key MAC per entry, checked by catch-up and audit verify) is a schema change \
+            left to the lead. Run with --ignored to see it fail."]
+async fn an_audit_entry_appended_in_postgres_is_not_signed_into_the_log() {
+    let pg = PgCluster::start();
+    let c = Cluster::new(&pg, "audit_forge");
+    let admin = c.admin();
+    let (mut a, mut b) = (c.start("a"), c.start("b"));
+    let (ka, kb) = (once(a.client(admin.clone())), once(b.client(admin.clone())));
+    let key = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
+    encrypt(&kb, &key).await.unwrap();
+    let pem = c.tmp.path().join("audit.pem");
+    std::fs::write(&pem, c.cli("a", &["audit", "public-key"])).unwrap();
+    let checkpoint = c.tmp.path().join("checkpoint.json");
+    std::fs::write(&checkpoint, c.cli("a", &["audit", "checkpoint"])).unwrap();
+    // The forged entry: the last one, made to say the key was scheduled for deletion.
+    psql(
+        &c.url,
+        "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash)
+         SELECT seq + 1, e, hash,
+                encode(sha256(convert_to(hash || E'\\n' || e, 'UTF8')), 'hex'),
+                sha256('\\x00'::bytea || convert_to(e, 'UTF8'))
+         FROM (SELECT seq, hash, replace(entry, '\"Encrypt\"', '\"ScheduleKeyDeletion\"') AS e
+               FROM audit ORDER BY seq DESC LIMIT 1) t",
+    );
+    // The nodes go on (each may refuse a request: that is a denial of service, acceptable).
+    for kms in [&ka, &kb, &ka, &kb] {
+        let _ = encrypt(kms, &key).await;
+    }
+    a.terminate(Duration::from_secs(30));
+    b.terminate(Duration::from_secs(30));
+    let (ok, report) = c.verify(&[
+        "--public-key",
+        pem.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok,
+        "an entry no node wrote is in the log under a head a node signed: {report}"
+    );
+}
+
+/// (b) Hostile contents in the coordination and log tables (a wrong type, a gap in the log's
+/// sequence): requests are refused (a denial of service), no node crashes, and service comes
+/// back once the rows are put right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_rows_in_the_shared_tables_refuse_service_and_crash_nothing() {
+    let pg = PgCluster::start();
+    let c = Cluster::new(&pg, "hostile_rows");
+    let admin = c.admin();
+    let (mut a, mut b) = (c.start("a"), c.start("b"));
+    let (ka, kb) = (once(a.client(admin.clone())), once(b.client(admin.clone())));
+    let key = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
+    // A far entry: every node's next transaction finds a gap and writes nothing.
+    psql(
+        &c.url,
+        "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash)
+         SELECT max(seq) + 10, 'not json', 'x', 'y', NULL FROM audit",
+    );
+    assert!(
+        encrypt(&kb, &key).await.is_err(),
+        "answered without its audit entry"
+    );
+    assert!(ka.call("DisableKey", &json!({"KeyId": key})).await.is_err());
+    psql(&c.url, "DELETE FROM audit WHERE entry = 'not json'");
+    encrypt(&kb, &key).await.unwrap();
+    // The node table with a wrong type: the heartbeat fails, nothing else.
+    psql(
+        &c.url,
+        "ALTER TABLE kms_nodes ALTER COLUMN seen_ms TYPE text USING seen_ms::text",
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    encrypt(&ka, &key).await.unwrap();
+    encrypt(&kb, &key).await.unwrap();
+    assert!(a.child.try_wait().unwrap().is_none(), "{}", a.log());
+    assert!(b.child.try_wait().unwrap().is_none(), "{}", b.log());
+    // The key's row with NULL where a value is expected: refused (integrity), others served.
+    let other = key_id(&kb.call("CreateKey", &json!({})).await.unwrap());
+    psql(
+        &c.url,
+        &format!(
+            "ALTER TABLE keys ALTER COLUMN policy DROP NOT NULL; UPDATE keys SET policy = NULL WHERE key_id = '{key}'"
+        ),
+    );
+    // Another change makes the nodes reload what is stored.
+    kb.call(
+        "TagResource",
+        &json!({"KeyId": other, "Tags": [{"TagKey": "k", "TagValue": "v"}]}),
+    )
+    .await
+    .unwrap();
+    let refused = encrypt(&ka, &key).await.unwrap_err();
+    assert!(format!("{refused}").contains("KMS-"), "{refused}");
+    encrypt(&ka, &other).await.unwrap();
+    assert!(a.child.try_wait().unwrap().is_none(), "{}", a.log());
 }
