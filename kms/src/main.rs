@@ -99,6 +99,14 @@ impl StoreArgs {
         Ok(Store::open_existing(self.store.as_ref(), &self.data_dir)?)
     }
 
+    /// A shared store's root key (its audit entries carry MACs under it), else none.
+    fn shared_root(&self) -> Result<Option<cloister_kms::RootKey>> {
+        if matches!(self.store, Some(StoreUrl::Postgres(_))) {
+            return Ok(Some(self.root_key().load()?));
+        }
+        Ok(None)
+    }
+
     /// The tree-head signing key: a shared store's (in the database), else the data
     /// directory's (created on first use); opened under the root key.
     fn signer(&self, store: &Store) -> Result<TreeSigner> {
@@ -608,7 +616,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 None => None,
             };
             let checkpoint = checkpoint.map(|p| read_checkpoint(&p)).transpose()?;
-            match store.verify_audit(key.as_ref(), checkpoint.as_ref())? {
+            match store.verify_audit(
+                key.as_ref(),
+                checkpoint.as_ref(),
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => {
                     println!("audit log intact: {s}");
                     Ok(ExitCode::SUCCESS)
@@ -624,7 +636,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Checkpoint { store: args } => {
             let store = args.open_existing()?;
             let signer = args.signer(&store)?;
-            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+            let s = match store.verify_audit(
+                Some(signer.public_key()),
+                None,
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
             };
@@ -638,7 +654,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         } => {
             let store = args.open_existing()?;
             let signer = args.signer(&store)?;
-            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+            let s = match store.verify_audit(
+                Some(signer.public_key()),
+                None,
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
             };

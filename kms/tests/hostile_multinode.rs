@@ -491,10 +491,6 @@ async fn a_running_nodes_log_never_holds_the_store_password() {
 /// nodes committed" and signs tree heads over it, so the forged entry would pass `audit verify`
 /// with the owner's pinned key and a checkpoint taken before: it must be caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE (open): audit entries carry no MAC, so a node's catch-up cannot tell an \
-            entry another node wrote from one the database's administrator inserted; the fix \
-            (a root-key MAC per entry, checked by catch-up and audit verify) is a schema change \
-            left to the lead. Run with --ignored to see it fail."]
 async fn an_audit_entry_appended_in_postgres_is_not_signed_into_the_log() {
     let pg = PgCluster::start();
     let c = Cluster::new(&pg, "audit_forge");
@@ -533,6 +529,31 @@ async fn an_audit_entry_appended_in_postgres_is_not_signed_into_the_log() {
         !ok,
         "an entry no node wrote is in the log under a head a node signed: {report}"
     );
+    assert!(report.contains("MAC"), "{report}");
+    // The nodes did not follow it: while it is there they do not start over it (a denial of
+    // service, visible); once it is gone they serve again.
+    let out = kms_bin().run(
+        &c.dir("a"),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &c.url,
+            "--root-key",
+            c.root_key.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success(), "a node started over a forged entry");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MAC"), "{err}");
+    psql(
+        &c.url,
+        "DELETE FROM audit WHERE entry LIKE '%ScheduleKeyDeletion%'",
+    );
+    let (a, b) = (c.start("a"), c.start("b"));
+    encrypt(&once(a.client(admin.clone())), &key).await.unwrap();
+    encrypt(&once(b.client(admin.clone())), &key).await.unwrap();
 }
 
 /// (b) Hostile contents in the coordination and log tables (a wrong type, a gap in the log's
