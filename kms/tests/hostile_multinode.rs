@@ -424,6 +424,45 @@ async fn a_node_with_another_root_key_is_refused_and_changes_nothing() {
         assert!(err.contains("root key"), "{err}");
     }
     assert_eq!(count(), before, "a refused node wrote to the database");
+    // The database's administrator deletes the root key check first: a node with another key
+    // must still not write its own check over a store sealed under the first.
+    psql(
+        &cluster.url,
+        "DELETE FROM meta WHERE name = 'root-key-check'",
+    );
+    // The other key exists (a second deployment made it).
+    let second = pg.create_database("rootkey_second");
+    kms_bin().cli(
+        &other.path().join("second"),
+        &[
+            "credentials",
+            "--store",
+            &second,
+            "--root-key",
+            other_key.to_str().unwrap(),
+        ],
+    );
+    assert!(other_key.exists());
+    let out = std::process::Command::new(kms_bin().path())
+        .args(["credentials", "--store", cluster.url.as_str(), "--root-key"])
+        .arg(&other_key)
+        .arg("--data-dir")
+        .arg(other.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a node with another root key took over a store whose check was deleted: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        psql(
+            &cluster.url,
+            "SELECT count(*) FROM meta WHERE name = 'root-key-check'"
+        ),
+        "0"
+    );
 }
 
 /// (c) The password in `--store` never shows in what the node prints: URLs whose password holds
