@@ -649,3 +649,65 @@ async fn hostile_rows_in_the_shared_tables_refuse_service_and_crash_nothing() {
     encrypt(&ka, &other).await.unwrap();
     assert!(a.child.try_wait().unwrap().is_none(), "{}", a.log());
 }
+
+/// (a) A grant revoked on A while its grantee uses it on B, many rounds: no Encrypt the
+/// grantee sends to B after A answered RevokeGrant succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_request_sent_after_a_revoke_was_answered_succeeds_on_the_other_node() {
+    const GRANTEE: &str = "arn:aws:iam::111122223333:role/grantee";
+    let pg = PgCluster::start();
+    let cluster = Cluster::new(&pg, "race_revoke");
+    let admin = cluster.admin();
+    let grantee = credentials_from(&cluster.cli("a", &["principal", "add", "--arn", GRANTEE]));
+    let (a, b) = (cluster.start("a"), cluster.start("b"));
+    let ka = once(a.client(admin.clone()));
+    let gb = std::sync::Arc::new(once(b.client(grantee)));
+    // The key's policy names only the admin: the grantee's Encrypt rests on the grant alone.
+    let key = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
+    for round in 0..10 {
+        let grant = ka
+            .call(
+                "CreateGrant",
+                &json!({"KeyId": key, "GranteePrincipal": GRANTEE, "Operations": ["Encrypt"]}),
+            )
+            .await
+            .unwrap()["GrantId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        encrypt(&gb, &key).await.unwrap();
+        let answered: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+        let mut hammers = Vec::new();
+        for _ in 0..6 {
+            let (gb, key, answered) = (gb.clone(), key.clone(), answered.clone());
+            hammers.push(tokio::spawn(async move {
+                let mut late = 0;
+                for _ in 0..30 {
+                    let sent = Instant::now();
+                    let after = answered.lock().unwrap().is_some_and(|t| sent > t);
+                    match encrypt(&gb, &key).await {
+                        Ok(_) if after => late += 1,
+                        Ok(_) => {}
+                        Err(e) => assert_eq!(error_name(&e), "AccessDeniedException", "{e}"),
+                    }
+                }
+                late
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5 * (round % 4))).await;
+        ka.call("RevokeGrant", &json!({"KeyId": key, "GrantId": grant}))
+            .await
+            .unwrap();
+        *answered.lock().unwrap() = Some(Instant::now());
+        let mut late = 0;
+        for h in hammers {
+            late += h.await.unwrap();
+        }
+        assert_eq!(
+            late, 0,
+            "round {round}: {late} Encrypts after the revoke succeeded"
+        );
+        let e = encrypt(&gb, &key).await.unwrap_err();
+        assert_eq!(error_name(&e), "AccessDeniedException", "{e}");
+    }
+}
