@@ -711,3 +711,21 @@ async fn no_request_sent_after_a_revoke_was_answered_succeeds_on_the_other_node(
         assert_eq!(error_name(&e), "AccessDeniedException", "{e}");
     }
 }
+
+/// (c) An operator names the database `localhost` but gives `hostaddr=` a remote address (where
+/// the driver really connects): the plain default for loopback must not apply.
+#[test]
+fn a_remote_hostaddr_is_not_spoken_to_in_the_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kms_bin().run(
+        &tmp.path().join("d"),
+        &[
+            "credentials",
+            "--store",
+            "postgres://kms@localhost:1/kms?hostaddr=192.0.2.1&connect_timeout=1",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not on this machine"), "{err}");
+}

@@ -268,10 +268,12 @@ fn parse_postgres(s: &str) -> Result<PgTarget, SetupError> {
             "{redacted}: no database name (postgres://user@host/DBNAME)"
         )));
     }
+    // `hostaddr=` is where the driver connects (the host name only names it): both must be
+    // local for the plain default.
     let local = config.get_hosts().iter().all(|h| match h {
         tokio_postgres::config::Host::Tcp(name) => is_loopback(name),
         tokio_postgres::config::Host::Unix(_) => true,
-    });
+    }) && config.get_hostaddrs().iter().all(IpAddr::is_loopback);
     let tls = match sslmode.as_deref() {
         Some("disable") => PgTls::Disable,
         None if local => PgTls::Disable,
@@ -433,5 +435,12 @@ mod tests {
             "postgres://kms:***@db:5/kms?sslmode=disable"
         );
         assert_eq!(redact("postgres://db/kms"), "postgres://db/kms");
+    }
+
+    #[test]
+    fn a_remote_hostaddr_behind_a_loopback_host_name_needs_verified_tls() {
+        let e = err("postgres://kms@localhost/kms?hostaddr=203.0.113.5");
+        assert!(e.contains("not on this machine"), "{e}");
+        assert!(StoreUrl::parse("postgres://kms@localhost/kms?hostaddr=127.0.0.1").is_ok());
     }
 }
