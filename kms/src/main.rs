@@ -52,8 +52,31 @@ struct StoreArgs {
     /// [?sslmode=verify-full&sslrootcert=<PEM>]. Default: the SQLite file in the data
     /// directory. Nodes sharing one PostgreSQL database are one KMS: give each its own data
     /// directory and the same root key.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = StoreUrlParser)]
     store: Option<StoreUrl>,
+}
+
+/// `--store`'s parser. Clap's own error for a refused value repeats the value, and a URL may
+/// hold the database password: this one says only why (the URL shown with the password
+/// replaced by `***`).
+#[derive(Debug, Clone, Copy)]
+struct StoreUrlParser;
+
+impl clap::builder::TypedValueParser for StoreUrlParser {
+    type Value = StoreUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreUrl, clap::Error> {
+        let refused = |why: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why);
+        let s = value
+            .to_str()
+            .ok_or_else(|| refused("--store: the URL is not UTF-8\n".into()))?;
+        StoreUrl::parse(s).map_err(|e| refused(format!("{e}\n")))
+    }
 }
 
 impl StoreArgs {
@@ -74,6 +97,14 @@ impl StoreArgs {
     /// Opens the existing store for reading.
     fn open_existing(&self) -> Result<Store> {
         Ok(Store::open_existing(self.store.as_ref(), &self.data_dir)?)
+    }
+
+    /// A shared store's root key (its audit entries carry MACs under it), else none.
+    fn shared_root(&self) -> Result<Option<cloister_kms::RootKey>> {
+        if matches!(self.store, Some(StoreUrl::Postgres(_))) {
+            return Ok(Some(self.root_key().load()?));
+        }
+        Ok(None)
     }
 
     /// The tree-head signing key: a shared store's (in the database), else the data
@@ -197,7 +228,7 @@ enum PolicyCommand {
         #[arg(long, value_name = "FILE", requires = "data_dir")]
         root_key: Option<PathBuf>,
         /// The store, for --key-id (as `serve --store`). Default: the data directory's.
-        #[arg(long, value_name = "URL", requires = "data_dir")]
+        #[arg(long, value_name = "URL", requires = "data_dir", value_parser = StoreUrlParser)]
         store: Option<StoreUrl>,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -585,7 +616,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 None => None,
             };
             let checkpoint = checkpoint.map(|p| read_checkpoint(&p)).transpose()?;
-            match store.verify_audit(key.as_ref(), checkpoint.as_ref())? {
+            match store.verify_audit(
+                key.as_ref(),
+                checkpoint.as_ref(),
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => {
                     println!("audit log intact: {s}");
                     Ok(ExitCode::SUCCESS)
@@ -601,7 +636,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Checkpoint { store: args } => {
             let store = args.open_existing()?;
             let signer = args.signer(&store)?;
-            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+            let s = match store.verify_audit(
+                Some(signer.public_key()),
+                None,
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
             };
@@ -615,7 +654,11 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         } => {
             let store = args.open_existing()?;
             let signer = args.signer(&store)?;
-            let s = match store.verify_audit(Some(signer.public_key()), None)? {
+            let s = match store.verify_audit(
+                Some(signer.public_key()),
+                None,
+                args.shared_root()?.as_ref(),
+            )? {
                 AuditCheck::Intact(s) => s,
                 broken => return Ok(report_broken(&broken)),
             };

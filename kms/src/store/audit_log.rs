@@ -157,10 +157,13 @@ impl Store {
     /// the root of the entries it covers), and `checkpoint` (signed by `key`, and the root of
     /// the log's first `tree_size` entries, so nothing before it was rewritten nor cut off).
     /// Without `key`, there must be no tree heads and no checkpoint.
+    /// With `root` (a shared store's), every entry must also carry its MAC under the root key:
+    /// an entry inserted in the database by someone without it is reported.
     pub fn verify_audit(
         &self,
         key: Option<&TreeKey>,
         checkpoint: Option<&SignedTreeHead>,
+        root: Option<&RootKey>,
     ) -> Result<AuditCheck> {
         // One read transaction: the heads and the entries are of one moment, even while a
         // server appends.
@@ -169,17 +172,31 @@ impl Store {
             if let Some(broken) = v.check_targets() {
                 return Ok(broken);
             }
-            let sql = if has_leaf_hash(tx)? {
-                "SELECT seq, entry, prev_hash, hash, leaf_hash FROM audit ORDER BY seq"
+            let macs = root.filter(|_| tx.engine() == Engine::Postgres);
+            let sql = if macs.is_some() {
+                "SELECT seq, entry, prev_hash, hash, leaf_hash, mac FROM audit ORDER BY seq"
+            } else if has_leaf_hash(tx)? {
+                "SELECT seq, entry, prev_hash, hash, leaf_hash, NULL FROM audit ORDER BY seq"
             } else {
-                "SELECT seq, entry, prev_hash, hash, NULL FROM audit ORDER BY seq"
+                "SELECT seq, entry, prev_hash, hash, NULL, NULL FROM audit ORDER BY seq"
             };
             let mut broken = None;
             tx.query_each(sql, &[], &mut |r| {
                 if broken.is_none() {
                     let entry = stored_entry(&r)?;
                     let stored_leaf: Option<Vec<u8>> = r.get(4)?;
-                    broken = v.entry(&entry, stored_leaf.as_deref());
+                    let mac: Option<Vec<u8>> = r.get(5)?;
+                    if let Some(root) = macs
+                        && !entry_mac_ok(root.rows(), &entry, mac.as_deref())
+                    {
+                        broken = Some(AuditCheck::Broken {
+                            at: BrokenAt::Entry(entry.seq),
+                            reason: "no valid MAC: not written by a node holding the root key"
+                                .into(),
+                        });
+                    } else {
+                        broken = v.entry(&entry, stored_leaf.as_deref());
+                    }
                 }
                 Ok(())
             })?;
@@ -281,7 +298,9 @@ impl Store {
         };
         let (head, heads) = sql::transaction(&*self.conn, |tx| {
             migrate(tx)?;
-            let head = LogHead::restore(tx, signer.public_key())?;
+            let mac = (tx.engine() == Engine::Postgres).then(|| rows.clone());
+            let mut head = LogHead::restore(tx, signer.public_key(), mac.as_ref())?;
+            head.mac = mac;
             let mut heads = TreeHeads {
                 signer,
                 signed: Signed {
@@ -589,10 +608,24 @@ pub(crate) struct LogHead {
     /// inserts them together before it commits ([`LogHead::flush`]), one statement per
     /// [`FLUSH_ROWS`] entries instead of one each (a round trip each on PostgreSQL).
     pending: Vec<PendingEntry>,
+    /// On a shared store, the root key's row MAC key: every entry carries its MAC (`audit.mac`),
+    /// so a node follows only entries another node wrote, not rows inserted in the database.
+    mac: Option<crate::rootkey::RowKey>,
 }
 
-/// An audit row waiting for [`LogHead::flush`]: seq, entry, prev_hash, hash, leaf_hash.
-type PendingEntry = (i64, String, String, String, Hash);
+/// What an audit entry's MAC covers: its place in the chain and its text.
+fn entry_mac_message(seq: i64, prev_hash: &str, entry: &str) -> Vec<u8> {
+    format!("cloister-kms audit entry\0{seq}\0{prev_hash}\0{entry}").into_bytes()
+}
+
+/// Whether `mac` is the MAC of entry `seq` under the root key's row MAC key.
+fn entry_mac_ok(key: &crate::rootkey::RowKey, e: &StoredEntry, mac: Option<&[u8]>) -> bool {
+    mac.is_some_and(|m| key.verify(&entry_mac_message(e.seq, &e.prev_hash, &e.json), m))
+}
+
+/// An audit row waiting for [`LogHead::flush`]: seq, entry, prev_hash, hash, leaf_hash, and
+/// its MAC on a shared store.
+type PendingEntry = (i64, String, String, String, Hash, Option<Vec<u8>>);
 
 /// Most entries inserted by one statement (5 parameters each).
 const FLUSH_ROWS: usize = 128;
@@ -601,7 +634,10 @@ impl LogHead {
     /// The log as stored: the chain's head, and the tree from the stored frontier (if it matches
     /// a head `key` signed) extended by the entries after it, whose missing `leaf_hash`es (rows
     /// from before the migration) are filled in on the way.
-    fn restore(tx: &dyn Sql, key: &TreeKey) -> Result<Self> {
+    ///
+    /// With `mac` (a shared store), an entry after the frontier without its MAC (inserted in
+    /// the database, not written by a node) is refused: the node does not start over it.
+    fn restore(tx: &dyn Sql, key: &TreeKey, mac: Option<&crate::rootkey::RowKey>) -> Result<Self> {
         let (seq, hash) =
             match tx.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
                 Some(r) => (r.get(0)?, r.get(1)?),
@@ -609,13 +645,32 @@ impl LogHead {
             };
         let mut frontier = stored_frontier(tx, key)?.unwrap_or_default();
         let rows = tx.query(
-            "SELECT seq, entry, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq",
+            if mac.is_some() {
+                "SELECT seq, entry, leaf_hash, prev_hash, hash, mac FROM audit WHERE seq > ?1 ORDER BY seq"
+            } else {
+                "SELECT seq, entry, leaf_hash, NULL, NULL, NULL FROM audit WHERE seq > ?1 ORDER BY seq"
+            },
             &[int(sql_int(frontier.size())?)],
         )?;
         let mut filled = 0u64;
         for r in rows {
             let (row_seq, entry, stored): (i64, String, Option<Vec<u8>>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
+            if let Some(key) = mac {
+                let e = StoredEntry {
+                    seq: row_seq,
+                    json: entry.clone(),
+                    prev_hash: r.get(3)?,
+                    hash: r.get(4)?,
+                };
+                let m: Option<Vec<u8>> = r.get(5)?;
+                if !entry_mac_ok(key, &e, m.as_deref()) {
+                    return Err(StoreError::Corrupt(
+                        "an audit entry no node wrote (no valid MAC) is in the log: `cloister-kms audit verify` names it",
+                    )
+                    .into());
+                }
+            }
             let leaf = merkle::leaf_hash(entry.as_bytes());
             match stored {
                 None => {
@@ -651,6 +706,7 @@ impl LogHead {
             hash,
             frontier,
             pending: Vec::new(),
+            mac: None,
         })
     }
 
@@ -663,23 +719,33 @@ impl LogHead {
     /// caller holds the audit lock, so no more can come until it commits).
     pub(super) fn catch_up(&mut self, tx: &dyn Sql) -> Result<()> {
         let rows = tx.query(
-            "SELECT seq, entry, hash, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq",
+            "SELECT seq, entry, prev_hash, hash, leaf_hash, mac FROM audit WHERE seq > ?1 ORDER BY seq",
             &[int(self.seq)],
         )?;
         for r in rows {
-            let (seq, entry, hash, stored): (i64, String, String, Option<Vec<u8>>) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            if seq != self.seq + 1 {
+            let e = stored_entry(&r)?;
+            let (stored, mac): (Option<Vec<u8>>, Option<Vec<u8>>) = (r.get(4)?, r.get(5)?);
+            if e.seq != self.seq + 1 {
                 return Err(StoreError::Corrupt("the audit log has a gap in its sequence").into());
             }
-            let leaf = merkle::leaf_hash(entry.as_bytes());
+            let leaf = merkle::leaf_hash(e.json.as_bytes());
             if stored.is_some_and(|l| l != leaf) {
                 return Err(
                     StoreError::Corrupt("an audit entry's leaf_hash does not match it").into(),
                 );
             }
-            self.seq = seq;
-            self.hash = hash;
+            // Only what a node holding the root key wrote, chained to this head, is followed.
+            if let Some(key) = &self.mac
+                && (!entry_mac_ok(key, &e, mac.as_deref())
+                    || audit::check_link(&self.hash, &e).is_err())
+            {
+                return Err(StoreError::Corrupt(
+                    "an audit entry no node wrote (its MAC or chain link is wrong) is in the log",
+                )
+                .into());
+            }
+            self.seq = e.seq;
+            self.hash = e.hash;
             self.frontier.push(leaf);
         }
         Ok(())
@@ -692,8 +758,12 @@ impl LogHead {
         let hash = audit::chain_hash(&self.hash, &json);
         let leaf = merkle::leaf_hash(json.as_bytes());
         let seq = self.seq + 1;
+        let mac = self
+            .mac
+            .as_ref()
+            .map(|key| key.sign(&entry_mac_message(seq, &self.hash, &json)));
         let prev = std::mem::replace(&mut self.hash, hash.clone());
-        self.pending.push((seq, json, prev, hash, leaf));
+        self.pending.push((seq, json, prev, hash, leaf, mac));
         self.seq = seq;
         self.frontier.push(leaf);
         Ok(())
@@ -702,22 +772,21 @@ impl LogHead {
     /// Inserts the entries appended since the last flush, inside `tx` (before it commits, and
     /// before a tree head of them is signed).
     pub(super) fn flush(&mut self, tx: &dyn Sql) -> Result<()> {
+        let (columns, per_row) = match self.mac {
+            Some(_) => ("seq, entry, prev_hash, hash, leaf_hash, mac", 6),
+            None => ("seq, entry, prev_hash, hash, leaf_hash", 5),
+        };
         for chunk in self.pending.chunks(FLUSH_ROWS) {
             let slots: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let b = i * 5;
-                    format!(
-                        "(?{}, ?{}, ?{}, ?{}, ?{})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
+                    let row: Vec<String> = (1..=per_row)
+                        .map(|c| format!("?{}", i * per_row + c))
+                        .collect();
+                    format!("({})", row.join(", "))
                 })
                 .collect();
-            let mut params = Vec::with_capacity(chunk.len() * 5);
-            for (seq, json, prev, hash, leaf) in chunk {
+            let mut params = Vec::with_capacity(chunk.len() * per_row);
+            for (seq, json, prev, hash, leaf, mac) in chunk {
                 params.extend([
                     int(*seq),
                     text(json.as_str()),
@@ -725,12 +794,12 @@ impl LogHead {
                     text(hash.as_str()),
                     Value::Blob(leaf.to_vec()),
                 ]);
+                if self.mac.is_some() {
+                    params.push(mac.clone().map_or(Value::Null, Value::Blob));
+                }
             }
             tx.execute(
-                &format!(
-                    "INSERT INTO audit (seq, entry, prev_hash, hash, leaf_hash) VALUES {}",
-                    slots.join(", ")
-                ),
+                &format!("INSERT INTO audit ({columns}) VALUES {}", slots.join(", ")),
                 &params,
             )?;
         }
@@ -905,13 +974,13 @@ mod tests {
         // Dropping the last handle stops the thread, which signs the unsigned entries.
         drop(writer);
         let reader = Store::open_read_only(dir.path()).unwrap();
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         assert_eq!((s.entries, s.tree_heads, s.newest_head), (20, 2, Some(20)));
         // A new writer continues the log from the stored head.
         let (writer, _) = start(dir.path());
         writer.append_audit(entry("Last")).await.unwrap();
         drop(writer);
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         assert_eq!((s.entries, s.tree_heads), (21, 3));
         let tail = reader.audit_tail(2).unwrap();
         assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [20, 21]);
@@ -936,7 +1005,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            reader.verify_audit(Some(&key), None).unwrap(),
+            reader.verify_audit(Some(&key), None, None).unwrap(),
             AuditCheck::Broken {
                 at: BrokenAt::Entry(7),
                 ..
@@ -954,7 +1023,7 @@ mod tests {
         }
         let reader = Store::open_read_only(dir.path()).unwrap();
         // The start's head (size 0) and at least one after 256 entries, while running.
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         assert_eq!(s.entries, 300);
         let newest = s.newest_head.unwrap();
         assert!((256..300).contains(&newest), "{newest}");
@@ -964,7 +1033,7 @@ mod tests {
         // only write access to the database can.
         let rw = Store::open(dir.path()).unwrap();
         recompute_from(rw.sqlite(), 100, "Op99", "Forged");
-        let broken = reader.verify_audit(Some(&key), None).unwrap();
+        let broken = reader.verify_audit(Some(&key), None, None).unwrap();
         assert!(
             matches!(&broken, AuditCheck::Broken { at: BrokenAt::TreeHead(n), reason } if *n == newest && reason.contains("after 0 and at or before")),
             "{broken:?}"
@@ -1022,7 +1091,7 @@ mod tests {
         }
         let reader = Store::open_read_only(dir.path()).unwrap();
         // Readable before the migration: the chain holds, there are no heads yet.
-        let s = intact(reader.verify_audit(None, None).unwrap());
+        let s = intact(reader.verify_audit(None, None, None).unwrap());
         assert_eq!((s.entries, s.tree_heads), (5, 0));
 
         let (writer, key) = start(dir.path());
@@ -1037,11 +1106,11 @@ mod tests {
         assert_eq!(filled, 5);
         writer.append_audit(entry("New")).await.unwrap();
         drop(writer);
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         assert_eq!((s.entries, s.tree_heads, s.newest_head), (6, 2, Some(6)));
         // Without the key, the heads cannot be checked.
         assert!(matches!(
-            reader.verify_audit(None, None).unwrap(),
+            reader.verify_audit(None, None, None).unwrap(),
             AuditCheck::Broken {
                 at: BrokenAt::TreeHead(5),
                 ..
@@ -1066,7 +1135,7 @@ mod tests {
         writer.append_audit(entry("After")).await.unwrap();
         drop(writer);
         let reader = Store::open_read_only(dir.path()).unwrap();
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         assert_eq!((s.entries, s.newest_head), (11, Some(11)));
     }
 
@@ -1085,17 +1154,21 @@ mod tests {
         });
         drop(writer);
         let reader = Store::open_read_only(dir.path()).unwrap();
-        let s = intact(reader.verify_audit(Some(&key), None).unwrap());
+        let s = intact(reader.verify_audit(Some(&key), None, None).unwrap());
         let signer = TreeSigner::load(dir.path(), &RootKey::load_or_create(dir.path()).unwrap())
             .unwrap()
             .unwrap();
         let checkpoint = signer.sign(s.entries, s.root_hash, 1);
-        let s = intact(reader.verify_audit(Some(&key), Some(&checkpoint)).unwrap());
+        let s = intact(
+            reader
+                .verify_audit(Some(&key), Some(&checkpoint), None)
+                .unwrap(),
+        );
         assert_eq!(s.checkpoint, Some(12));
         // A checkpoint signed by another key.
         let other = TreeSigner::generate().unwrap().sign(12, s.root_hash, 1);
         assert!(matches!(
-            reader.verify_audit(Some(&key), Some(&other)).unwrap(),
+            reader.verify_audit(Some(&key), Some(&other), None).unwrap(),
             AuditCheck::Broken {
                 at: BrokenAt::Checkpoint(12),
                 ..
@@ -1106,10 +1179,12 @@ mod tests {
         rw.sqlite().execute("DELETE FROM tree_heads", []).unwrap();
         recompute_from(rw.sqlite(), 3, "Op2", "Forged");
         assert!(matches!(
-            reader.verify_audit(Some(&key), None).unwrap(),
+            reader.verify_audit(Some(&key), None, None).unwrap(),
             AuditCheck::Intact(_)
         ));
-        let broken = reader.verify_audit(Some(&key), Some(&checkpoint)).unwrap();
+        let broken = reader
+            .verify_audit(Some(&key), Some(&checkpoint), None)
+            .unwrap();
         assert!(
             matches!(&broken, AuditCheck::Broken { at: BrokenAt::Checkpoint(12), reason } if reason.contains("rewritten")),
             "{broken:?}"
@@ -1119,7 +1194,9 @@ mod tests {
         rw.sqlite()
             .execute("DELETE FROM audit WHERE seq > 10", [])
             .unwrap();
-        let broken = reader.verify_audit(Some(&key), Some(&checkpoint)).unwrap();
+        let broken = reader
+            .verify_audit(Some(&key), Some(&checkpoint), None)
+            .unwrap();
         assert!(
             matches!(&broken, AuditCheck::Broken { at: BrokenAt::Checkpoint(12), reason } if reason.contains("tail was cut off")),
             "{broken:?}"

@@ -249,6 +249,19 @@ impl Store {
         let matches = sql::transaction(&conn, |tx| {
             shared::lock_audit(tx)?;
             if !schema::has_root_key_check(tx)? {
+                // Only a store that holds nothing gets its check now; one whose check is gone
+                // is refused, as on SQLite (else a node given another root key would write
+                // its own check over a store sealed under the first).
+                let held: i64 = tx
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM principals) + (SELECT count(*) FROM keys) \
+                         + (SELECT count(*) FROM audit)",
+                        &[],
+                    )?
+                    .get(0)?;
+                if held != 0 {
+                    return Ok(false);
+                }
                 schema::put_root_key_check(tx, root.rows())?;
             } else if !schema::root_key_matches(tx, root.rows())? {
                 return Ok(false);

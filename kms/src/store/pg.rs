@@ -847,7 +847,7 @@ mod tests {
             ),
             (
                 "audit",
-                "seq:bigint,entry:text,prev_hash:text,hash:text,leaf_hash:bytea",
+                "seq:bigint,entry:text,prev_hash:text,hash:text,leaf_hash:bytea,mac:bytea",
             ),
             (
                 "audit_frontier",

@@ -11,6 +11,9 @@
 //! - Version 4: the coordination of nodes sharing the store (`shared.rs`): `kms_generation`,
 //!   `kms_nodes`.
 //!
+//! - Version 5: `audit.mac`, each entry's MAC under the root key (`audit_log.rs`): nodes follow
+//!   each other's entries, so an entry must prove a node wrote it.
+//!
 //! Later versions append to [`MIGRATIONS`]. All of them run in one transaction under a
 //! transaction-scoped advisory lock, so nodes starting together do not race: the first creates,
 //! the others wait and find the work done.
@@ -20,7 +23,11 @@ use super::sql::{Value, transaction};
 use crate::error::StoreError;
 
 /// Every migration: the version it brings the database to, and its statements, in order.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(3, V3), (4, super::shared::COORDINATION_SCHEMA)];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (3, V3),
+    (4, super::shared::COORDINATION_SCHEMA),
+    (5, "ALTER TABLE audit ADD COLUMN mac BYTEA;"),
+];
 
 /// The version this build reads and writes: the last migration's.
 pub(crate) const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -162,27 +162,46 @@ fn percent_decode(s: &str) -> Result<String, SetupError> {
 
 /// The URL as typed with its password (in the user info or a `password=` query parameter)
 /// replaced by `***`.
+///
+/// The user info ends where the driver ends it (the first `@`, whatever precedes it: a `/` or a
+/// `?` in an unescaped password too), or later if the host part that follows holds another `@`
+/// (an unescaped `@` in the password): everything after the user info's first `:` is hidden.
 fn redact(s: &str) -> String {
-    let (base, query) = match s.split_once('?') {
+    let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+    let (user_info, after) = match rest.find('@') {
+        Some(mut at) => {
+            // An unescaped `@` in the password: the host part is after the last `@` before the
+            // path or the query.
+            while let Some(next) = rest[at + 1..]
+                .split(['/', '?'])
+                .next()
+                .and_then(|host| host.find('@'))
+            {
+                at += 1 + next;
+            }
+            (Some(&rest[..at]), &rest[at + 1..])
+        }
+        None => (None, rest),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(user_info) = user_info {
+        match user_info.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***@")),
+            None => out.push_str(&format!("{user_info}@")),
+        }
+    }
+    let (base, query) = match after.split_once('?') {
         Some((b, q)) => (b, Some(q)),
-        None => (s, None),
+        None => (after, None),
     };
-    let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, hosts)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{hosts}"),
-            None => format!("{user_info}@{hosts}"),
-        },
-        None => authority.to_owned(),
-    };
-    let mut out = format!("{scheme}://{authority}{path}");
+    out.push_str(base);
     if let Some(q) = query {
         let pairs: Vec<String> = q
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k == "password" => format!("{k}=***"),
+                Some((k, _)) if percent_decode(k).is_ok_and(|k| k == "password") => {
+                    format!("{k}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();
@@ -249,10 +268,12 @@ fn parse_postgres(s: &str) -> Result<PgTarget, SetupError> {
             "{redacted}: no database name (postgres://user@host/DBNAME)"
         )));
     }
+    // `hostaddr=` is where the driver connects (the host name only names it): both must be
+    // local for the plain default.
     let local = config.get_hosts().iter().all(|h| match h {
         tokio_postgres::config::Host::Tcp(name) => is_loopback(name),
         tokio_postgres::config::Host::Unix(_) => true,
-    });
+    }) && config.get_hostaddrs().iter().all(IpAddr::is_loopback);
     let tls = match sslmode.as_deref() {
         Some("disable") => PgTls::Disable,
         None if local => PgTls::Disable,
@@ -391,5 +412,35 @@ mod tests {
         let e = err("postgres://kms:topsecret@localhost/kms?bogus_option=1");
         assert!(!e.contains("topsecret"), "{e}");
         assert!(err("postgres://kms@localhost/kms?sslrootcert=%zz").contains("%-escape"));
+    }
+
+    #[test]
+    fn a_password_with_unescaped_separators_is_hidden_too() {
+        for url in [
+            "postgres://kms:Pw/s3cret@db.example.com/kms",
+            "postgres://kms:Pw?s3cret@db.example.com/kms",
+            "postgres://kms:Pw@s3cret@db.example.com/kms",
+            "postgres://kms:Pw:s3cret@db.example.com/kms?sslmode=require",
+            "postgres://kms@db.example.com/kms?pass%77ord=s3cret",
+            "postgres://kms:x@localhost/kms?password=s3cret&bogus=1",
+        ] {
+            assert_eq!(StoreUrl::parse(url).ok(), None, "{url}");
+            let e = err(url);
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("kms"), "{e}");
+            assert!(!redact(url).contains("s3cret"), "{url}");
+        }
+        assert_eq!(
+            redact("postgres://kms:a/b@db:5/kms?sslmode=disable"),
+            "postgres://kms:***@db:5/kms?sslmode=disable"
+        );
+        assert_eq!(redact("postgres://db/kms"), "postgres://db/kms");
+    }
+
+    #[test]
+    fn a_remote_hostaddr_behind_a_loopback_host_name_needs_verified_tls() {
+        let e = err("postgres://kms@localhost/kms?hostaddr=203.0.113.5");
+        assert!(e.contains("not on this machine"), "{e}");
+        assert!(StoreUrl::parse("postgres://kms@localhost/kms?hostaddr=127.0.0.1").is_ok());
     }
 }
