@@ -51,8 +51,15 @@ struct StoreArgs {
     /// Where the store is: sqlite://<file> or postgres://user[:password]@host[:port]/db
     /// [?sslmode=verify-full&sslrootcert=<PEM>]. Default: the SQLite file in the data
     /// directory. Nodes sharing one PostgreSQL database are one KMS: give each its own data
-    /// directory and the same root key.
-    #[arg(long, value_name = "URL", value_parser = StoreUrlParser)]
+    /// directory and the same root key. Also read from CLOISTER_KMS_STORE, which keeps a
+    /// password out of the process list (`ps` shows every process's arguments to every user).
+    #[arg(
+        long,
+        value_name = "URL",
+        value_parser = StoreUrlParser,
+        env = "CLOISTER_KMS_STORE",
+        hide_env_values = true
+    )]
     store: Option<StoreUrl>,
 }
 

@@ -511,3 +511,24 @@ async fn an_audit_entry_rewritten_in_postgres_is_caught_by_verify() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("entry"), "{report}");
 }
+
+#[test]
+fn the_store_can_come_from_the_environment_instead_of_the_command_line() {
+    let pg = PgCluster::start();
+    let cluster = Cluster::new(&pg, "from_env");
+    let rk = cluster.root_key.to_str().unwrap();
+    let out = std::process::Command::new(kms_bin().path())
+        .args(["credentials", "--root-key", rk, "--data-dir"])
+        .arg(cluster.dir("a"))
+        .env("CLOISTER_KMS_STORE", &cluster.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same admin as the store named on the command line: it is the same database.
+    let from_env = credentials_from(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(from_env.access_key_id, cluster.admin().access_key_id);
+}
