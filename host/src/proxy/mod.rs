@@ -96,6 +96,10 @@ struct ProxyArgs {
     /// enclaves, 0 with one, which has no other to choose].
     #[arg(long)]
     health_interval: Option<f64>,
+    /// Seconds the proxy waits for a client's or an enclave's next frame, and for a client to
+    /// take one (hidden: the protocol's 300 s; tests shorten it).
+    #[arg(long, hide = true, default_value_t = cloister_enclave::job::IO_TIMEOUT.as_secs_f64())]
+    io_timeout: f64,
 }
 
 /// A size: bytes, or a number with KiB, MiB or GiB.
@@ -203,7 +207,10 @@ async fn serve(args: ProxyArgs) -> Result<()> {
     let limits = job::Limits {
         replay_buffer: args.replay_buffer,
         max_attempts: args.max_attempts,
-        io_timeout: cloister_enclave::job::IO_TIMEOUT,
+        io_timeout: Duration::try_from_secs_f64(args.io_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("--io-timeout must be a positive number of seconds"))?,
     };
     let counters = Arc::new(Counters::default());
     let pool = Arc::new(Pool::new(args.enclaves));
