@@ -293,6 +293,16 @@ async fn exchange(jobs: &Path, frames: &[Message]) -> Vec<Message> {
         match reader.next().await {
             Ok(Some(m)) => out.push(m),
             Ok(None) => return out,
+            // The proxy closed with some of this client's input unread (after its final
+            // answer): a Unix socket reports that as a reset once the answer is read.
+            Err(_)
+                if matches!(
+                    out.last(),
+                    Some(Message::Failed { .. } | Message::Done { .. } | Message::Pong)
+                ) =>
+            {
+                return out;
+            }
             Err(e) => panic!("reading the proxy's answers after {out:?}: {e}"),
         }
     }
@@ -316,13 +326,7 @@ fn a_client_ping_through_the_proxy_takes_no_enclave_down_and_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let fakes: Vec<Fake> = (0..3)
-        .map(|i| {
-            fake(
-                &rt,
-                dir.path().join(format!("e{i}.sock")),
-                answers(&["ok"]),
-            )
-        })
+        .map(|i| fake(&rt, dir.path().join(format!("e{i}.sock")), answers(&["ok"])))
         .collect();
     let addrs: Vec<String> = fakes.iter().map(Fake::address).collect();
     let p = proxy(dir.path(), &addrs, &[]);
@@ -369,9 +373,11 @@ fn a_client_that_never_reads_its_results_does_not_pin_the_job_forever() {
         s
     });
     assert!(
-        eventually(Duration::from_secs(30), || fakes
-            .iter()
-            .any(|f| !f.inputs.lock().unwrap().is_empty())),
+        eventually(Duration::from_secs(30), || fakes.iter().any(|f| !f
+            .inputs
+            .lock()
+            .unwrap()
+            .is_empty())),
         "no enclave got the job"
     );
     let mut s = Value::Null;
@@ -397,23 +403,25 @@ fn a_flood_of_connections_past_the_proxys_file_limit_does_not_spin_it() {
     // Enclaves that take jobs and never answer: each job holds two of the proxy's descriptors
     // (its client's and its enclave's).
     let fakes: Vec<Fake> = (0..2)
-        .map(|i| {
-            fake(
-                &rt,
-                dir.path().join(format!("e{i}.sock")),
-                vec![Act::Hang],
-            )
-        })
+        .map(|i| fake(&rt, dir.path().join(format!("e{i}.sock")), vec![Act::Hang]))
         .collect();
     let addrs: Vec<String> = fakes.iter().map(Fake::address).collect();
     let p = proxy(dir.path(), &addrs, &[]);
     let pid = p.proc.0.id();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     // The proxy's limit: what it holds now and exactly ten jobs more.
     let limit = fds() + 20;
     let (code, _, err) = outcome(
         &Command::new("prlimit")
-            .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:{limit}")])
+            .args([
+                "--pid",
+                &pid.to_string(),
+                &format!("--nofile={limit}:{limit}"),
+            ])
             .output()
             .unwrap(),
     );
@@ -451,7 +459,7 @@ fn a_flood_of_connections_past_the_proxys_file_limit_does_not_spin_it() {
     let during = accept_errors(&p) - before;
     let secs = start.elapsed().as_secs_f64();
     // One retry per 100 ms is 10 a second; a spin is thousands.
-    let most = (secs * 50.0) as usize + 50;
+    let most = (secs * 20.0) as usize + 20;
     assert!(
         during <= most,
         "{during} accept errors logged in {secs:.1} s (at most {most} expected): the accept loop spins"
@@ -556,7 +564,10 @@ fn garbage_or_a_pong_from_an_enclave_mid_job_is_its_death_and_the_job_runs_once_
     );
     let c = fake(&rt, dir.path().join("c.sock"), answers(&["from-c"]));
     let p = proxy(dir.path(), &[a.address(), b.address(), c.address()], &[]);
-    let got = rt.block_on(exchange(&p.jobs, &[job(), sealed("m0"), Message::EndOfInput]));
+    let got = rt.block_on(exchange(
+        &p.jobs,
+        &[job(), sealed("m0"), Message::EndOfInput],
+    ));
     assert_eq!(got, [rows(&["from-c"]), DONE]);
     let s = p.status();
     assert_eq!(each(&s, "rerun"), [1, 1, 0], "{s}");
@@ -583,7 +594,11 @@ fn max_attempts_one_never_reruns_and_failed_is_never_rerun() {
     let got = rt.block_on(exchange(&p.jobs, &[job(), Message::EndOfInput]));
     assert_eq!(failed_code(&got), Some("PROXY-ENCLAVE-LOST"), "{got:?}");
     assert_eq!(got.len(), 1, "no result of the lost attempt: {got:?}");
-    assert_eq!(b.jobs.load(Ordering::SeqCst), 0, "re-run despite --max-attempts 1");
+    assert_eq!(
+        b.jobs.load(Ordering::SeqCst),
+        0,
+        "re-run despite --max-attempts 1"
+    );
     drop(p);
 
     // An enclave that answers Failed (as ENC-BUSY does): the job is not sent elsewhere.
@@ -595,7 +610,11 @@ fn max_attempts_one_never_reruns_and_failed_is_never_rerun() {
     let a = fake(
         &rt,
         dir.path().join("a.sock"),
-        vec![Act::ReadAll, Act::Send(rows(&["partial"])), Act::Send(busy.clone())],
+        vec![
+            Act::ReadAll,
+            Act::Send(rows(&["partial"])),
+            Act::Send(busy.clone()),
+        ],
     );
     let b = fake(&rt, dir.path().join("b.sock"), answers(&["from-b"]));
     let p = proxy(dir.path(), &[a.address(), b.address()], &[]);
@@ -611,7 +630,12 @@ fn every_enclave_down_is_one_clear_failure() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let gone: Vec<String> = (0..3)
-        .map(|i| format!("unix://{}", dir.path().join(format!("gone{i}.sock")).display()))
+        .map(|i| {
+            format!(
+                "unix://{}",
+                dir.path().join(format!("gone{i}.sock")).display()
+            )
+        })
         .collect();
     let p = proxy(dir.path(), &gone, &[]);
     let got = rt.block_on(exchange(&p.jobs, &[job(), Message::EndOfInput]));
@@ -626,13 +650,7 @@ fn hostile_clients_cost_only_their_own_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let fakes: Vec<Fake> = (0..2)
-        .map(|i| {
-            fake(
-                &rt,
-                dir.path().join(format!("e{i}.sock")),
-                answers(&["ok"]),
-            )
-        })
+        .map(|i| fake(&rt, dir.path().join(format!("e{i}.sock")), answers(&["ok"])))
         .collect();
     let addrs: Vec<String> = fakes.iter().map(Fake::address).collect();
     let p = proxy(dir.path(), &addrs, &["--io-timeout", "2"]);
@@ -649,7 +667,9 @@ fn hostile_clients_cost_only_their_own_jobs() {
         let mut s = UnixStream::connect(&p.jobs).await.unwrap();
         let frame = encode(&job()).unwrap();
         s.write_all(&frame[..frame.len() / 2]).await.unwrap();
-        let got = FrameReader::new(&mut s, Duration::from_secs(60)).next().await;
+        let got = FrameReader::new(&mut s, Duration::from_secs(60))
+            .next()
+            .await;
         assert!(
             matches!(&got, Ok(Some(Message::Failed { code, .. })) if code == "PROXY-BAD-INPUT"),
             "{got:?}"
@@ -672,7 +692,11 @@ fn hostile_clients_cost_only_their_own_jobs() {
         drop(idle);
         // Frames that are not a job's, and a job sent after EndOfInput's answer was due.
         let got = exchange(&p.jobs, &[Message::EndOfInput]).await;
-        assert_eq!(got, [rows(&["ok"]), DONE], "the fake enclave answers anything");
+        assert_eq!(
+            got,
+            [rows(&["ok"]), DONE],
+            "the fake enclave answers anything"
+        );
         // A normal job still gets its one answer.
         let got = exchange(&p.jobs, &[job(), sealed("m"), Message::EndOfInput]).await;
         assert_eq!(got, [rows(&["ok"]), DONE]);
@@ -715,9 +739,13 @@ fn the_status_socket_is_the_proxys_users_reads_nothing_and_slow_readers_block_no
     assert_ne!(code, 0, "another user read the status");
     assert!(err.contains("ermission denied"), "{err}");
     rt.block_on(async {
-        // Input is not read: a megabyte written still gets the one document.
+        // Input is not read (nothing parses it): a megabyte written changes nothing, and the
+        // next reader gets the document.
         let mut s = UnixStream::connect(&p.status).await.unwrap();
         let _ = s.write_all(&vec![b'{'; 1 << 20]).await;
+        let mut ignored = Vec::new();
+        let _ = s.read_to_end(&mut ignored).await;
+        let mut s = UnixStream::connect(&p.status).await.unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).await.unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();

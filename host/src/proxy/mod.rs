@@ -37,6 +37,11 @@ use cloister_wire::{Address, relay};
 
 use self::pool::{Outcome, Pool};
 
+/// How long an accept loop waits after a failed accept. Out of descriptors (`EMFILE`), the
+/// connection stays in the backlog and accept fails again at once: retrying without a pause
+/// would spin a core and write a log line per retry until a descriptor is freed.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// `cloister proxy [ARGS]` runs the proxy; `cloister proxy status` asks a running one.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -256,7 +261,10 @@ async fn serve(args: ProxyArgs) -> Result<()> {
                         }
                     });
                 }
-                Err(e) => relay_counters.log(&format!("relay accept: {e}")),
+                Err(e) => {
+                    relay_counters.log(&format!("relay accept: {e}"));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
     });
@@ -266,6 +274,7 @@ async fn serve(args: ProxyArgs) -> Result<()> {
             Ok(s) => s,
             Err(e) => {
                 counters.log(&format!("job accept: {e}"));
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
