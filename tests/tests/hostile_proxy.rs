@@ -761,3 +761,50 @@ fn the_status_socket_is_the_proxys_users_reads_nothing_and_slow_readers_block_no
     });
     assert_eq!(sum(&p.status(), "done"), 1);
 }
+
+#[test]
+fn a_client_ping_through_the_proxy_reaches_a_real_enclave_and_costs_nothing() {
+    use cloister_tests::pipeline::{Pipeline, records};
+    let mut p = Pipeline::start(None);
+    let sealed = p.seal(&records(6), "records", 3);
+    let second = p.launch_enclave(&p.dir.path().join("more-state"));
+    let first = p.enclave_addr.clone();
+    let second_addr = second
+        .get("proxy")
+        .trim_start_matches("--enclave ")
+        .to_owned();
+    let status = format!(
+        "unix://{}",
+        p.dir.path().join("proxy/status.sock").display()
+    );
+    p.restart_proxy_over(
+        &[&first, &second_addr],
+        &["--status-listen", &status, "--health-interval", "0"],
+    );
+    let jobs = PathBuf::from(p.proxy_addr.strip_prefix("unix://").unwrap());
+    let rt = rt();
+    for _ in 0..3 {
+        let got = rt.block_on(exchange(&jobs, &[Message::Ping]));
+        assert_eq!(got, [Message::Pong], "{}", p.proxy.lock().unwrap());
+    }
+    let s = {
+        let (code, out, err) = outcome(
+            &Command::new(binary("cloister"))
+                .args(["proxy", "status", "--json", "--status-listen", &status])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    assert_eq!(each(&s, "state"), ["up", "up"], "{s}");
+    assert_eq!(
+        sum(&s, "done") + sum(&s, "failed") + sum(&s, "rerun") + sum(&s, "outstanding"),
+        0,
+        "{s}"
+    );
+    // Jobs run as before.
+    let (code, out, err) = p.submit(&["mask"], &[&sealed]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 6, "{out}");
+}

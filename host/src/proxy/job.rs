@@ -18,7 +18,11 @@
 //!   was sent): the next enclave is tried, and when none can be reached the job fails
 //!   `PROXY-NO-ENCLAVE`.
 //! - A client's malformed frame or stall ([`Limits::io_timeout`]) fails its job
-//!   `PROXY-BAD-INPUT`; an enclave's malformed or out-of-place frame counts as its death.
+//!   `PROXY-BAD-INPUT`, and a client that stops reading is dropped after as long; an enclave's
+//!   malformed or out-of-place frame, or its silence past [`ENCLAVE_GRACE`] more, counts as its
+//!   death.
+//! - A client's `Ping` (instead of a `Job`) goes to one enclave like a job, and its `Pong`
+//!   back: a probe through the proxy, counted as no job.
 //!
 //! Every failure is one `Failed` frame to the client and a log line; the proxy goes on serving.
 
