@@ -428,7 +428,9 @@ async fn attempts(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = format!("{address}: {e}");
-                pool.mark_down(index, &why);
+                if !super::pool::own_shortage(&e) {
+                    pool.mark_down(index, &why);
+                }
                 unreachable.push(index);
                 why_unreachable.push(why);
                 continue;

@@ -327,7 +327,9 @@ async fn pipe_job(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = format!("{}: {e}", lease.address());
-                pool.mark_down(index, &why);
+                if !pool::own_shortage(&e) {
+                    pool.mark_down(index, &why);
+                }
                 unreachable.push(index);
                 why_unreachable.push(why);
                 continue;
