@@ -15,10 +15,19 @@ use super::pool::Pool;
 /// How long a probe may take in all.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A probe that could not be made for want of the proxy's own resources: no verdict.
+const OWN_SHORTAGE: &str = "the proxy is short of descriptors or memory";
+
 /// Probes `address` once: `Ok` if it answered a frame.
 pub(crate) async fn probe(address: &Address) -> Result<(), String> {
     let attempt = async {
-        let stream = address.connect().await.map_err(|e| e.to_string())?;
+        let stream = address.connect().await.map_err(|e| {
+            if super::pool::own_shortage(&e) {
+                OWN_SHORTAGE.to_owned()
+            } else {
+                e.to_string()
+            }
+        })?;
         let (r, w) = tokio::io::split(stream);
         FrameWriter::new(w)
             .send(&Message::Ping)
@@ -46,7 +55,10 @@ pub(crate) async fn run(pool: Arc<Pool>, interval: Duration) {
             let pool = pool.clone();
             async move {
                 let result = probe(pool.address(i)).await;
-                pool.checked(i, result);
+                // The proxy's own shortage says nothing of the enclave.
+                if result.as_ref().err().is_none_or(|e| e != OWN_SHORTAGE) {
+                    pool.checked(i, result);
+                }
             }
         });
         all(probes).await;

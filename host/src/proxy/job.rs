@@ -18,7 +18,11 @@
 //!   was sent): the next enclave is tried, and when none can be reached the job fails
 //!   `PROXY-NO-ENCLAVE`.
 //! - A client's malformed frame or stall ([`Limits::io_timeout`]) fails its job
-//!   `PROXY-BAD-INPUT`; an enclave's malformed or out-of-place frame counts as its death.
+//!   `PROXY-BAD-INPUT`, and a client that stops reading is dropped after as long; an enclave's
+//!   malformed or out-of-place frame, or its silence past [`ENCLAVE_GRACE`] more, counts as its
+//!   death.
+//! - A client's `Ping` (instead of a `Job`) goes to one enclave like a job, and its `Pong`
+//!   back: a probe through the proxy, counted as no job.
 //!
 //! Every failure is one `Failed` frame to the client and a log line; the proxy goes on serving.
 
@@ -38,6 +42,13 @@ pub(crate) const WINDOW: usize = MAX_FRAME;
 
 /// How long connecting to an enclave may take (the hybrid handshake included).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much longer than [`Limits::io_timeout`] the proxy waits for an enclave's next frame.
+/// An enclave waiting for a stalled client's input answers `Failed` itself after its own I/O
+/// timeout (from the last frame it got, which may be later than its own last frame): the
+/// proxy must not call it dead first, or one slow client would take enclaves out and re-run
+/// its job on them.
+pub(crate) const ENCLAVE_GRACE: Duration = Duration::from_secs(30);
 
 /// The codes of the failures the proxy itself answers.
 pub(crate) const NO_ENCLAVE: &str = "PROXY-NO-ENCLAVE";
@@ -85,6 +96,9 @@ struct Input {
     /// Why the job can no longer be re-run, once it cannot.
     committed: Option<String>,
     limit: usize,
+    /// The client's first frame was `Ping` (a health probe, not a job): the enclave's `Pong`
+    /// answers it.
+    probe: bool,
 }
 
 impl Input {
@@ -133,6 +147,8 @@ enum Ended {
     Done,
     /// The enclave answered `Failed`, forwarded.
     Failed,
+    /// The enclave answered the client's `Ping` with `Pong`, forwarded (not a job).
+    Pong,
     /// The enclave's connection died (or it broke the protocol) before `Done`/`Failed`.
     Died(String),
     /// The client could not be written to.
@@ -154,6 +170,7 @@ pub(crate) async fn run(client: Stream, pool: &Pool, limits: &Limits) -> Result<
         end: None,
         committed: None,
         limit: limits.replay_buffer,
+        probe: false,
     });
     let (bell, _) = watch::channel(());
     let reader = async {
@@ -192,8 +209,12 @@ async fn read_client(
             Ok(Some(body)) => match decode(&body) {
                 Ok(msg) => {
                     let last = matches!(msg, Message::EndOfInput);
+                    let ping = matches!(msg, Message::Ping);
                     drop(msg);
                     let mut i = lock(input);
+                    if ping && i.first + i.frames.len() == 0 {
+                        i.probe = true;
+                    }
                     i.held += body.len();
                     i.pending += body.len();
                     i.frames.push_back(Arc::new(body));
@@ -288,7 +309,7 @@ async fn answer(
 ) -> Ended {
     let mut held: Vec<Vec<u8>> = Vec::new();
     loop {
-        let body = match read_raw(r, MAX_FRAME, limits.io_timeout).await {
+        let body = match read_raw(r, MAX_FRAME, limits.io_timeout + ENCLAVE_GRACE).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 return Ended::Died(
@@ -303,13 +324,13 @@ async fn answer(
                 // was committed meanwhile: then what was held goes first).
                 if !held.is_empty() && !lock(input).replayable() {
                     for h in held.drain(..) {
-                        if let Err(e) = write_raw(client, &h).await {
-                            return Ended::ClientGone(e.to_string());
+                        if let Err(e) = to_client(client, &h, limits).await {
+                            return Ended::ClientGone(e);
                         }
                     }
                 }
-                if let Err(e) = write_raw(client, &body).await {
-                    return Ended::ClientGone(e.to_string());
+                if let Err(e) = to_client(client, &body, limits).await {
+                    return Ended::ClientGone(e);
                 }
                 continue;
             }
@@ -328,16 +349,17 @@ async fn answer(
             }
             Ok(Message::Done { .. }) => Some(Ended::Done),
             Ok(Message::Failed { .. }) => Some(Ended::Failed),
+            Ok(Message::Pong) if lock(input).probe => Some(Ended::Pong),
             Ok(_) => return Ended::Died("the enclave sent a host's message during a job".into()),
             Err(e) => return Ended::Died(format!("a malformed frame from the enclave: {e}")),
         };
         for h in held.drain(..) {
-            if let Err(e) = write_raw(client, &h).await {
-                return Ended::ClientGone(e.to_string());
+            if let Err(e) = to_client(client, &h, limits).await {
+                return Ended::ClientGone(e);
             }
         }
-        if let Err(e) = write_raw(client, &body).await {
-            return Ended::ClientGone(e.to_string());
+        if let Err(e) = to_client(client, &body, limits).await {
+            return Ended::ClientGone(e);
         }
         if let Some(end) = last {
             return end;
@@ -345,14 +367,34 @@ async fn answer(
     }
 }
 
-/// Sends the client one `Failed` frame of the proxy's own (it may be gone: that is ignored).
-async fn fail(client: &mut WriteHalf<Stream>, code: &str, reason: String) {
+/// Sends the client one `Failed` frame of the proxy's own (it may be gone, or not reading:
+/// that is ignored after [`Limits::io_timeout`]).
+async fn fail(client: &mut WriteHalf<Stream>, code: &str, reason: String, limits: &Limits) {
     if let Ok(frame) = encode(&Message::Failed {
         code: code.to_owned(),
         reason,
     }) {
-        let _ = client.write_all(&frame).await;
-        let _ = client.flush().await;
+        let _ = tokio::time::timeout(limits.io_timeout, async {
+            let _ = client.write_all(&frame).await;
+            let _ = client.flush().await;
+        })
+        .await;
+    }
+}
+
+/// Writes one frame to the client, waiting at most [`Limits::io_timeout`] for it to take it: a
+/// client that stops reading must not hold its job (its lease, its held results) forever.
+async fn to_client(
+    client: &mut WriteHalf<Stream>,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(), String> {
+    match tokio::time::timeout(limits.io_timeout, write_raw(client, body)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "it took no answer for {:?} (it stopped reading)",
+            limits.io_timeout
+        )),
     }
 }
 
@@ -378,7 +420,7 @@ async fn attempts(
             if let Some(lost) = &lost {
                 why = format!("{lost}; then {why}");
             }
-            fail(client, NO_ENCLAVE, why.clone()).await;
+            fail(client, NO_ENCLAVE, why.clone(), limits).await;
             return Err(why);
         };
         let (index, address) = (lease.index, lease.address().to_string());
@@ -386,7 +428,9 @@ async fn attempts(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = format!("{address}: {e}");
-                pool.mark_down(index, &why);
+                if !super::pool::own_shortage(&e) {
+                    pool.mark_down(index, &why);
+                }
                 unreachable.push(index);
                 why_unreachable.push(why);
                 continue;
@@ -415,13 +459,15 @@ async fn attempts(
                 pool.count(index, Outcome::Failed);
                 return Ok(());
             }
+            // A probe through the proxy: answered, and no job to count.
+            Ended::Pong => return Ok(()),
             Ended::ClientGone(why) => {
                 pool.count(index, Outcome::Failed);
                 return Err(format!("the client went away: {why}"));
             }
             Ended::BadInput(why) => {
                 pool.count(index, Outcome::Failed);
-                fail(client, BAD_INPUT, why.clone()).await;
+                fail(client, BAD_INPUT, why.clone(), limits).await;
                 return Err(why);
             }
             Ended::Died(why) => {
@@ -437,7 +483,7 @@ async fn attempts(
                 };
                 if let Some(reason) = refusal {
                     pool.count(index, Outcome::Failed);
-                    fail(client, ENCLAVE_LOST, reason.clone()).await;
+                    fail(client, ENCLAVE_LOST, reason.clone(), limits).await;
                     return Err(reason);
                 }
                 pool.count(index, Outcome::Rerun);
@@ -463,6 +509,7 @@ mod tests {
             end: None,
             committed: None,
             limit,
+            probe: false,
         }
     }
 

@@ -37,6 +37,11 @@ use cloister_wire::{Address, relay};
 
 use self::pool::{Outcome, Pool};
 
+/// How long an accept loop waits after a failed accept. Out of descriptors (`EMFILE`), the
+/// connection stays in the backlog and accept fails again at once: retrying without a pause
+/// would spin a core and write a log line per retry until a descriptor is freed.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// `cloister proxy [ARGS]` runs the proxy; `cloister proxy status` asks a running one.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -96,6 +101,10 @@ struct ProxyArgs {
     /// enclaves, 0 with one, which has no other to choose].
     #[arg(long)]
     health_interval: Option<f64>,
+    /// Seconds the proxy waits for a client's or an enclave's next frame, and for a client to
+    /// take one (hidden: the protocol's 300 s; tests shorten it).
+    #[arg(long, hide = true, default_value_t = cloister_enclave::job::IO_TIMEOUT.as_secs_f64())]
+    io_timeout: f64,
 }
 
 /// A size: bytes, or a number with KiB, MiB or GiB.
@@ -203,7 +212,10 @@ async fn serve(args: ProxyArgs) -> Result<()> {
     let limits = job::Limits {
         replay_buffer: args.replay_buffer,
         max_attempts: args.max_attempts,
-        io_timeout: cloister_enclave::job::IO_TIMEOUT,
+        io_timeout: Duration::try_from_secs_f64(args.io_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("--io-timeout must be a positive number of seconds"))?,
     };
     let counters = Arc::new(Counters::default());
     let pool = Arc::new(Pool::new(args.enclaves));
@@ -249,7 +261,10 @@ async fn serve(args: ProxyArgs) -> Result<()> {
                         }
                     });
                 }
-                Err(e) => relay_counters.log(&format!("relay accept: {e}")),
+                Err(e) => {
+                    relay_counters.log(&format!("relay accept: {e}"));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
     });
@@ -259,6 +274,7 @@ async fn serve(args: ProxyArgs) -> Result<()> {
             Ok(s) => s,
             Err(e) => {
                 counters.log(&format!("job accept: {e}"));
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -311,7 +327,9 @@ async fn pipe_job(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = format!("{}: {e}", lease.address());
-                pool.mark_down(index, &why);
+                if !pool::own_shortage(&e) {
+                    pool.mark_down(index, &why);
+                }
                 unreachable.push(index);
                 why_unreachable.push(why);
                 continue;

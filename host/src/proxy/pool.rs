@@ -43,6 +43,21 @@ pub(crate) struct State {
     pub(crate) last_check_error: Option<String>,
 }
 
+/// Whether a failure to connect to an enclave is the proxy's own shortage (out of file
+/// descriptors or memory), not the enclave's fault: the enclave is then not taken out (nor
+/// put in by a probe's verdict), since every enclave would fail the same way.
+pub(crate) fn own_shortage(e: &cloister_wire::WireError) -> bool {
+    use nix::errno::Errno;
+    let cloister_wire::WireError::Io { source, .. } = e else {
+        return false;
+    };
+    source.raw_os_error().is_some_and(|n| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+            .iter()
+            .any(|x| *x as i32 == n)
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

@@ -91,7 +91,10 @@ pub(crate) async fn serve(listener: cloister_wire::Listener, header: Header, poo
                     .await;
                 });
             }
-            Err(e) => eprintln!("cloister proxy: status accept: {e}"),
+            Err(e) => {
+                eprintln!("cloister proxy: status accept: {e}");
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
+            }
         }
     }
 }
