@@ -102,6 +102,22 @@ struct Input {
 }
 
 impl Input {
+    /// A job's input before its first frame, kept for a re-run up to `limit` bytes.
+    fn new(limit: usize) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            first: 0,
+            held: 0,
+            output_held: 0,
+            written: 0,
+            pending: 0,
+            end: None,
+            committed: None,
+            limit,
+            probe: false,
+        }
+    }
+
     fn replayable(&self) -> bool {
         self.committed.is_none()
     }
@@ -160,18 +176,7 @@ enum Ended {
 /// Runs one client's job over the pool's enclaves.
 pub(crate) async fn run(client: Stream, pool: &Pool, limits: &Limits) -> Result<(), String> {
     let (mut cr, mut cw) = tokio::io::split(client);
-    let input = Mutex::new(Input {
-        frames: VecDeque::new(),
-        first: 0,
-        held: 0,
-        output_held: 0,
-        written: 0,
-        pending: 0,
-        end: None,
-        committed: None,
-        limit: limits.replay_buffer,
-        probe: false,
-    });
+    let input = Mutex::new(Input::new(limits.replay_buffer));
     let (bell, _) = watch::channel(());
     let reader = async {
         read_client(&mut cr, &input, &bell, limits).await;
@@ -499,18 +504,7 @@ mod tests {
     use super::*;
 
     fn input(limit: usize) -> Input {
-        Input {
-            frames: VecDeque::new(),
-            first: 0,
-            held: 0,
-            output_held: 0,
-            written: 0,
-            pending: 0,
-            end: None,
-            committed: None,
-            limit,
-            probe: false,
-        }
+        Input::new(limit)
     }
 
     fn push(i: &mut Input, n: usize) {
