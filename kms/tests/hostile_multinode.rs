@@ -10,104 +10,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cloister_kms_client::{ClientError, KmsClient};
+use cloister_kms_client::KmsClient;
 use cloister_sigv4::Credentials;
-use cloister_tests::kms::{KmsServer, credentials_from};
+use cloister_tests::kms::credentials_from;
 use cloister_tests::pg::PgCluster;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use common::cluster::{Cluster, encrypt, error_name, psql};
 use common::{key_id, kms_bin, once};
-
-/// Nodes sharing one database and one root key, each with its own data directory.
-struct Cluster {
-    tmp: tempfile::TempDir,
-    url: String,
-    root_key: PathBuf,
-}
-
-impl Cluster {
-    fn new(pg: &PgCluster, db: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root_key = tmp.path().join("root.key");
-        Self {
-            url: pg.create_database(db),
-            tmp,
-            root_key,
-        }
-    }
-
-    fn dir(&self, node: &str) -> PathBuf {
-        self.tmp.path().join(node)
-    }
-
-    fn store_args(&self) -> Vec<&str> {
-        vec![
-            "--store",
-            self.url.as_str(),
-            "--root-key",
-            self.root_key.to_str().unwrap(),
-        ]
-    }
-
-    fn cli(&self, node: &str, args: &[&str]) -> String {
-        let mut all = args.to_vec();
-        all.extend(self.store_args());
-        kms_bin().cli(&self.dir(node), &all)
-    }
-
-    fn admin(&self) -> Credentials {
-        credentials_from(&self.cli("a", &["credentials"]))
-    }
-
-    fn start(&self, node: &str) -> KmsServer {
-        kms_bin().start(&self.dir(node), &self.store_args())
-    }
-
-    /// `audit verify --store` (no checkpoint, no pinned key): (success, stdout + stderr).
-    fn verify(&self, extra: &[&str]) -> (bool, String) {
-        let mut args = vec!["audit", "verify"];
-        args.extend(extra);
-        args.extend(self.store_args());
-        let out = kms_bin().run(&self.dir("a"), &args);
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-}
-
-fn error_name(e: &ClientError) -> String {
-    match e {
-        ClientError::Service { name, .. } => name.clone(),
-        other => format!("{other}"),
-    }
-}
-
-async fn encrypt(kms: &KmsClient, key: &str) -> Result<Value, ClientError> {
-    kms.call("Encrypt", &json!({"KeyId": key, "Plaintext": "aGVsbG8="}))
-        .await
-}
-
-/// `psql -c <sql>` against `url`'s database, as the cluster's superuser: its stdout.
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new(cloister_tests::pg::bin_dir().join("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// (a) A client with valid credentials races the nodes: a key disabled on A is used on B in the
 /// same instant, many rounds. No Encrypt sent to B after A answered DisableKey may succeed.
@@ -359,7 +271,7 @@ async fn audit_log_edits_in_postgres_are_caught_by_verify() {
     // The signing key replaced: a node restarted makes a new one; the owner's pinned key
     // refuses the log's heads.
     let (c, admin) = fresh("audit_signer");
-    let pem = c.tmp.path().join("audit.pem");
+    let pem = c.dir("audit.pem");
     fill(&c, &admin).await;
     std::fs::write(&pem, c.cli("a", &["audit", "public-key"])).unwrap();
     let pinned = ["--public-key", pem.to_str().unwrap()];
@@ -538,9 +450,9 @@ async fn an_audit_entry_appended_in_postgres_is_not_signed_into_the_log() {
     let (ka, kb) = (once(a.client(admin.clone())), once(b.client(admin.clone())));
     let key = key_id(&ka.call("CreateKey", &json!({})).await.unwrap());
     encrypt(&kb, &key).await.unwrap();
-    let pem = c.tmp.path().join("audit.pem");
+    let pem = c.dir("audit.pem");
     std::fs::write(&pem, c.cli("a", &["audit", "public-key"])).unwrap();
-    let checkpoint = c.tmp.path().join("checkpoint.json");
+    let checkpoint = c.dir("checkpoint.json");
     std::fs::write(&checkpoint, c.cli("a", &["audit", "checkpoint"])).unwrap();
     // The forged entry: the last one, made to say the key was scheduled for deletion.
     psql(

@@ -9,71 +9,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloister_kms_client::{ClientError, KmsClient, Retry};
-use cloister_sigv4::Credentials;
-use cloister_tests::kms::{KmsServer, credentials_from};
+use cloister_tests::kms::credentials_from;
 use cloister_tests::pg::PgCluster;
 use serde_json::{Value, json};
 
+use common::cluster::{Cluster, encrypt, error_name, psql};
 use common::{key_id, kms_bin, once};
-
-/// Nodes sharing one database and one root key, each with its own data directory.
-struct Cluster {
-    tmp: tempfile::TempDir,
-    url: String,
-    root_key: PathBuf,
-}
-
-impl Cluster {
-    fn new(pg: &PgCluster, db: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root_key = tmp.path().join("root.key");
-        Self {
-            url: pg.create_database(db),
-            tmp,
-            root_key,
-        }
-    }
-
-    fn dir(&self, node: &str) -> PathBuf {
-        self.tmp.path().join(node)
-    }
-
-    fn store_args(&self) -> Vec<&str> {
-        vec![
-            "--store",
-            self.url.as_str(),
-            "--root-key",
-            self.root_key.to_str().unwrap(),
-        ]
-    }
-
-    /// `cloister-kms <args> --store <url> --root-key <key> --data-dir <node's dir>`, which must
-    /// succeed; its stdout.
-    fn cli(&self, node: &str, args: &[&str]) -> String {
-        let mut all = args.to_vec();
-        all.extend(self.store_args());
-        kms_bin().cli(&self.dir(node), &all)
-    }
-
-    /// `audit verify` of the shared log, run from `node`'s data directory (not checked).
-    fn audit_verify(&self, node: &str) -> std::process::Output {
-        let mut args = vec!["audit", "verify"];
-        args.extend(self.store_args());
-        kms_bin().run(&self.dir(node), &args)
-    }
-
-    fn admin(&self) -> Credentials {
-        credentials_from(&self.cli("a", &["credentials"]))
-    }
-
-    fn start(&self, node: &str) -> KmsServer {
-        kms_bin().start(&self.dir(node), &self.store_args())
-    }
-}
 
 fn retrying(kms: KmsClient) -> KmsClient {
     kms.with_retry(Retry {
@@ -81,18 +26,6 @@ fn retrying(kms: KmsClient) -> KmsClient {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(2),
     })
-}
-
-fn error_name(e: &ClientError) -> String {
-    match e {
-        ClientError::Service { name, .. } => name.clone(),
-        other => format!("{other}"),
-    }
-}
-
-async fn encrypt(kms: &KmsClient, key: &str) -> Result<Value, ClientError> {
-    kms.call("Encrypt", &json!({"KeyId": key, "Plaintext": "aGVsbG8="}))
-        .await
 }
 
 fn audit_entries(cluster: &Cluster) -> Vec<Value> {
@@ -243,13 +176,8 @@ async fn two_nodes_over_one_database_behave_as_one_kms() {
     ] {
         assert!(ops.contains(&op), "{op} not audited: {ops:?}");
     }
-    let verified = cluster.audit_verify("b");
-    let out = String::from_utf8_lossy(&verified.stdout);
-    assert!(
-        verified.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let (verified, out) = cluster.verify(&[]);
+    assert!(verified, "{out}");
     assert!(out.contains(&format!("{} entries", entries.len())), "{out}");
 }
 
@@ -297,13 +225,8 @@ async fn a_node_killed_under_load_loses_no_answered_write() {
     // B goes on serving and its keys work; the log is intact.
     encrypt(&kb, &answered[0]).await.unwrap();
     drop(b);
-    let verified = cluster.audit_verify("b");
-    assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let (verified, out) = cluster.verify(&[]);
+    assert!(verified, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,19 +312,6 @@ fn tls_to_the_database_is_verified() {
     let lax = format!("{url}?sslmode=require");
     let out = kms_bin().run(&tmp.path().join("c"), &["credentials", "--store", &lax]);
     assert!(!out.status.success());
-}
-
-/// `psql -c <sql>` against `url`'s database, as the cluster's superuser.
-fn psql(url: &str, sql: &str) {
-    let out = std::process::Command::new(cloister_tests::pg::bin_dir().join("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,17 +408,16 @@ async fn an_audit_entry_rewritten_in_postgres_is_caught_by_verify() {
             .unwrap();
     }
     drop((a, b));
-    let verify = || cluster.audit_verify("a");
-    assert!(verify().status.success());
+    let (intact, out) = cluster.verify(&[]);
+    assert!(intact, "{out}");
     // Whoever administers the database hides that the key was made: the entry is rewritten in
     // place (its chain and leaf hashes no longer match it).
     psql(
         &cluster.url,
         "UPDATE audit SET entry = replace(entry, 'CreateKey', 'ListKeys') WHERE entry LIKE '%CreateKey%'",
     );
-    let out = verify();
-    assert!(!out.status.success());
-    let report = String::from_utf8_lossy(&out.stdout);
+    let (intact, report) = cluster.verify(&[]);
+    assert!(!intact);
     assert!(report.contains("entry"), "{report}");
 }
 

@@ -4,6 +4,8 @@
 //! attestation document with the `Recipient` member naming it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub(crate) mod cluster;
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
