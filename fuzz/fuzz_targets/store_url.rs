@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         .split_once("://")
         .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
         .unwrap_or("");
-    let secret = authority.contains(&format!(":{PASSWORD}@")) && s.matches(PASSWORD).count() == 1;
+    // Only a PostgreSQL URL has user info; a sqlite:// path is a file name, shown as it is.
+    let postgres = s.starts_with("postgres://") || s.starts_with("postgresql://");
+    let secret = postgres
+        && authority.contains(&format!(":{PASSWORD}@"))
+        && s.matches(PASSWORD).count() == 1;
     let shown = match StoreUrl::parse(s) {
         Ok(url) => format!("{url} {url:?}"),
         Err(e) => e.to_string(),
