@@ -12,6 +12,7 @@ pub mod launcher;
 pub mod microvm;
 pub mod pg;
 pub mod pipeline;
+pub mod proxy_status;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -107,4 +108,17 @@ pub fn outcome(out: &Output) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; whether it held. For conditions
+/// another process brings about (no timing is asserted: the limit is generous).
+pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
 }

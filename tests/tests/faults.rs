@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cloister_tests::binary;
+use cloister_tests::eventually;
 use cloister_tests::launcher::{children, exists};
 use cloister_tests::pipeline::{Pipeline, records};
 use cloister_wire::message::Operation;
@@ -138,18 +139,6 @@ fn wait_within(child: &mut Child, limit: Duration, what: &str) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes; whether it held.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 fn sigkill(pid: u32) {

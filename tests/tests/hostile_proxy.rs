@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloister_tests::eventually;
 use cloister_tests::pipeline::Proc;
+use cloister_tests::proxy_status::{each, sum};
 use cloister_tests::{binary, outcome};
 use cloister_wire::frame::encode;
 use cloister_wire::message::{KmsAccess, Operation, SecretString};
@@ -224,30 +226,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn each(s: &Value, field: &str) -> Vec<Value> {
-    s["enclaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[field].clone())
-        .collect()
-}
-
-fn sum(s: &Value, field: &str) -> u64 {
-    each(s, field).iter().map(|v| v.as_u64().unwrap()).sum()
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
 }
 
 fn job() -> Message {

@@ -16,10 +16,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cloister_tests::eventually;
 use cloister_tests::launcher::{Launched, children, exists};
 use cloister_tests::pipeline::{Pipeline, records};
+use cloister_tests::proxy_status::{each, sum};
 use cloister_tests::{binary, outcome};
 use cloister_wire::message::Operation;
 use cloister_wire::{FrameReader, Message};
@@ -51,31 +53,6 @@ fn status(p: &Pipeline) -> Value {
     );
     assert_eq!(code, 0, "proxy status: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("proxy status printed {out:?}: {e}"))
-}
-
-/// Each enclave's `field` in the status, in `--enclave` order.
-fn each(s: &Value, field: &str) -> Vec<Value> {
-    s["enclaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[field].clone())
-        .collect()
-}
-
-fn sum(s: &Value, field: &str) -> u64 {
-    each(s, field).iter().map(|v| v.as_u64().unwrap()).sum()
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
 }
 
 /// An enclave's launcher and the stable address the proxy knows it by.
