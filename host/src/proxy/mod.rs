@@ -229,13 +229,9 @@ async fn serve(args: ProxyArgs) -> Result<()> {
         .map(|i| pool.address(i).to_string())
         .collect();
     let mode = if replay { "replay" } else { "pipe" };
-    eprintln!(
-        "cloister proxy: jobs on {listen}, enclave{} at {} ({mode} mode), KMS relay on {relay_listen} -> {kms_endpoint}",
-        if enclaves.len() > 1 { "s" } else { "" },
-        enclaves.join(", "),
-    );
-    if let (Some(l), Some(a)) = (status, &args.status_listen) {
-        eprintln!("cloister proxy: status on {a}");
+    // The status socket's server (and the descriptor it keeps in reserve) exists before the
+    // proxy says it is ready.
+    let status = if let (Some(l), Some(a)) = (status, &args.status_listen) {
         let header = status::Header {
             listen: listen.to_string(),
             mode,
@@ -244,7 +240,18 @@ async fn serve(args: ProxyArgs) -> Result<()> {
             health_interval_ms: health_interval
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         };
-        tokio::spawn(status::serve(l, header, pool.clone()));
+        Some((a, status::serve(l, header, pool.clone())))
+    } else {
+        None
+    };
+    eprintln!(
+        "cloister proxy: jobs on {listen}, enclave{} at {} ({mode} mode), KMS relay on {relay_listen} -> {kms_endpoint}",
+        if enclaves.len() > 1 { "s" } else { "" },
+        enclaves.join(", "),
+    );
+    if let Some((a, server)) = status {
+        eprintln!("cloister proxy: status on {a}");
+        tokio::spawn(server);
     }
     if let Some(every) = health_interval {
         tokio::spawn(health::run(pool.clone(), every));

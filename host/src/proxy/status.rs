@@ -77,26 +77,94 @@ pub(crate) fn document(header: &Header, pool: &Pool) -> Value {
 }
 
 /// Serves the status socket forever: one document per connection.
-pub(crate) async fn serve(listener: cloister_wire::Listener, header: Header, pool: Arc<Pool>) {
+///
+/// The status is most wanted when the proxy is in trouble, including out of file descriptors
+/// (every one held by jobs): the socket keeps one descriptor in reserve (`/dev/null`, opened at
+/// start) and, when accept fails for want of descriptors, gives it up for the one connection,
+/// answers it, and takes the reserve back once that connection is closed.
+/// The reserve is opened before this returns, so before the proxy says it is ready.
+pub(crate) fn serve(
+    listener: cloister_wire::Listener,
+    header: Header,
+    pool: Arc<Pool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let reserve = Arc::new(std::sync::Mutex::new(Reserve::open()));
+    async move { serve_with(listener, header, pool, reserve).await }
+}
+
+async fn serve_with(
+    listener: cloister_wire::Listener,
+    header: Header,
+    pool: Arc<Pool>,
+    reserve: Arc<std::sync::Mutex<Reserve>>,
+) {
     loop {
-        match listener.accept().await {
+        let accepted = match listener.accept().await {
+            Err(e) if out_of_descriptors(&e) && reserve_lock(&reserve).release() => {
+                listener.accept().await
+            }
+            other => other,
+        };
+        match accepted {
             Ok(mut s) => {
                 let mut text = document(&header, &pool).to_string();
                 text.push('\n');
+                let reserve = reserve.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(STATUS_TIMEOUT, async {
                         let _ = s.write_all(text.as_bytes()).await;
                         let _ = s.shutdown().await;
                     })
                     .await;
+                    drop(s);
+                    reserve_lock(&reserve).refill();
                 });
             }
             Err(e) => {
                 eprintln!("cloister proxy: status accept: {e}");
+                // The reserve given up may have been taken by another task: try to get it back.
+                reserve_lock(&reserve).refill();
                 tokio::time::sleep(super::ACCEPT_BACKOFF).await;
             }
         }
     }
+}
+
+/// One file descriptor kept so the status socket can answer when the process has none left.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Closes the reserve descriptor; false if there was none to give up.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Reopens the reserve if it was given up (it stays empty while no descriptor is free).
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            *self = Self::open();
+        }
+    }
+}
+
+fn reserve_lock(r: &std::sync::Mutex<Reserve>) -> std::sync::MutexGuard<'_, Reserve> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether accept failed because this process (`EMFILE`) or the system (`ENFILE`) has no file
+/// descriptor left.
+fn out_of_descriptors(e: &cloister_wire::WireError) -> bool {
+    matches!(
+        e,
+        cloister_wire::WireError::Io { source, .. }
+            if source.raw_os_error().is_some_and(|n| {
+                n == nix::errno::Errno::EMFILE as i32 || n == nix::errno::Errno::ENFILE as i32
+            })
+    )
 }
 
 /// `cloister proxy status`: prints the running proxy's status.
