@@ -19,8 +19,8 @@ use super::{Ended, RunArgs, Started};
 const GRACE: Duration = Duration::from_secs(3);
 /// TCG: how long one boot may take to reach the enclave's init before it is taken for hung,
 /// and how many are tried. (A longer wait does not help: a kernel that failed to calibrate
-/// its TSC never gets there; measured with two CPU hogs on this 2-core machine, it boots to
-/// init in about 5 s or not at all.)
+/// its TSC against the PIT never gets there. In a trial with two CPU hogs and two VMs on a
+/// 2-core machine, every boot stopped right after "tsc: Unable to calibrate against PIT".)
 const TCG_ATTEMPT: Duration = Duration::from_secs(40);
 const TCG_ATTEMPTS: u32 = 5;
 /// How much longer a boot that has reached the enclave's init (it wrote to the console: the
