@@ -186,9 +186,13 @@ class Kms:
             f.write(data)
         return "fileb://" + path
 
-    def stop(self):
+    def stop(self, keep_dir=False):
+        """Stops the server and, unless `keep_dir` (to start another on it), removes its data
+        directory (root key, SQLite store, TLS material)."""
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

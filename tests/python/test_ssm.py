@@ -512,7 +512,7 @@ def test_parameters_survive_a_restart():
         ssm.label_parameter_version(Name="/t16/kept", ParameterVersion=1, Labels=["old"])
         ssm.put_parameter(Name="/t16/secret", Value="s", Type="SecureString")
     finally:
-        first.stop()
+        first.stop(keep_dir=True)
     second = Kms.__new__(Kms)
     second.dir, second.admin = first.dir, first.admin
     second.proc = subprocess.Popen([KMS_BIN, "serve", "--data-dir", second.dir, "--listen", "127.0.0.1:0"],
