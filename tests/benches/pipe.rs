@@ -18,15 +18,15 @@
 //! copy". The result is reported, never failed on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloister_tests::kms::KmsBinary;
+use cloister_tests::pipeline::{Proc, spawn_command};
 use serde_json::{Value, json};
 
 /// Size of each write (and of the readers' buffers).
@@ -84,56 +84,17 @@ fn transfer(connect: &Path, sink: &UnixListener, total: u64) -> f64 {
     })
 }
 
-/// A child process killed on drop, with its stderr collected.
-struct Proc(Child, Arc<Mutex<String>>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `cloister proxy` on a sink at `dir/enclave.sock` and waits until it listens.
 fn start_proxy(cloister: &Path, dir: &Path) -> Proc {
     let addr = |name: &str| format!("unix://{}", dir.join(name).display());
-    spawn_proxy(
+    spawn_command(
         Command::new(cloister)
             .args(["proxy", "--listen", &addr("jobs.sock")])
             .args(["--enclave", &addr("enclave.sock")])
             .args(["--relay-listen", &addr("relay.sock")])
             .args(["--kms-endpoint", "127.0.0.1:9"]),
+        "jobs on",
     )
-}
-
-/// Spawns a `cloister proxy` command and waits until it listens.
-fn spawn_proxy(cmd: &mut Command) -> Proc {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        let ready = line.contains("jobs on");
-        log.lock().unwrap().push_str(&(line + "\n"));
-        if ready {
-            break;
-        }
-    }
-    assert!(
-        log.lock().unwrap().contains("jobs on"),
-        "cloister proxy did not start: {}",
-        log.lock().unwrap()
-    );
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    Proc(child, log)
 }
 
 /// The binaries a whole job needs.
@@ -225,12 +186,13 @@ fn whole_job(bins: &Binaries, mib: u64, runs: u64) -> (Vec<f64>, u64, u64) {
     );
     let enclave = launched.get("proxy").trim_start_matches("--enclave ");
     let jobs = format!("unix://{}", p("proxy/jobs.sock").display());
-    let proxy = spawn_proxy(
+    let proxy = spawn_command(
         Command::new(&bins.cloister)
             .args(["proxy", "--listen", &jobs, "--enclave", enclave])
             .arg("--relay-listen")
             .arg(format!("unix://{}", relay.display()))
             .args(["--kms-endpoint", &https]),
+        "jobs on",
     );
 
     // The records, sealed by the key's owner in messages of about 1 MiB.

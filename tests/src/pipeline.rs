@@ -62,32 +62,47 @@ impl Drop for Proc {
 
 /// Spawns a program, collecting its stderr; waits until a line contains `ready`.
 pub fn spawn(bin: &str, args: &[&str], ready: &str) -> Proc {
-    let mut child = Command::new(binary(bin))
-        .args(args)
+    spawn_command(Command::new(binary(bin)).args(args), ready)
+}
+
+/// How much of a child's stderr [`spawn_command`] keeps: a flood of log lines (a test may
+/// provoke one) must not exhaust the test's memory.
+const MAX_LOG: usize = 64 << 20;
+
+/// Spawns `cmd` (stdout to /dev/null), collecting its stderr (up to [`MAX_LOG`] bytes); waits
+/// until a line contains `ready`.
+pub fn spawn_command(cmd: &mut Command, ready: &str) -> Proc {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let log = Arc::new(Mutex::new(String::new()));
+    let keep = |log: &Mutex<String>, line: &str| {
+        let mut l = log.lock().unwrap();
+        if l.len() < MAX_LOG {
+            l.push_str(line);
+            l.push('\n');
+        }
+    };
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        log.lock().unwrap().push_str(&line);
-        log.lock().unwrap().push('\n');
+        keep(&log, &line);
         if line.contains(ready) {
             break;
         }
     }
     assert!(
         log.lock().unwrap().contains(ready),
-        "{bin} did not start: {}",
+        "{:?} did not start: {}",
+        cmd.get_program(),
         log.lock().unwrap()
     );
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
+            keep(&sink, &line);
         }
     });
     Proc(child, log)

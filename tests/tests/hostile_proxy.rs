@@ -11,15 +11,14 @@
 //! hidden `--io-timeout` shortens the protocol's 300 s where a test needs a stall to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloister_tests::eventually;
-use cloister_tests::pipeline::Proc;
+use cloister_tests::pipeline::{Proc, spawn_command};
 use cloister_tests::proxy_status::{each, sum};
 use cloister_tests::{binary, outcome};
 use cloister_wire::frame::encode;
@@ -152,18 +151,12 @@ impl Proxy {
     }
 }
 
-/// Starts `cloister proxy` (through `prefix`, e.g. `prlimit`) in replay mode over `enclaves`,
-/// with its sockets in `dir`, no health checks unless `extra` asks, and `extra` arguments.
-fn proxy_with(dir: &Path, prefix: &[&str], enclaves: &[String], extra: &[&str]) -> Proxy {
+/// Starts `cloister proxy` in replay mode over `enclaves`, with its sockets in `dir`, no health
+/// checks unless `extra` asks, and `extra` arguments.
+fn proxy(dir: &Path, enclaves: &[String], extra: &[&str]) -> Proxy {
     let jobs = dir.join("jobs.sock");
     let status = dir.join("status.sock");
-    let mut cmd = if let Some((first, rest)) = prefix.split_first() {
-        let mut c = Command::new(first);
-        c.args(rest).arg(binary("cloister"));
-        c
-    } else {
-        Command::new(binary("cloister"))
-    };
+    let mut cmd = Command::new(binary("cloister"));
     cmd.args(["proxy", "--mode", "replay", "--listen"])
         .arg(format!("unix://{}", jobs.display()))
         .arg("--relay-listen")
@@ -177,47 +170,11 @@ fn proxy_with(dir: &Path, prefix: &[&str], enclaves: &[String], extra: &[&str]) 
         cmd.args(["--health-interval", "0"]);
     }
     cmd.args(extra);
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let ready = line.contains("jobs on");
-        log.lock().unwrap().push_str(&line);
-        log.lock().unwrap().push('\n');
-        if ready {
-            break;
-        }
-    }
-    assert!(
-        log.lock().unwrap().contains("jobs on"),
-        "the proxy did not start: {}",
-        log.lock().unwrap()
-    );
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            // Bounded: a flood of log lines must not exhaust the test's memory.
-            if l.len() < 64 << 20 {
-                l.push_str(&line);
-                l.push('\n');
-            }
-        }
-    });
     Proxy {
-        proc: Proc(child, log),
+        proc: spawn_command(&mut cmd, "jobs on"),
         jobs,
         status,
     }
-}
-
-fn proxy(dir: &Path, enclaves: &[String], extra: &[&str]) -> Proxy {
-    proxy_with(dir, &[], enclaves, extra)
 }
 
 fn rt() -> tokio::runtime::Runtime {
