@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cloister_tests::env_or;
 use cloister_tests::kms::KmsBinary;
 use cloister_tests::pipeline::{Proc, spawn_command};
 use serde_json::{Value, json};
@@ -33,15 +34,6 @@ use serde_json::{Value, json};
 const CHUNK: usize = 256 << 10;
 /// The goal: proxy throughput over raw throughput.
 const GOAL: f64 = 0.5;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
 
 /// Writes `total` bytes in [`CHUNK`] writes, then ends the stream.
 fn push(mut s: UnixStream, total: u64) {

@@ -25,16 +25,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use cloister_tests::env_or;
 use cloister_tests::pipeline::{Pipeline, records};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
 
 /// A configuration: its name, how many enclaves and clients, and the proxy's arguments (`None`:
 /// straight to the first enclave).

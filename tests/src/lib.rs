@@ -110,6 +110,17 @@ pub fn outcome(out: &Output) -> (i32, String, String) {
     )
 }
 
+/// A number from the environment variable `name` (a benchmark's size or count), `default` when
+/// unset; panics, naming it, when it is set but not a number.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes; whether it held. For conditions
 /// another process brings about (no timing is asserted: the limit is generous).
 pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
