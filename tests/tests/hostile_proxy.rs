@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cloister_tests::eventually;
 use cloister_tests::pipeline::{Proc, spawn_command};
-use cloister_tests::proxy_status::{each, sum};
+use cloister_tests::proxy_status::{self, each, sum, until_idle};
 use cloister_tests::{binary, outcome};
 use cloister_wire::frame::encode;
 use cloister_wire::message::{KmsAccess, Operation, SecretString};
@@ -139,15 +139,7 @@ impl Proxy {
     }
 
     fn status(&self) -> Value {
-        let (code, out, err) = outcome(
-            &Command::new(binary("cloister"))
-                .args(["proxy", "status", "--json", "--status-listen"])
-                .arg(format!("unix://{}", self.status.display()))
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(code, 0, "proxy status: {err}");
-        serde_json::from_str(&out).unwrap()
+        proxy_status::read(&format!("unix://{}", self.status.display()))
     }
 }
 
@@ -318,12 +310,9 @@ fn a_client_that_never_reads_its_results_does_not_pin_the_job_forever() {
             .is_empty())),
         "no enclave got the job"
     );
-    let mut s = Value::Null;
+    let (s, idle) = until_idle(Duration::from_secs(60), || p.status());
     assert!(
-        eventually(Duration::from_secs(60), || {
-            s = p.status();
-            sum(&s, "outstanding") == 0
-        }),
+        idle,
         "a client that does not read holds its job (and its held results) in the proxy: {s}"
     );
     // (The lease is released before the job's log line is written.)
@@ -678,14 +667,8 @@ fn hostile_clients_cost_only_their_own_jobs() {
         assert_eq!(got, [rows(&["ok"]), DONE]);
         drop(endless);
     });
-    let mut s = Value::Null;
-    assert!(
-        eventually(Duration::from_secs(60), || {
-            s = p.status();
-            sum(&s, "outstanding") == 0
-        }),
-        "loads did not return to 0: {s}"
-    );
+    let (s, idle) = until_idle(Duration::from_secs(60), || p.status());
+    assert!(idle, "loads did not return to 0: {s}");
     assert_eq!(each(&s, "state"), ["up", "up"], "{s}\n{}", p.log());
     assert_eq!(sum(&s, "rerun"), 0, "{s}");
 }
@@ -862,12 +845,8 @@ fn concurrent_jobs_over_a_dying_enclave_get_one_answer_each_and_the_buffer_bound
     let s = p.status();
     let a_jobs = a.jobs.load(Ordering::SeqCst);
     assert!(a_jobs > 0, "A got no job: {s}");
-    assert!(
-        eventually(Duration::from_secs(30), || sum(&p.status(), "outstanding")
-            == 0),
-        "{}",
-        p.status()
-    );
+    let (last, idle) = until_idle(Duration::from_secs(30), || p.status());
+    assert!(idle, "{last}");
     let s = p.status();
     // Every job: done once on B, or lost (re-run, or failed past the buffer) on A.
     assert_eq!(each(&s, "done")[1], 80 - lost, "{s}");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use cloister_tests::eventually;
 use cloister_tests::launcher::{Launched, children, exists};
 use cloister_tests::pipeline::{Pipeline, records};
-use cloister_tests::proxy_status::{each, sum};
+use cloister_tests::proxy_status::{self, each, sum, until_idle};
 use cloister_tests::{binary, outcome};
 use cloister_wire::message::Operation;
 use cloister_wire::{FrameReader, Message};
@@ -39,20 +39,7 @@ fn status_addr(p: &Pipeline) -> String {
 
 /// `cloister proxy status --json`.
 fn status(p: &Pipeline) -> Value {
-    let (code, out, err) = outcome(
-        &Command::new(binary("cloister"))
-            .args([
-                "proxy",
-                "status",
-                "--json",
-                "--status-listen",
-                &status_addr(p),
-            ])
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(code, 0, "proxy status: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("proxy status printed {out:?}: {e}"))
+    proxy_status::read(&status_addr(p))
 }
 
 /// An enclave's launcher and the stable address the proxy knows it by.
@@ -207,14 +194,8 @@ fn jobs_spread_over_three_enclaves_and_a_failed_job_is_not_rerun() {
         let jobs: Vec<Child> = (0..6).map(|_| spawn_mask(&p, &sealed)).collect();
         all_match(jobs, &reference);
     }
-    let mut s = Value::Null;
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            s = status(&p);
-            sum(&s, "outstanding") == 0
-        }),
-        "loads did not return to 0: {s}"
-    );
+    let (s, idle) = until_idle(Duration::from_secs(30), || status(&p));
+    assert!(idle, "loads did not return to 0: {s}");
     assert_eq!(sum(&s, "done"), 12, "{s}");
     for (i, done) in each(&s, "done").iter().enumerate() {
         assert!(done.as_u64().unwrap() >= 1, "enclave {i} got no job: {s}");
@@ -375,14 +356,8 @@ fn an_enclave_killed_mid_job_loses_no_job_and_comes_back_on_its_address() {
         "the re-run job's rows differ from one enclave's"
     );
 
-    let mut s = Value::Null;
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            s = status(&p);
-            sum(&s, "outstanding") == 0
-        }),
-        "loads did not return to 0: {s}"
-    );
+    let (s, idle) = until_idle(Duration::from_secs(30), || status(&p));
+    assert!(idle, "loads did not return to 0: {s}");
     assert_eq!(s["enclaves"][victim]["state"], "down", "{s}");
     assert_eq!(s["enclaves"][victim]["rerun"], 1, "{s}");
     assert_eq!(sum(&s, "rerun"), 1, "{s}");
