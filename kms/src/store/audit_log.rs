@@ -299,8 +299,7 @@ impl Store {
         let (head, heads) = sql::transaction(&*self.conn, |tx| {
             migrate(tx)?;
             let mac = (tx.engine() == Engine::Postgres).then(|| rows.clone());
-            let mut head = LogHead::restore(tx, signer.public_key(), mac.as_ref())?;
-            head.mac = mac;
+            let head = LogHead::restore(tx, signer.public_key(), mac)?;
             let mut heads = TreeHeads {
                 signer,
                 signed: Signed {
@@ -630,7 +629,7 @@ type PendingEntry = (i64, String, String, String, Hash, Option<Vec<u8>>);
 /// Most entries read by one query when following other nodes' entries.
 const CATCH_UP_PAGE: usize = 1024;
 
-/// Most entries inserted by one statement (5 parameters each).
+/// Most entries inserted by one statement (5 parameters each, 6 with a MAC).
 const FLUSH_ROWS: usize = 128;
 
 impl LogHead {
@@ -639,8 +638,9 @@ impl LogHead {
     /// from before the migration) are filled in on the way.
     ///
     /// With `mac` (a shared store), an entry after the frontier without its MAC (inserted in
-    /// the database, not written by a node) is refused: the node does not start over it.
-    fn restore(tx: &dyn Sql, key: &TreeKey, mac: Option<&crate::rootkey::RowKey>) -> Result<Self> {
+    /// the database, not written by a node) is refused: the node does not start over it; the
+    /// head keeps `mac` for the entries it appends and follows.
+    fn restore(tx: &dyn Sql, key: &TreeKey, mac: Option<crate::rootkey::RowKey>) -> Result<Self> {
         let (seq, hash) =
             match tx.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
                 Some(r) => (r.get(0)?, r.get(1)?),
@@ -659,7 +659,7 @@ impl LogHead {
         for r in rows {
             let (row_seq, entry, stored): (i64, String, Option<Vec<u8>>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
-            if let Some(key) = mac {
+            if let Some(key) = &mac {
                 let e = StoredEntry {
                     seq: row_seq,
                     json: entry.clone(),
@@ -709,7 +709,7 @@ impl LogHead {
             hash,
             frontier,
             pending: Vec::new(),
-            mac: None,
+            mac,
         })
     }
 
