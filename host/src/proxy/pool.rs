@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use cloister_wire::Address;
+use nix::errno::Errno;
 use serde::Serialize;
 
 /// One enclave as the proxy sees it.
@@ -47,15 +48,26 @@ pub(crate) struct State {
 /// descriptors or memory), not the enclave's fault: the enclave is then not taken out (nor
 /// put in by a probe's verdict), since every enclave would fail the same way.
 pub(crate) fn own_shortage(e: &cloister_wire::WireError) -> bool {
-    use nix::errno::Errno;
+    io_errno_in(
+        e,
+        &[Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM],
+    )
+}
+
+/// Whether an I/O call failed because this process (`EMFILE`) or the system (`ENFILE`) has no
+/// file descriptor left.
+pub(crate) fn out_of_descriptors(e: &cloister_wire::WireError) -> bool {
+    io_errno_in(e, &[Errno::EMFILE, Errno::ENFILE])
+}
+
+/// Whether `e` is an I/O error with one of `errnos`.
+fn io_errno_in(e: &cloister_wire::WireError, errnos: &[Errno]) -> bool {
     let cloister_wire::WireError::Io { source, .. } = e else {
         return false;
     };
-    source.raw_os_error().is_some_and(|n| {
-        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
-            .iter()
-            .any(|x| *x as i32 == n)
-    })
+    source
+        .raw_os_error()
+        .is_some_and(|n| errnos.iter().any(|x| *x as i32 == n))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -15,7 +15,7 @@ use cloister_wire::Address;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::pool::{Pool, now_ms};
+use super::pool::{Pool, now_ms, out_of_descriptors};
 
 /// Largest status document `status` reads.
 const MAX_STATUS: u64 = 4 << 20;
@@ -153,18 +153,6 @@ impl Reserve {
 
 fn reserve_lock(r: &std::sync::Mutex<Reserve>) -> std::sync::MutexGuard<'_, Reserve> {
     r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether accept failed because this process (`EMFILE`) or the system (`ENFILE`) has no file
-/// descriptor left.
-fn out_of_descriptors(e: &cloister_wire::WireError) -> bool {
-    matches!(
-        e,
-        cloister_wire::WireError::Io { source, .. }
-            if source.raw_os_error().is_some_and(|n| {
-                n == nix::errno::Errno::EMFILE as i32 || n == nix::errno::Errno::ENFILE as i32
-            })
-    )
 }
 
 /// `cloister proxy status`: prints the running proxy's status.
