@@ -259,32 +259,18 @@ async fn serve(args: ProxyArgs) -> Result<()> {
     let relay_counters = counters.clone();
     tokio::spawn(async move {
         loop {
-            match relay.accept().await {
-                Ok(stream) => {
-                    let (c, k) = (relay_counters.clone(), kms_endpoint.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = relay_one(stream, &k, &c).await {
-                            c.log(&format!("relay connection failed: {e}"));
-                        }
-                    });
+            let stream = accept(&relay, "relay", &relay_counters).await;
+            let (c, k) = (relay_counters.clone(), kms_endpoint.clone());
+            tokio::spawn(async move {
+                if let Err(e) = relay_one(stream, &k, &c).await {
+                    c.log(&format!("relay connection failed: {e}"));
                 }
-                Err(e) => {
-                    relay_counters.log(&format!("relay accept: {e}"));
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
+            });
         }
     });
     let limits = Arc::new(limits);
     loop {
-        let client = match jobs.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                counters.log(&format!("job accept: {e}"));
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+        let client = accept(&jobs, "job", &counters).await;
         let (c, pool, limits) = (counters.clone(), pool.clone(), limits.clone());
         tokio::spawn(async move {
             c.jobs.fetch_add(1, Ordering::Relaxed);
@@ -301,6 +287,24 @@ async fn serve(args: ProxyArgs) -> Result<()> {
                 }
             }
         });
+    }
+}
+
+/// The next connection on `listener`; a failed accept is logged ("`what` accept: ...") and
+/// retried after [`ACCEPT_BACKOFF`].
+async fn accept(
+    listener: &cloister_wire::Listener,
+    what: &str,
+    counters: &Counters,
+) -> cloister_wire::Stream {
+    loop {
+        match listener.accept().await {
+            Ok(s) => return s,
+            Err(e) => {
+                counters.log(&format!("{what} accept: {e}"));
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }
 
